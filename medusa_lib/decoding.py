@@ -1,0 +1,286 @@
+"""Medusa decoding: candidates, one tree-verification forward, acceptance, KV bookkeeping.
+
+Follows Cai et al., 2024, Sec. 2.1.2 (tree attention) and 2.3.1 (typical acceptance). One step:
+
+1. the root is the token the base model itself chose last step (always correct);
+2. head k's top-k ids fill depth k of the tree (`Tree.candidates`);
+3. one forward of all N nodes over the KV cache, under a float 4D tree mask, with position ids
+   = past length + depth (plain HF `DynamicCache`; no patched modeling files);
+4. acceptance walks down the tree from the root (`greedy`, `typical` or `sample`);
+5. the accepted path's KV entries are moved into place and the rest cropped away; the base
+   model's token at the last accepted node becomes the next root (the "bonus" token).
+
+Modes:
+- greedy: lossless: exactly the tokens plain greedy decoding gives.
+- sample: exact: multi-draft rejection sampling over siblings (SpecInfer / EAGLE style), so the
+  output follows the base model's sampling distribution at `temperature`.
+- typical: the paper's typical acceptance, p(x) > min(eps, delta * exp(-H)). Faster, but NOT
+  distribution-exact: it accepts plausible tokens the base model might not have sampled.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+from medusa_lib.tree import Tree
+
+MODES = ("greedy", "typical", "sample")
+
+
+@dataclass
+class GenerateOutput:
+    sequences: torch.Tensor  # [1, prompt + new]
+    accept_lengths: list[int] = field(default_factory=list)  # tokens emitted per step (>= 1)
+    step_times: list[dict] = field(default_factory=list)  # seconds: forward, lm_head, heads, total
+    candidates: list[torch.Tensor] = field(default_factory=list)  # per step [N] (if record=True)
+    accepted_nodes: list[list[int]] = field(default_factory=list)  # per step (if record=True)
+    prompt_len: int = 0
+
+    @property
+    def new_tokens(self) -> torch.Tensor:
+        return self.sequences[0, self.prompt_len:]
+
+    @property
+    def tau(self) -> float:
+        """Mean tokens per step (acceptance length)."""
+        return sum(self.accept_lengths) / max(1, len(self.accept_lengths))
+
+
+# ----------------------------------------------------------------------------- small pieces
+
+
+def logit_rows(weight: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """lm_head logits of a few hidden states: [N, H] -> [N, V].
+
+    `W @ h.T` rather than `h @ W.T`: on CPU (MKL) the small-M GEMM is up to 3x slower than this
+    layout, and a single row is slower than two, so one row is padded to two.
+    """
+    if h.shape[0] == 1:
+        return (weight @ torch.cat([h, h]).T).T[:1]
+    return (weight @ h.T).T
+
+
+def check_inputs(input_ids: torch.Tensor, mode: str, max_new_tokens: int) -> None:
+    if input_ids.dim() != 2 or input_ids.shape[0] != 1:
+        raise ValueError(f"batch size 1 only: input_ids must be [1, T], got {list(input_ids.shape)}")
+    if input_ids.shape[1] == 0:
+        raise ValueError("input_ids is empty: give at least one prompt token")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+
+
+def eos_set(eos_token_id, config) -> set[int]:
+    eos = eos_token_id if eos_token_id is not None else getattr(config, "eos_token_id", None)
+    if eos is None:
+        return set()
+    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
+
+
+def clip_emitted(tokens: list[int], eos: set[int], budget: int) -> tuple[list[int], bool]:
+    """Cut at the first EOS (kept) and at the token budget. Returns (tokens, finished)."""
+    for i, t in enumerate(tokens):
+        if t in eos:
+            tokens = tokens[: i + 1]
+            return tokens[:budget], True
+    return tokens[:budget], len(tokens) >= budget
+
+
+def keep_path(cache: DynamicCache, past_len: int, path: list[int]) -> None:
+    """Keep only the accepted nodes' KV entries: move them right after the prefix, drop the rest."""
+    idx = torch.tensor(path, device=cache.layers[0].keys.device) + past_len
+    end = past_len + len(path)
+    for layer in cache.layers:
+        layer.keys = torch.cat([layer.keys[..., :past_len, :], layer.keys.index_select(-2, idx)], -2)
+        layer.values = torch.cat([layer.values[..., :past_len, :], layer.values.index_select(-2, idx)], -2)
+    assert cache.get_seq_length() == end
+
+
+def choose_token(logits: torch.Tensor, mode: str, temperature: float, gen=None) -> int:
+    """The base model's own next token from one row of logits [V]."""
+    if mode == "greedy":
+        return int(logits.argmax())
+    probs = torch.softmax(logits.float() / temperature, -1)
+    return int(torch.multinomial(probs, 1, generator=gen))
+
+
+# ----------------------------------------------------------------------------- acceptance
+
+
+def accept_greedy(tree: Tree, cand: torch.Tensor, logits: torch.Tensor, **_) -> tuple[list[int], int]:
+    """Walk down while the base argmax equals a child's token. Returns (path nodes, bonus token)."""
+    preds = logits.argmax(-1).tolist()  # [N]
+    cand, kids = cand.tolist(), tree.children()
+    path = [0]
+    while True:
+        nxt = next((c for c in kids[path[-1]] if cand[c] == preds[path[-1]]), None)
+        if nxt is None:
+            return path, preds[path[-1]]
+        path.append(nxt)
+
+
+def accept_sample(tree: Tree, cand: torch.Tensor, logits: torch.Tensor, temperature: float = 1.0,
+                  gen=None, **_) -> tuple[list[int], int]:
+    """Exact multi-draft rejection sampling; each child is a deterministic draft.
+
+    At a node with target p, try its children in rank order: child c is accepted with
+    probability p(c) / sum(p); on rejection c's mass is removed from p. If no child is accepted,
+    the bonus token is drawn from what is left. So every token is emitted with probability p(token).
+    """
+    probs = torch.softmax(logits.float() / temperature, -1)  # [N, V]
+    cand, kids = cand.tolist(), tree.children()
+    path = [0]
+    while True:
+        p = probs[path[-1]].clone()
+        accepted = None
+        for c in kids[path[-1]]:
+            if torch.rand((), generator=gen).item() * float(p.sum()) < float(p[cand[c]]):
+                accepted = c
+                break
+            p[cand[c]] = 0.0
+        if accepted is None:
+            return path, int(torch.multinomial(p, 1, generator=gen))
+        path.append(accepted)
+
+
+def accept_typical(tree: Tree, cand: torch.Tensor, logits: torch.Tensor, temperature: float = 1.0,
+                   posterior_threshold: float = 0.09, posterior_alpha: float = 0.3, gen=None,
+                   **_) -> tuple[list[int], int]:
+    """The paper's typical acceptance (Sec. 2.3.1): a child x of node n is accepted when
+    p_n(x) > min(eps, delta * exp(-H(p_n))). The deepest fully accepted node wins. Not exact."""
+    probs = torch.softmax(logits.float() / temperature, -1)  # [N, V]
+    entropy = -(probs * torch.log(probs + 1e-10)).sum(-1)  # [N]
+    thresh = torch.clamp(posterior_alpha * torch.exp(-entropy), max=posterior_threshold)  # [N]
+    parents = tree.parents()
+    ok = [True] + [bool(probs[parents[i], cand[i]] > thresh[parents[i]]) for i in range(1, tree.num_nodes)]
+    best = 0
+    for i in range(1, tree.num_nodes):  # ancestors come first, so ok[] can be chained in order
+        ok[i] = ok[i] and ok[parents[i]]
+        if ok[i] and len(tree.ancestors(i)) > len(tree.ancestors(best)):
+            best = i
+    p = probs[best] * (probs[best] > thresh[best])
+    bonus = int(torch.multinomial(p, 1, generator=gen)) if p.sum() > 0 else int(probs[best].argmax())
+    return tree.ancestors(best), bonus
+
+
+ACCEPT = {"greedy": accept_greedy, "typical": accept_typical, "sample": accept_sample}
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+@torch.no_grad()
+def prefill(mm, input_ids: torch.Tensor) -> tuple[DynamicCache, torch.Tensor]:
+    """Run the prompt once; returns (cache, last hidden state [1, H])."""
+    cache = DynamicCache(config=mm.config)
+    out = mm.decoder(input_ids=input_ids, cache=cache, use_cache=True)
+    return cache, out.last_hidden_state[0, -1:]
+
+
+@torch.no_grad()
+def tree_forward(mm, cache: DynamicCache, tree: Tree, cand: torch.Tensor) -> torch.Tensor:
+    """One forward of all tree nodes over the cache: float tree mask, depth position ids.
+
+    Returns the last hidden states [N, H]; the cache grows by N entries (see `keep_path`).
+    """
+    past, W = cache.get_seq_length(), mm.lm_head.weight
+    mask = tree.attention_mask(past, dtype=W.dtype, device=W.device)  # [1, 1, N, past + N]
+    out = mm.decoder(input_ids=cand[None].to(W.device), attention_mask=mask,
+                     position_ids=tree.position_ids(past, W.device), cache=cache, use_cache=True)
+    return out.last_hidden_state[0]
+
+
+@torch.no_grad()
+def medusa_generate(mm, input_ids: torch.Tensor, tree: Tree | None = None, max_new_tokens: int = 128,
+                    mode: str = "greedy", temperature: float = 1.0, posterior_threshold: float = 0.09,
+                    posterior_alpha: float = 0.3, eos_token_id=None, streamer=None, seed: int | None = None,
+                    record: bool = False) -> GenerateOutput:
+    """Generate with Medusa heads and tree verification. Batch size 1.
+
+    greedy is lossless; sample is exact at `temperature`; typical is faster but not exact.
+    Never emits past EOS or past `max_new_tokens`. `record=True` keeps each step's candidates
+    and accepted nodes (for the notebooks' explorer).
+    """
+    check_inputs(input_ids, mode, max_new_tokens)
+    tree = tree or Tree.default(mm.num_heads)
+    if tree.depth > mm.num_heads:
+        raise ValueError(f"tree depth {tree.depth} needs {tree.depth} heads; the model has {mm.num_heads}")
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    eos, W = eos_set(eos_token_id, mm.config), mm.lm_head.weight
+    opts = dict(temperature=temperature, posterior_threshold=posterior_threshold,
+                posterior_alpha=posterior_alpha, gen=gen)
+    out = GenerateOutput(sequences=input_ids, prompt_len=input_ids.shape[1])
+    if streamer is not None:
+        streamer.put(input_ids.cpu())
+
+    cache, h = prefill(mm, input_ids)
+    root = choose_token(logit_rows(W, h)[0], "greedy" if mode == "greedy" else "sample", temperature, gen)
+    topk = mm.head_topk(h, max(1, tree.max_rank))[:, 0]  # [K, topk]
+    new: list[int] = []
+    while True:
+        past = cache.get_seq_length()
+        t0 = time.perf_counter()
+        cand = tree.candidates(root, topk)  # [N]
+        hs = tree_forward(mm, cache, tree, cand)  # [N, H]
+        t1 = time.perf_counter()
+        logits = logit_rows(W, hs)  # [N, V]
+        t2 = time.perf_counter()
+        path, root = ACCEPT[mode](tree, cand, logits, **opts)
+        keep_path(cache, past, path)
+        emitted, done = clip_emitted(cand[path].tolist(), eos, max_new_tokens - len(new))
+        new += emitted
+        out.accept_lengths.append(len(emitted))
+        if streamer is not None:
+            streamer.put(torch.tensor(emitted))
+        if record:
+            out.candidates.append(cand.cpu())
+            out.accepted_nodes.append(path)
+        t3 = time.perf_counter()
+        if not done:
+            topk = mm.head_topk(hs[path[-1]][None], max(1, tree.max_rank))[:, 0]
+        t4 = time.perf_counter()
+        out.step_times.append({"forward": t1 - t0, "lm_head": t2 - t1, "heads": t4 - t3, "total": t4 - t0})
+        if done:
+            break
+    if streamer is not None:
+        streamer.end()
+    out.sequences = torch.cat([input_ids, torch.tensor([new], dtype=input_ids.dtype, device=input_ids.device)], 1)
+    return out
+
+
+@torch.no_grad()
+def greedy_generate(model_or_mm, input_ids: torch.Tensor, max_new_tokens: int = 128, eos_token_id=None,
+                    streamer=None) -> GenerateOutput:
+    """Plain greedy decoding on the same cache code: the like-for-like baseline (tau = 1)."""
+    from medusa_lib.heads import MedusaModel
+
+    check_inputs(input_ids, "greedy", max_new_tokens)
+    mm = model_or_mm if isinstance(model_or_mm, MedusaModel) else MedusaModel.from_base(model_or_mm, 1)
+    eos, W = eos_set(eos_token_id, mm.config), mm.lm_head.weight
+    out = GenerateOutput(sequences=input_ids, prompt_len=input_ids.shape[1])
+    if streamer is not None:
+        streamer.put(input_ids.cpu())
+    cache, h = prefill(mm, input_ids)
+    new: list[int] = []
+    while True:
+        t0 = time.perf_counter()
+        tok = int(logit_rows(W, h)[0].argmax())
+        new.append(tok)
+        if streamer is not None:
+            streamer.put(torch.tensor([tok]))
+        out.accept_lengths.append(1)
+        if tok in eos or len(new) >= max_new_tokens:
+            out.step_times.append({"total": time.perf_counter() - t0})
+            break
+        h = mm.decoder(input_ids=torch.tensor([[tok]], device=W.device), cache=cache,
+                       use_cache=True).last_hidden_state[0, -1:]
+        out.step_times.append({"total": time.perf_counter() - t0})
+    if streamer is not None:
+        streamer.end()
+    out.sequences = torch.cat([input_ids, torch.tensor([new], dtype=input_ids.dtype, device=input_ids.device)], 1)
+    return out

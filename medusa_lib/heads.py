@@ -1,0 +1,222 @@
+"""Medusa heads (Cai et al., 2024, Sec. 2.1.1) and the model that wears them.
+
+Head k (k = 1..K) reads the backbone's last hidden state h_t (after the final norm, exactly
+what `lm_head` sees) and predicts the token at t+k+1:
+
+    p_t^(k) = softmax(W_k · (h_t + SiLU(W1_k · h_t + b1_k)))
+
+The ResBlock's weight and bias start at zero, so a fresh head is the identity and, with W_k
+initialised from the base `lm_head`, predicts exactly the base model's next token. With
+`share_lm_head=True` every head reuses the frozen base `lm_head`: for SmolLM2 (V=49152, h=576)
+that saves 28M parameters per head and keeps a checkpoint at a few MB.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+CONFIG_NAME = "medusa_config.json"
+WEIGHTS_NAME = "heads.safetensors"
+
+
+class ResBlock(nn.Module):
+    """x + SiLU(Linear(x)), zero-initialised: a fresh block is the identity."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, hidden_size)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x):  # [..., H] -> [..., H]
+        return x + F.silu(self.linear(x))
+
+
+class MedusaHeads(nn.Module):
+    """K heads, each `num_layers` ResBlocks then a vocab projection (own, or the shared base one)."""
+
+    def __init__(self, hidden_size: int, vocab_size: int, num_heads: int = 3, num_layers: int = 1,
+                 share_lm_head: bool = True, lm_head: nn.Linear | None = None):
+        super().__init__()
+        self.hidden_size, self.vocab_size = hidden_size, vocab_size
+        self.num_heads, self.num_layers, self.share_lm_head = num_heads, num_layers, share_lm_head
+        # a comprehension, never [block] * n: every head and every layer has its own weights
+        self.blocks = nn.ModuleList(
+            nn.Sequential(*[ResBlock(hidden_size) for _ in range(num_layers)]) for _ in range(num_heads)
+        )
+        self.lm_heads = None
+        if not share_lm_head:
+            self.lm_heads = nn.ModuleList(nn.Linear(hidden_size, vocab_size, bias=False)
+                                          for _ in range(num_heads))
+            if lm_head is not None:
+                for proj in self.lm_heads:
+                    proj.weight.data.copy_(lm_head.weight.data)
+
+    def hidden(self, h):  # [..., H] -> [K, ..., H]
+        return torch.stack([block(h) for block in self.blocks])
+
+    def project(self, z, base_lm_head: nn.Module, k: int | None = None):
+        """Vocab logits of head states z [K, ..., H] (or one head's [..., H] when k is given)."""
+        if self.lm_heads is None:
+            return base_lm_head(z)
+        if k is not None:
+            return self.lm_heads[k](z)
+        return torch.stack([proj(zk) for proj, zk in zip(self.lm_heads, z)])
+
+    def forward(self, h, base_lm_head: nn.Module):  # [B, T, H] -> [K, B, T, V]
+        return self.project(self.hidden(h), base_lm_head)
+
+    def config_dict(self) -> dict:
+        return {"hidden_size": self.hidden_size, "vocab_size": self.vocab_size, "num_heads": self.num_heads,
+                "num_layers": self.num_layers, "share_lm_head": self.share_lm_head}
+
+
+class MedusaModel(nn.Module):
+    """A base causal LM (plain or PEFT-wrapped) plus Medusa heads on its last hidden state."""
+
+    def __init__(self, base, heads: MedusaHeads, base_name: str | None = None):
+        super().__init__()
+        self.base, self.heads = base, heads
+        self.base_name = base_name or _base_name(base)
+        self.draft_ids = None  # optional LongTensor [N]: heads propose only these tokens (see set_draft_vocab)
+        self._draft_weight = None
+
+    @classmethod
+    def from_base(cls, base, num_heads: int = 3, num_layers: int = 1, share_lm_head: bool = True):
+        cfg = _core(base).config
+        heads = MedusaHeads(cfg.hidden_size, cfg.vocab_size, num_heads, num_layers, share_lm_head,
+                            lm_head=_core(base).lm_head)
+        p = next(_core(base).parameters())
+        return cls(base, heads.to(device=p.device, dtype=p.dtype if p.is_floating_point() else None))
+
+    # -- the pieces decoding and training need ------------------------------------------------
+
+    @property
+    def decoder(self):
+        """The transformer body: ids -> last hidden state (after the final norm)."""
+        return _core(self.base).model
+
+    @property
+    def lm_head(self):
+        return _core(self.base).lm_head
+
+    @property
+    def config(self):
+        return _core(self.base).config
+
+    @property
+    def num_heads(self) -> int:
+        return self.heads.num_heads
+
+    def forward(self, input_ids, attention_mask=None, **kwargs):
+        """Returns (base logits [B, T, V], head logits [K, B, T, V], decoder outputs)."""
+        out = self.decoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        h = out.last_hidden_state  # [B, T, H]
+        return self.lm_head(h), self.heads(h, self.lm_head), out
+
+    # -- save / load ----------------------------------------------------------------------------
+
+    def save_pretrained(self, directory, extra: dict | None = None) -> Path:
+        """heads.safetensors + medusa_config.json + a README.md model card, each written atomically."""
+        from medusa_lib.data import atomic_write_bytes
+        from medusa_lib.export import model_card
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        cfg = {"base_model_name_or_path": self.base_name, **self.heads.config_dict(), **(extra or {})}
+        state = {k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
+        tmp = directory / (WEIGHTS_NAME + ".tmp")
+        save_file(state, str(tmp))
+        tmp.replace(directory / WEIGHTS_NAME)
+        atomic_write_bytes(directory / CONFIG_NAME, json.dumps(cfg, indent=2).encode())
+        atomic_write_bytes(directory / "README.md", model_card(self, extra or {}).encode())
+        return directory
+
+    def export(self, directory, format: str = "vllm") -> Path:
+        """Write the heads for vLLM ("vllm") or FasterDecoding/Medusa ("medusa"); see medusa_lib.export."""
+        from medusa_lib.export import export_heads
+
+        return export_heads(self, directory, format)
+
+    @classmethod
+    def from_pretrained(cls, directory, base):
+        """Load heads saved by `save_pretrained` onto `base`; mismatches fail with both sides named.
+
+        vLLM and FasterDecoding/Medusa folders load too (see medusa_lib.export)."""
+        directory = Path(directory)
+        if not (directory / CONFIG_NAME).exists():
+            from medusa_lib.export import foreign_format, load_foreign_heads
+
+            if foreign_format(directory) is not None:
+                return load_foreign_heads(directory, base)
+            raise FileNotFoundError(f"{directory} has no {CONFIG_NAME}; is it a Medusa heads folder?")
+        cfg = json.loads((directory / CONFIG_NAME).read_text())
+        check_compatible(cfg, _core(base).config, source=str(directory))
+        mm = cls.from_base(base, cfg["num_heads"], cfg["num_layers"], cfg["share_lm_head"])
+        state = load_file(str(directory / WEIGHTS_NAME))
+        missing, unexpected = mm.heads.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise KeyError(f"{directory / WEIGHTS_NAME}: missing keys {missing}, unexpected keys {unexpected}")
+        mm.base_name = cfg.get("base_model_name_or_path", mm.base_name)
+        return mm
+
+    # -- draft vocabulary (a CPU speed lever) -------------------------------------------------
+
+    def set_draft_vocab(self, token_ids=None):
+        """Let the heads propose only `token_ids` (e.g. the most frequent few thousand tokens).
+
+        Like vLLM's `truncated_vocab_size` and EAGLE-3's draft vocabulary: the heads' projection
+        shrinks from V rows to N, which is most of their cost on a CPU. The base model still
+        verifies against the full vocabulary, so greedy decoding stays lossless.
+        """
+        if token_ids is None:
+            self.draft_ids = self._draft_weight = None
+            return
+        ids = torch.as_tensor(token_ids, dtype=torch.long, device=self.lm_head.weight.device)
+        if ids.numel() == 0 or int(ids.max()) >= self.heads.vocab_size or int(ids.min()) < 0:
+            raise ValueError(f"draft vocab ids must be in [0, {self.heads.vocab_size})")
+        self.draft_ids = ids
+        self._draft_weight = None
+
+    def head_topk(self, h, topk: int):
+        """Top-k token ids of every head at hidden states h [N, H] -> [K, N, topk]."""
+        z = self.heads.hidden(h)  # [K, N, H]
+        if self.draft_ids is None:
+            return self.heads.project(z, self.lm_head).topk(topk, dim=-1).indices
+        logits = torch.stack([z[k] @ self._draft_w(k).T for k in range(self.num_heads)])  # [K, N, Vd]
+        return self.draft_ids[logits.topk(topk, dim=-1).indices]
+
+    def _draft_w(self, k: int):
+        """Draft rows of head k's projection, cached until the weights change (their _version)."""
+        projs = [self.lm_head] if self.heads.lm_heads is None else list(self.heads.lm_heads)
+        key = tuple((p.weight.data_ptr(), p.weight._version) for p in projs)
+        if self._draft_weight is None or self._draft_weight[0] != key:
+            self._draft_weight = (key, [p.weight[self.draft_ids].detach().contiguous() for p in projs])
+        weights = self._draft_weight[1]
+        return weights[0 if len(weights) == 1 else k]
+
+
+def check_compatible(cfg: dict, base_config, source: str = "checkpoint") -> None:
+    """Heads trained for another backbone fail here, naming both sides."""
+    for key in ("hidden_size", "vocab_size"):
+        want, have = cfg.get(key), getattr(base_config, key)
+        if want != have:
+            raise ValueError(f"{source}: heads have {key}={want} but the base model has {key}={have}; "
+                             f"these heads were trained for {cfg.get('base_model_name_or_path', 'another model')}")
+    if int(cfg.get("num_heads", 0)) < 1:
+        raise ValueError(f"{source}: num_heads must be >= 1, got {cfg.get('num_heads')}")
+
+
+def _core(base):
+    """The causal-LM module under an optional PEFT wrapper."""
+    return base.get_base_model() if hasattr(base, "get_base_model") else base
+
+
+def _base_name(base) -> str:
+    return str(getattr(_core(base).config, "name_or_path", "") or "unknown")

@@ -1,0 +1,93 @@
+import json
+
+import pytest
+import torch
+
+from medusa_lib.heads import MedusaHeads, MedusaModel, ResBlock
+
+
+def test_resblock_starts_as_identity():
+    block = ResBlock(16)
+    x = torch.randn(3, 16)
+    assert torch.equal(block(x), x)
+
+
+def test_heads_have_independent_weights():
+    heads = MedusaHeads(16, 50, num_heads=3, num_layers=2, share_lm_head=False)
+    ptrs = {p.data_ptr() for p in heads.parameters()}
+    assert len(ptrs) == len(list(heads.parameters())) == 3 * 2 * 2 + 3
+
+
+def test_fresh_head_reproduces_base_next_token(tiny):
+    model, tok = tiny
+    for share in (True, False):
+        mm = MedusaModel.from_base(model, num_heads=2, share_lm_head=share)
+        ids = tok("abc def", return_tensors="pt").input_ids
+        with torch.no_grad():
+            base, heads, _ = mm(ids)
+        assert heads.shape == (2, *base.shape)
+        assert torch.allclose(heads[0], base, atol=1e-5) and torch.allclose(heads[1], base, atol=1e-5)
+        assert torch.equal(heads[1].argmax(-1), base.argmax(-1))
+
+
+def test_shared_head_has_no_vocab_projection(embedded):
+    model, _ = embedded
+    shared = MedusaModel.from_base(model, 3, share_lm_head=True)
+    own = MedusaModel.from_base(model, 3, share_lm_head=False)
+    n_shared = sum(p.numel() for p in shared.heads.parameters())
+    n_own = sum(p.numel() for p in own.heads.parameters())
+    assert n_shared == 3 * (576 * 576 + 576)
+    assert n_own == n_shared + 3 * 576 * 49152
+
+
+def _perturb(mm, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for p in mm.heads.parameters():
+        p.data += 0.05 * torch.randn(p.shape, generator=g)
+    return mm
+
+
+def test_save_load_roundtrip_identical_logits(tiny, tmp_path):
+    model, tok = tiny
+    mm = _perturb(MedusaModel.from_base(model, 3, num_layers=2, share_lm_head=False))
+    mm.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "medusa_config.json").read_text())
+    assert cfg == {"base_model_name_or_path": "tiny", "hidden_size": 64, "vocab_size": 100, "num_heads": 3,
+                   "num_layers": 2, "share_lm_head": False}
+    again = MedusaModel.from_pretrained(tmp_path, base=model)
+    ids = tok("round trip", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(mm(ids)[1], again(ids)[1])
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_mismatched_checkpoint_names_both_sides(tiny, embedded, tmp_path):
+    MedusaModel.from_base(tiny[0], 2).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="heads have hidden_size=64 but the base model has hidden_size=576"):
+        MedusaModel.from_pretrained(tmp_path, base=embedded[0])
+
+
+def test_missing_or_extra_keys_fail(tiny, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    MedusaModel.from_base(tiny[0], 2).save_pretrained(tmp_path)
+    state = load_file(str(tmp_path / "heads.safetensors"))
+    state.pop("blocks.1.0.linear.weight")
+    save_file(state, str(tmp_path / "heads.safetensors"))
+    with pytest.raises(KeyError, match="blocks.1.0.linear.weight"):
+        MedusaModel.from_pretrained(tmp_path, base=tiny[0])
+    with pytest.raises(FileNotFoundError, match="medusa_config.json"):
+        MedusaModel.from_pretrained(tmp_path / "nope", base=tiny[0])
+
+
+def test_draft_vocab_topk_matches_full_when_it_covers_the_answer(tiny):
+    model, tok = tiny
+    mm = _perturb(MedusaModel.from_base(model, 2))
+    h = torch.randn(1, 64)
+    full = mm.head_topk(h, 3)
+    mm.set_draft_vocab(torch.arange(100))
+    assert torch.equal(mm.head_topk(h, 3), full)
+    mm.set_draft_vocab(torch.tensor([5, 7, 9, 11]))
+    assert set(mm.head_topk(h, 3).flatten().tolist()) <= {5, 7, 9, 11}
+    with pytest.raises(ValueError, match="draft vocab"):
+        mm.set_draft_vocab(torch.tensor([100]))

@@ -1,0 +1,84 @@
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from medusa_lib.tree import MC_SIM_7B_63, Tree, expected_accept_length, typical_accuracies
+
+
+def test_from_choices_buffers_small_tree():
+    tree = Tree.from_choices([[0], [0, 0], [1]])
+    assert tree.paths == [(0,), (1,), (0, 0)]  # sorted by depth, then rank
+    assert tree.num_nodes == 4 and tree.depth == 2 and tree.max_rank == 2
+    assert tree.node_depths().tolist() == [0, 1, 1, 2]
+    assert tree.parents() == [-1, 0, 0, 1]
+    assert tree.children() == [[1, 2], [3], [], []]
+    expected = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [1, 1, 0, 1]], dtype=torch.bool)
+    assert torch.equal(tree.ancestor_mask(), expected)
+    assert tree.retrieve_indices().tolist() == [[0, 2, -1], [0, 1, 3]]
+    assert tree.position_ids(5).tolist() == [[5, 6, 6, 7]]
+    heads, ranks = tree.tree_indices()
+    assert heads.tolist() == [0, 0, 1] and ranks.tolist() == [0, 1, 0]
+
+
+def test_attention_mask_is_float_with_prefix_visible():
+    tree = Tree.from_choices([[0], [1], [0, 0]])
+    mask = tree.attention_mask(past_len=3)
+    assert mask.dtype == torch.float32 and mask.shape == (1, 1, 4, 7)
+    assert (mask[0, 0, :, :3] == 0).all()
+    assert mask[0, 0, 1, 3 + 2] == torch.finfo(torch.float32).min  # sibling hidden
+    assert mask[0, 0, 3, 3 + 1] == 0  # parent visible
+
+
+def test_candidates_pick_head_ranks():
+    tree = Tree.from_choices([[0], [1], [0, 2]])
+    topk = torch.tensor([[10, 11, 12], [20, 21, 22]])
+    assert tree.candidates(7, topk).tolist() == [7, 10, 11, 22]
+
+
+@pytest.mark.parametrize("paths,msg", [
+    ([[0, 1]], r"needs its prefix \[0\]"),
+    ([[0], [0]], "duplicate path"),
+    ([[0], [0, 0], [0, 0, 0], [0, 0, 0, 0]], "depth 4 but there are only 3 heads"),
+    ([[10]], "rank outside top-10"),
+    ([[]], "empty path"),
+    ([[-1]], "rank outside top-10"),
+])
+def test_invalid_trees_fail_clearly(paths, msg):
+    with pytest.raises(ValueError, match=msg):
+        Tree.from_choices(paths, num_heads=3)
+
+
+def test_standard_trees_and_mc_sim():
+    for k in range(1, 6):
+        for n in (4, 8, 16, 32, 64):
+            tree = Tree.standard(k, n)
+            assert tree.num_nodes == min(n, 1 + 10 * (k == 1) + 10**6 * (k > 1)) and tree.depth <= k
+    assert Tree.chain(3).paths == [(0,), (0, 0), (0, 0, 0)]
+    mc = Tree.mc_sim_7b_63()
+    assert mc.num_nodes == 64 and mc.depth == 4 and len(MC_SIM_7B_63) == 63
+    assert Tree.default(3).num_nodes == 8
+    with pytest.raises(ValueError, match="1-5 heads"):
+        Tree.standard(6, 8)
+
+
+def test_from_accuracies_maximises_expected_length():
+    acc = torch.tensor([[0.6, 0.2, 0.1], [0.5, 0.2, 0.1]])
+    tree = Tree.from_accuracies(acc, 4)
+    # values: (0)=.6, (0,0)=.3, (1)=.2, (0,1)=.12 ... -> best three
+    assert tree.paths == [(0,), (1,), (0, 0)]
+    assert expected_accept_length(tree, acc) == pytest.approx(1 + 0.6 + 0.2 + 0.3)
+    # no other 3-path tree of valid prefixes beats it
+    for other in ([[0], [1], [2]], [[0], [0, 0], [0, 1]], [[0], [0, 0], [1]]):
+        assert expected_accept_length(Tree.from_choices(other), acc) <= expected_accept_length(tree, acc) + 1e-12
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 40))
+def test_from_accuracies_always_valid(k, n):
+    tree = Tree.from_accuracies(typical_accuracies(k), n)
+    assert tree.num_nodes == min(n, 11 if k == 1 else n) and tree.depth <= k
+    # expected length grows with the node budget
+    if n > 1:
+        assert expected_accept_length(tree, typical_accuracies(k)) >= expected_accept_length(
+            Tree.from_accuracies(typical_accuracies(k), n - 1), typical_accuracies(k))
