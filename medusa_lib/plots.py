@@ -1,0 +1,403 @@
+"""Figures for the Medusa tutorial.
+
+Every `plot_*` function takes plain data (lists, dicts, arrays, a `Tree`, a `GenerateOutput`'s
+fields) and returns a matplotlib `Figure`; none calls `plt.show()`, so the notebooks display the
+figure and scripts pass it to `save_fig`. Functions that draw a single panel also take `ax=` so
+they can be composed into one figure. All share one look: `STYLE` and `_style`, which gives every
+axes a title and axis labels.
+
+Two small ipywidgets explorers sit on top:
+
+- `GenerationExplorer(out, tree, tokenizer)`: step through a `medusa_generate(..., record=True)`
+  run; each step shows the candidate tree with its tokens, the accepted path and the tree mask.
+- `TreeExplorer(acc)`: grow `Tree.from_accuracies(acc, n)` for a chosen node count and see the
+  expected acceptance length.
+
+Both render into PNG outputs set directly on an `Output` widget, so they work (and are testable)
+without a browser or a running kernel.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.lines import Line2D
+
+from medusa_lib.tree import Tree, expected_accept_length
+
+STYLE = {
+    "figsize": (6.4, 3.6),
+    "dpi": 120,
+    "widget_dpi": 90,
+    "title_size": 11,
+    "label_size": 9,
+    "tick_size": 8,
+    "grid_alpha": 0.3,
+    "colors": plt.get_cmap("tab10").colors,
+    "accent": "#d62728",  # the accepted path, the mean, the fastest point
+    "node": "#deebf7",
+    "node_edge": "#6baed6",
+    "edge": "#b0b0b0",
+    "mask": "Blues",
+}
+
+
+def _style(ax, title: str, xlabel: str, ylabel: str, grid: bool = True):
+    """Title, axis labels, tick size and grid: the one look every figure shares."""
+    ax.set_title(title, fontsize=STYLE["title_size"])
+    ax.set_xlabel(xlabel, fontsize=STYLE["label_size"])
+    ax.set_ylabel(ylabel, fontsize=STYLE["label_size"])
+    ax.tick_params(labelsize=STYLE["tick_size"])
+    if grid:
+        ax.grid(alpha=STYLE["grid_alpha"])
+        ax.set_axisbelow(True)
+    return ax
+
+
+def _axes(ax=None, figsize=None):
+    """(fig, ax): the given axes' figure, or a new figure with one axes."""
+    if ax is not None:
+        return ax.figure, ax
+    fig, ax = plt.subplots(figsize=figsize or STYLE["figsize"])
+    return fig, ax
+
+
+def _legend(ax, outside: bool = False, **kw):
+    """A small legend; `outside` puts it right of the axes so it never covers data."""
+    if outside:
+        kw = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), **kw}
+    return ax.legend(fontsize=STYLE["tick_size"], frameon=False, **kw)
+
+
+def _text(s, width: int = 10) -> str:
+    """Token text safe for a figure: visible newlines, no mathtext, at most `width` characters."""
+    s = str(s).replace("\n", "\\n").replace("\t", "\\t").replace("$", r"\$")
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def node_names(tree: Tree) -> list[str]:
+    """A name per node: "root", then the path ranks joined by "-" ("0", "0-1", ...)."""
+    return ["root"] + ["-".join(str(r) for r in p) for p in tree.paths]
+
+
+# ----------------------------------------------------------------------------- heads and acceptance
+
+
+def plot_head_accuracy(acc, topk=(1, 5), labels=None, ax=None):
+    """Grouped bars of cumulative top-k accuracy per head; acc[k, i] = P(truth in head k's top-(i+1))."""
+    acc = np.asarray(acc, dtype=float)
+    K, T = acc.shape
+    cols = [k for k in topk if 1 <= k <= T]
+    labels = labels or [f"head {k + 1}" for k in range(K)]
+    fig, ax = _axes(ax)
+    x, width = np.arange(K), 0.8 / max(1, len(cols))
+    for j, k in enumerate(cols):
+        bars = ax.bar(x + (j - (len(cols) - 1) / 2) * width, acc[:, k - 1], width, label=f"top-{k}",
+                      color=STYLE["colors"][j])
+        ax.bar_label(bars, fmt="%.2f", fontsize=STYLE["tick_size"] - 1)
+    ax.set_xticks(x, labels)
+    ax.set_ylim(0, 1.1)
+    _style(ax, "Medusa head accuracy", "head k guesses the token k places after the base model's next", "accuracy")
+    _legend(ax, outside=True)
+    return fig
+
+
+def plot_accept_hist(accept_lengths, ax=None):
+    """Histogram of tokens accepted per step, with the mean τ marked."""
+    a = np.asarray(accept_lengths, dtype=float)
+    fig, ax = _axes(ax)
+    top = int(a.max()) if a.size else 1
+    ax.hist(a, bins=np.arange(0.5, top + 1.5), rwidth=0.85, color=STYLE["colors"][0])
+    tau = float(a.mean()) if a.size else 0.0
+    ax.axvline(tau, color=STYLE["accent"], ls="--", lw=1.5, label=f"mean τ = {tau:.2f}")
+    ax.set_xticks(range(1, top + 1))
+    _style(ax, f"Tokens accepted per step ({a.size} steps)", "tokens per step", "steps")
+    _legend(ax)
+    return fig
+
+
+def plot_accept_trace(accept_lengths, window: int = 8, ax=None):
+    """Tokens per step over the generation, with a moving average of `window` steps."""
+    a = np.asarray(accept_lengths, dtype=float)
+    fig, ax = _axes(ax, figsize=(8, 3.2))
+    steps = np.arange(1, a.size + 1)
+    ax.plot(steps, a, marker=".", lw=0.8, alpha=0.5, color=STYLE["colors"][0], label="per step")
+    w = max(1, min(window, a.size))
+    if a.size:
+        avg = np.convolve(a, np.ones(w) / w, mode="valid")
+        ax.plot(steps[w - 1:], avg, lw=2, color=STYLE["colors"][1], label=f"moving mean ({w} steps)")
+        ax.axhline(a.mean(), color=STYLE["accent"], ls=":", lw=1.2, label=f"τ = {a.mean():.2f}")
+    ax.set_ylim(0, max(2.0, a.max() + 0.5) if a.size else 2.0)
+    _style(ax, "Acceptance over the generation", "decoding step", "tokens per step")
+    _legend(ax, outside=True)
+    return fig
+
+
+# ----------------------------------------------------------------------------- trees
+
+
+def plot_tree_mask(tree: Tree, past_len: int = 0, labels=None, accepted=None, ax=None):
+    """Heatmap of which node attends to which: the past (all visible) then the tree's ancestor mask."""
+    names = [_text(s) for s in (labels if labels is not None else node_names(tree))]
+    vis = (tree.attention_mask(past_len)[0, 0] == 0).numpy()
+    N, C = vis.shape
+    side = min(10.0, 2.5 + 0.28 * C)
+    fig, ax = _axes(ax, figsize=(side, min(10.0, 2.0 + 0.28 * N)))
+    ax.imshow(vis, cmap=STYLE["mask"], vmin=0, vmax=1.25, aspect="equal", interpolation="nearest")
+    small = STYLE["tick_size"] if C <= 20 else 5
+    ax.set_xticks(range(C), [f"p{i}" for i in range(past_len)] + names, rotation=90, fontsize=small)
+    ax.set_yticks(range(N), names, fontsize=small)
+    ax.set_xticks(np.arange(-0.5, C), minor=True)
+    ax.set_yticks(np.arange(-0.5, N), minor=True)
+    ax.grid(which="minor", color="white", lw=0.5)
+    ax.tick_params(which="minor", length=0)
+    if past_len:
+        ax.axvline(past_len - 0.5, color=STYLE["accent"], lw=1)
+    for i in accepted or []:  # accepted nodes: red row labels
+        ax.get_yticklabels()[i].set_color(STYLE["accent"])
+    _style(ax, f"Tree attention mask ({N} nodes)", "key: attended-to token", "query: tree node", grid=False)
+    return fig
+
+
+def _tree_layout(tree: Tree) -> tuple[np.ndarray, np.ndarray]:
+    """Node positions: x = depth, leaves spread down in rank order, a parent between its children."""
+    kids, y, leaf = tree.children(), {}, iter(range(tree.num_nodes))
+
+    def place(i):
+        for c in kids[i]:
+            place(c)
+        y[i] = -float(next(leaf)) if not kids[i] else (y[kids[i][0]] + y[kids[i][-1]]) / 2
+
+    place(0)
+    x = np.asarray(tree.node_depths().tolist(), dtype=float)
+    return x, np.array([y[i] for i in range(tree.num_nodes)])
+
+
+def plot_tree(tree: Tree, tokens=None, accepted=None, ax=None):
+    """The candidate tree: nodes labelled by rank (or token text), the accepted path in red."""
+    x, y = _tree_layout(tree)
+    n_leaves = len(tree.leaves())
+    fig, ax = _axes(ax, figsize=(min(12.0, 2.0 + 1.8 * (tree.depth + 1)), min(12.0, 1.5 + 0.4 * n_leaves)))
+    on = set(accepted or [])
+    for i, par in enumerate(tree.parents()):
+        if par >= 0:
+            hit = i in on and par in on
+            ax.plot([x[par], x[i]], [y[par], y[i]], color=STYLE["accent"] if hit else STYLE["edge"],
+                    lw=2.5 if hit else 1, zorder=1 + hit)
+    names = ["root"] + [str(p[-1]) for p in tree.paths] if tokens is None else [_text(t) for t in tokens]
+    size = STYLE["label_size"] if tree.num_nodes <= 24 else 6
+    for i in range(tree.num_nodes):
+        hit = i in on
+        ax.text(x[i], y[i], names[i], ha="center", va="center", fontsize=size, zorder=3,
+                color="white" if hit else "black",
+                bbox=dict(boxstyle="round,pad=0.25", fc=STYLE["accent"] if hit else STYLE["node"],
+                          ec=STYLE["accent"] if hit else STYLE["node_edge"]))
+    ax.set_xticks(range(tree.depth + 1), ["root"] + [f"head {d}" for d in range(1, tree.depth + 1)])
+    ax.set_xlim(-0.5, tree.depth + 0.5)
+    ax.set_ylim(y.min() - 0.7, 0.7)
+    ax.set_yticks([])
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+    what = "token" if tokens is not None else "rank"
+    title = f"Candidate tree ({tree.num_nodes} nodes; label = {what}" + ("; accepted in red)" if on else ")")
+    _style(ax, title, "depth (which head proposes the token)", "candidates, by rank", grid=False)
+    return fig
+
+
+# ----------------------------------------------------------------------------- benchmarks
+
+
+def _unique(values) -> list:
+    return list(dict.fromkeys(values))
+
+
+def plot_speedup(rows, ax=None):
+    """Grouped bars: speedup per category, one bar per method; the dashed line is no speedup."""
+    cats, methods = _unique(r["category"] for r in rows), _unique(r["method"] for r in rows)
+    value = {(r["category"], r["method"]): float(r["speedup"]) for r in rows}
+    fig, ax = _axes(ax, figsize=(max(6.4, 1.2 * len(cats) + 3), 3.6))
+    x, width = np.arange(len(cats)), 0.8 / max(1, len(methods))
+    for j, m in enumerate(methods):
+        h = [value.get((c, m), np.nan) for c in cats]
+        bars = ax.bar(x + (j - (len(methods) - 1) / 2) * width, h, width, label=m,
+                      color=STYLE["colors"][j % len(STYLE["colors"])])
+        ax.bar_label(bars, labels=["" if np.isnan(v) else f"{v:.2f}×" for v in h],
+                     fontsize=STYLE["tick_size"] - 1)
+    ax.axhline(1.0, color="gray", ls="--", lw=1, label="no speedup (1.0×)")
+    ax.set_xticks(x, cats)
+    ax.set_ylim(0, max([1.2] + [v * 1.15 for v in value.values()]))
+    _style(ax, "Speedup over greedy decoding", "category", "speedup (×)")
+    _legend(ax, outside=True)
+    return fig
+
+
+def plot_tree_sweep(rows):
+    """Two panels against tree size: τ (tokens per step) and wall-clock tokens/s; the fastest starred."""
+    fig, (a_tau, a_tps) = plt.subplots(1, 2, figsize=(11, 3.6))
+    for j, name in enumerate(_unique(r.get("tree", "tree") for r in rows)):
+        rs = sorted((r for r in rows if r.get("tree", "tree") == name), key=lambda r: r["nodes"])
+        n = [r["nodes"] for r in rs]
+        color = STYLE["colors"][j % len(STYLE["colors"])]
+        a_tau.plot(n, [r["tau"] for r in rs], marker="o", color=color, label=name)
+        a_tps.plot(n, [r["tokens_per_s"] for r in rs], marker="o", color=color, label=name)
+    best = max(rows, key=lambda r: r["tokens_per_s"])
+    ticks = sorted({r["nodes"] for r in rows})
+    for ax, key in ((a_tau, "tau"), (a_tps, "tokens_per_s")):
+        ax.plot(best["nodes"], best[key], marker="*", ms=16, color=STYLE["accent"], ls="", zorder=5)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ticks, [str(n) for n in ticks])
+        ax.minorticks_off()
+    _style(a_tau, "Acceptance vs tree size", "tree nodes (log scale)", "τ (tokens per step)")
+    _style(a_tps, "Throughput vs tree size", "tree nodes (log scale)", "tokens / s")
+    label = f"fastest: {best.get('tree', '')} {best['nodes']} nodes, {best['tokens_per_s']:.1f} tok/s"
+    a_tau.plot([], [], marker="*", ms=12, color=STYLE["accent"], ls="", label=label)
+    _legend(a_tau, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_learning_curve(rows, ax=None):
+    """Head accuracy vs training positions (log x): top-1 solid, top-5 dashed, a colour per head/source."""
+    fig, ax = _axes(ax, figsize=(7.5, 4))
+    groups = _unique((r["head"], r.get("source", "")) for r in rows)
+    for j, (head, source) in enumerate(groups):
+        rs = sorted((r for r in rows if (r["head"], r.get("source", "")) == (head, source)),
+                    key=lambda r: r["positions"])
+        color, pos = STYLE["colors"][j % len(STYLE["colors"])], [r["positions"] for r in rs]
+        ax.plot(pos, [r["top1"] for r in rs], marker="o", color=color, label=f"head {head} {source}".strip())
+        if all("top5" in r for r in rs):
+            ax.plot(pos, [r["top5"] for r in rs], marker="o", ls="--", color=color, alpha=0.7)
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1)
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [Line2D([], [], color="gray", label="top-1"), Line2D([], [], color="gray", ls="--", label="top-5")]
+    _style(ax, "Head accuracy vs training data", "training positions (log scale)", "accuracy")
+    _legend(ax, outside=True, handles=handles)
+    return fig
+
+
+def plot_loss_curves(history, ax=None):
+    """Training loss per step: the total, and each head's loss if recorded."""
+    fig, ax = _axes(ax)
+    steps = [h["step"] for h in history]
+    ax.plot(steps, [h["loss"] for h in history], lw=2, color="black", label="total")
+    n_heads = max((len(h.get("head_losses") or []) for h in history), default=0)
+    for k in range(n_heads):
+        pts = [(h["step"], h["head_losses"][k]) for h in history if len(h.get("head_losses") or []) > k]
+        ax.plot(*zip(*pts), lw=1, color=STYLE["colors"][k % len(STYLE["colors"])], label=f"head {k + 1}")
+    _style(ax, "Training loss", "step", "loss")
+    _legend(ax, outside=n_heads > 0)
+    return fig
+
+
+def save_fig(fig, path) -> Path:
+    """Write `fig` to `path` (parents created) at STYLE's dpi; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=STYLE["dpi"], bbox_inches="tight")
+    return path
+
+
+# ----------------------------------------------------------------------------- widgets
+
+
+def _png_output(fig, text: str = "") -> dict:
+    """The figure as one Output-widget display item (PNG + plain text); the figure is closed."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=STYLE["widget_dpi"], bbox_inches="tight")
+    plt.close(fig)
+    data = {"image/png": base64.b64encode(buf.getvalue()).decode("ascii"), "text/plain": text}
+    return {"output_type": "display_data", "data": data, "metadata": {}}
+
+
+class GenerationExplorer:
+    """Step through a recorded `medusa_generate(..., record=True)` run with a slider.
+
+    Each step shows the candidate tree labelled with its tokens (the accepted path in red), the
+    tree attention mask, and a line with the tokens that step emitted. Display `.widget` (or the
+    explorer itself) in a notebook; `show(step)` renders a step directly.
+    """
+
+    def __init__(self, out, tree: Tree, tokenizer=None):
+        import ipywidgets as widgets
+
+        if not out.candidates:
+            raise ValueError("no recorded steps: generate with medusa_generate(..., record=True)")
+        self.out, self.tree, self.tokenizer = out, tree, tokenizer
+        self.slider = widgets.IntSlider(value=0, min=0, max=len(out.candidates) - 1, description="step",
+                                        continuous_update=False)
+        self.text = widgets.HTML()
+        self.output = widgets.Output()
+        self.widget = widgets.VBox([self.slider, self.text, self.output])
+        self.step = None
+        self.slider.observe(lambda change: self.show(change["new"]), names="value")
+        self.show(0)
+
+    def decode(self, token_id: int) -> str:
+        return self.tokenizer.decode([int(token_id)]) if self.tokenizer is not None else str(int(token_id))
+
+    def show(self, step: int) -> None:
+        if step == self.step:
+            return
+        self.step = step
+        self.slider.value = step  # a no-op when the slider called us
+        tokens = [self.decode(t) for t in self.out.candidates[step].tolist()]
+        path = self.out.accepted_nodes[step]
+        emitted = [tokens[i] for i in path][: self.out.accept_lengths[step]]
+        line = f"step {step + 1}/{len(self.out.candidates)}: accepted {len(emitted)} token(s): " + \
+            " ".join(f"[{t}]" for t in emitted)
+        fig, (a_tree, a_mask) = plt.subplots(1, 2, figsize=(11, max(3.5, 1.5 + 0.4 * len(self.tree.leaves()))),
+                                             width_ratios=[1.4, 1])
+        plot_tree(self.tree, tokens=tokens, accepted=path, ax=a_tree)
+        plot_tree_mask(self.tree, labels=tokens, accepted=path, ax=a_mask)
+        fig.tight_layout()
+        self.text.value = html.escape(line)
+        self.output.outputs = (_png_output(fig, line),)
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+class TreeExplorer:
+    """Grow `Tree.from_accuracies(acc, n)` with a node-count slider and an accuracy-scale slider.
+
+    acc[k, i] is the probability that head k's rank-i token is right (per rank, not cumulative).
+    The scale multiplies every accuracy (rows capped to sum to at most 1), to see how better or
+    worse heads change the best tree and its expected tokens per step.
+    """
+
+    def __init__(self, acc, n_nodes: int = 8, max_nodes: int = 64):
+        import ipywidgets as widgets
+
+        self.acc = np.asarray(acc, dtype=float)
+        self.n_slider = widgets.IntSlider(value=n_nodes, min=1, max=max_nodes, description="nodes",
+                                          continuous_update=False)
+        self.scale_slider = widgets.FloatSlider(value=1.0, min=0.25, max=2.0, step=0.05, description="acc ×",
+                                                continuous_update=False)
+        self.text = widgets.HTML()
+        self.output = widgets.Output()
+        self.widget = widgets.VBox([widgets.HBox([self.n_slider, self.scale_slider]), self.text, self.output])
+        for s in (self.n_slider, self.scale_slider):
+            s.observe(lambda _: self.show(), names="value")
+        self.show()
+
+    def scaled_acc(self) -> np.ndarray:
+        acc = np.clip(self.acc * self.scale_slider.value, 0.0, 1.0)
+        return acc / np.maximum(1.0, acc.sum(1, keepdims=True))
+
+    def show(self) -> None:
+        acc = self.scaled_acc()
+        self.tree = Tree.from_accuracies(acc, self.n_slider.value)
+        self.tau = expected_accept_length(self.tree, acc)
+        line = f"{self.tree.num_nodes} nodes, depth {self.tree.depth}: expected τ = {self.tau:.3f} tokens per step"
+        fig = plot_tree(self.tree)
+        self.text.value = html.escape(line)
+        self.output.outputs = (_png_output(fig, line),)
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)

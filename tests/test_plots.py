@@ -1,0 +1,147 @@
+"""Figures and explorers render on small synthetic inputs, headless (Agg, no browser, no kernel)."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from medusa_lib import plots  # noqa: E402
+from medusa_lib.decoding import GenerateOutput  # noqa: E402
+from medusa_lib.tree import Tree, typical_accuracies  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def small_tree():
+    return Tree.from_choices([[0], [1], [0, 0]])
+
+
+def fake_output():
+    return GenerateOutput(sequences=torch.tensor([[1, 2, 3, 4, 5, 6]]), accept_lengths=[2, 1],
+                          candidates=[torch.tensor([4, 9, 5, 7]), torch.tensor([6, 8, 2, 3])],
+                          accepted_nodes=[[0, 1], [0]], prompt_len=3)
+
+
+FIGURES = {
+    "head_accuracy": lambda: plots.plot_head_accuracy([[0.6, 0.7, 0.8, 0.85, 0.9], [0.4, 0.5, 0.6, 0.65, 0.7]]),
+    "head_accuracy_top3": lambda: plots.plot_head_accuracy(torch.rand(3, 3).cumsum(1) / 3, topk=(1, 3, 5),
+                                                           labels=["a", "b", "c"]),
+    "accept_hist": lambda: plots.plot_accept_hist([1, 2, 3, 2, 2, 1, 4]),
+    "accept_trace": lambda: plots.plot_accept_trace([1, 2, 3, 2, 2, 1, 4, 3, 2, 1, 2], window=4),
+    "accept_trace_short": lambda: plots.plot_accept_trace([2, 3], window=8),
+    "tree_mask": lambda: plots.plot_tree_mask(small_tree()),
+    "tree_mask_past": lambda: plots.plot_tree_mask(small_tree(), past_len=3, labels=["a", "b", "$c", "d\n"]),
+    "tree": lambda: plots.plot_tree(small_tree()),
+    "tree_tokens": lambda: plots.plot_tree(small_tree(), tokens=["The", " cat", " dog", " sat"], accepted=[0, 1, 3]),
+    "tree_big": lambda: plots.plot_tree(Tree.mc_sim_7b_63(), accepted=[0, 1, 2]),
+    "speedup": lambda: plots.plot_speedup([
+        {"method": "medusa", "category": "code", "speedup": 2.1},
+        {"method": "medusa", "category": "chat", "speedup": 1.7},
+        {"method": "chain", "category": "code", "speedup": 1.4}]),
+    "tree_sweep": lambda: plots.plot_tree_sweep([
+        {"nodes": n, "tau": 1 + n ** (0.3 * s), "tokens_per_s": 20 * s + n - n ** 2 / 40, "tree": t}
+        for t, s in (("standard", 1.0), ("chain", 0.8)) for n in (2, 4, 8, 16, 32)]),
+    "learning_curve": lambda: plots.plot_learning_curve([
+        {"positions": p, "top1": 0.2 + 0.05 * i + 0.01 * h, "top5": 0.4 + 0.05 * i, "head": h, "source": s}
+        for h in (1, 2) for s in ("shareGPT", "self") for i, p in enumerate((1e3, 1e4, 1e5))]),
+    "loss_curves": lambda: plots.plot_loss_curves([
+        {"step": s, "loss": 5 / (s + 1), "head_losses": [2 / (s + 1), 3 / (s + 1)]} for s in range(10)]),
+    "loss_curves_total_only": lambda: plots.plot_loss_curves([{"step": s, "loss": 1 / (s + 1)} for s in range(5)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FIGURES))
+def test_figure_has_titles_and_labels(name):
+    fig = FIGURES[name]()
+    assert isinstance(fig, Figure)
+    assert fig.axes
+    for ax in fig.axes:
+        assert ax.get_title(), f"{name}: an axes has no title"
+        assert ax.get_xlabel(), f"{name}: an axes has no x label"
+        assert ax.get_ylabel(), f"{name}: an axes has no y label"
+
+
+def test_plots_compose_on_given_axes():
+    fig, (a, b) = plt.subplots(1, 2)
+    assert plots.plot_tree(small_tree(), ax=a) is fig
+    assert plots.plot_tree_mask(small_tree(), ax=b) is fig
+
+
+def test_tree_mask_shows_ancestors():
+    fig = plots.plot_tree_mask(small_tree(), past_len=2)
+    image = fig.axes[0].get_images()[0].get_array()
+    tree = small_tree()
+    assert image.shape == (tree.num_nodes, 2 + tree.num_nodes)
+    assert torch.equal(torch.as_tensor(image[:, 2:]).bool(), tree.ancestor_mask())
+    assert image[:, :2].all()
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == ["root", "0", "1", "0-0"]
+
+
+def test_tree_layout_spreads_leaves():
+    tree = Tree.mc_sim_7b_63()
+    x, y = plots._tree_layout(tree)
+    assert x.tolist() == tree.node_depths().tolist()
+    leaf_y = sorted(y[tree.leaves()].tolist())
+    assert len(set(leaf_y)) == len(tree.leaves())  # one row per leaf
+
+
+def test_save_fig_writes_png(tmp_path):
+    path = plots.save_fig(plots.plot_accept_hist([1, 2, 2, 3]), tmp_path / "sub" / "hist.png")
+    assert path.exists()
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_generation_explorer_steps():
+    explorer = plots.GenerationExplorer(fake_output(), small_tree())
+    assert explorer.step == 0
+    assert explorer.slider.max == 1
+    assert explorer.widget.children[0] is explorer.slider
+    first_text, first_out = explorer.text.value, explorer.output.outputs
+    assert "[4] [9]" in first_text
+    assert first_out[0]["data"]["image/png"]
+    explorer.slider.value = 1
+    assert explorer.step == 1
+    assert explorer.text.value != first_text and "[6]" in explorer.text.value
+    assert explorer.output.outputs != first_out
+    explorer.show(0)
+    assert explorer.step == 0 and explorer.slider.value == 0
+    assert explorer.text.value == first_text
+    assert not plt.get_fignums()  # the explorer closes its figures
+
+
+def test_generation_explorer_uses_tokenizer():
+    class Tok:
+        def decode(self, ids):
+            return "".join(f"<{i}>" for i in ids)
+
+    explorer = plots.GenerationExplorer(fake_output(), small_tree(), tokenizer=Tok())
+    assert "[&lt;4&gt;] [&lt;9&gt;]" in explorer.text.value
+
+
+def test_generation_explorer_needs_recorded_steps():
+    out = GenerateOutput(sequences=torch.tensor([[1, 2]]), accept_lengths=[1], prompt_len=1)
+    with pytest.raises(ValueError, match="record=True"):
+        plots.GenerationExplorer(out, small_tree())
+
+
+def test_tree_explorer_rebuilds_tree():
+    explorer = plots.TreeExplorer(typical_accuracies(3), n_nodes=4)
+    assert explorer.tree.num_nodes == 4
+    first_tau, first_out = explorer.tau, explorer.output.outputs
+    explorer.n_slider.value = 10
+    assert explorer.tree.num_nodes == 10
+    assert explorer.tau > first_tau
+    assert explorer.output.outputs != first_out
+    tau = explorer.tau
+    explorer.scale_slider.value = 0.5
+    assert explorer.tau < tau
+    assert not plt.get_fignums()
