@@ -38,12 +38,13 @@ class TrainConfig:
     stage: str = "heads"  # "heads" (Medusa-1) or "joint" (Medusa-2)
     offsets: tuple[int, ...] = (1, 2, 3)  # head k predicts token t+k+1
     epochs: int = 3
-    batch_size: int = 8
+    batch_size: int = 8  # sequences per step (joint stage)
+    batch_tokens: int = 512  # positions per step (heads stage, on cached hidden states)
     lr: float = 1e-3
     head_lr_mult: float = 4.0  # Medusa-2: heads learn 4x faster than LoRA
     warmup_head_steps: int = 50  # Medusa-2: heads alone before joint training
     decay: float = 0.8  # loss weight of head k is decay**k (paper Sec. 2.2)
-    kd_weight: float = 1.0  # 0 = hard CE only, 1 = KD only
+    kd_weight: float = 0.5  # 0 = hard CE only, 1 = KD only
     lora_r: int = 16
     lora_alpha: int = 32
     block_size: int = 512

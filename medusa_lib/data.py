@@ -64,3 +64,57 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- self-distillation
+
+
+def distill_cache_dir(model, prompts: list[str], max_new_tokens: int, root=None) -> Path:
+    """Where the responses of `model` to `prompts` are cached, keyed by model and prompt hash."""
+    from medusa_lib.models import cache_dir
+
+    name = getattr(model.config, "name_or_path", "model")
+    key = fingerprint(name, model.config.vocab_size, model.config.hidden_size, prompts, max_new_tokens)
+    return Path(root or cache_dir() / "distill") / f"{Path(str(name)).name}-{key}"
+
+
+def self_distill_data(model, tok, prompts: list[str], max_new_tokens: int = 256, batch_size: int = 16,
+                      root=None, progress: bool = True) -> list[dict]:
+    """The base model's own greedy answers to `prompts` (Medusa paper Sec. 2.3.2).
+
+    Batched and left-padded with the chat template. Each batch is written to its own shard as soon
+    as it is done, so an interrupted run resumes where it stopped. Returns one dict per prompt:
+    `{"prompt_ids": [...], "response_ids": [...]}` (token ids; the response ends at EOS if reached).
+    """
+    from tqdm.auto import tqdm
+
+    if not prompts:
+        raise ValueError("self_distill_data needs at least one prompt")
+    folder = distill_cache_dir(model, prompts, max_new_tokens, root)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # less padding per batch
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    rows: dict[int, dict] = {}
+    for b, idx in enumerate(tqdm(batches, desc="self-distill", disable=not progress)):
+        shard = folder / f"shard-{b:05d}.json"
+        if not shard.exists():
+            got = _generate_batch(model, tok, [prompts[i] for i in idx], max_new_tokens)
+            atomic_write_bytes(shard, json.dumps(dict(zip(map(str, idx), got))).encode())
+        rows.update({int(k): v for k, v in json.loads(shard.read_text()).items()})
+    return [rows[i] for i in range(len(prompts))]
+
+
+@torch.no_grad()
+def _generate_batch(model, tok, prompts: list[str], max_new_tokens: int) -> list[dict]:
+    texts = [chat_text(tok, p) for p in prompts]
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                         pad_token_id=tok.pad_token_id)  # [B, T + new]
+    T = enc.input_ids.shape[1]
+    rows = []
+    for i in range(len(prompts)):
+        prompt = enc.input_ids[i][enc.attention_mask[i].bool()].tolist()
+        resp = out[i, T:].tolist()
+        if tok.eos_token_id in resp:
+            resp = resp[: resp.index(tok.eos_token_id) + 1]
+        rows.append({"prompt_ids": prompt, "response_ids": resp})
+    return rows
