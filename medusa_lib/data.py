@@ -118,3 +118,106 @@ def _generate_batch(model, tok, prompts: list[str], max_new_tokens: int) -> list
             resp = resp[: resp.index(tok.eos_token_id) + 1]
         rows.append({"prompt_ids": prompt, "response_ids": resp})
     return rows
+
+
+def draft_vocab(rows, size: int, vocab_size: int) -> torch.Tensor:
+    """The `size` most frequent response tokens in `rows` (ties and the rest filled by id order).
+
+    The heads then propose only these tokens (`MedusaModel.set_draft_vocab`), which cuts their
+    projection cost by V / size in training and decoding. Verification still uses the full vocab.
+    """
+    counts = torch.zeros(vocab_size, dtype=torch.long)
+    for r in rows:
+        ids = torch.tensor(r["response_ids"], dtype=torch.long)
+        counts += torch.bincount(ids[ids < vocab_size], minlength=vocab_size)
+    order = torch.argsort(-counts * vocab_size + torch.arange(vocab_size))  # count desc, then id asc
+    return order[: min(size, vocab_size)].sort().values
+
+
+# ----------------------------------------------------------------------------- corpus and packing
+
+TEXT_SUFFIXES = (".txt", ".md", ".rst", ".py")
+WIKITEXT = {"wikitext": "wikitext-2-raw-v1", "wikitext-2": "wikitext-2-raw-v1", "wikitext-103": "wikitext-103-raw-v1"}
+
+
+def load_corpus(name_or_path, max_chars: int | None = None) -> list[str]:
+    """Texts from a local file or folder (offline), or WikiText through `datasets` (hub)."""
+    path = Path(str(name_or_path))
+    if path.exists():
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in TEXT_SUFFIXES)
+        return _read_texts(files, max_chars)
+    if str(name_or_path) in WIKITEXT:
+        return _load_wikitext(WIKITEXT[str(name_or_path)], max_chars)
+    raise FileNotFoundError(f"{name_or_path!r} is neither a local file/folder nor one of {list(WIKITEXT)}")
+
+
+def _read_texts(files, max_chars):
+    texts, total = [], 0
+    for f in files:
+        t = f.read_text(errors="ignore").strip()
+        if t:
+            texts.append(t)
+            total += len(t)
+        if max_chars is not None and total >= max_chars:
+            break
+    if not texts:
+        raise ValueError(f"no text found in {[str(f) for f in files[:3]]}...")
+    return texts
+
+
+def _load_wikitext(config: str, max_chars):
+    from medusa_lib.models import hub_reachable
+
+    if not hub_reachable():
+        raise OSError("WikiText needs the Hugging Face hub, which is unreachable; offline, pass a local folder "
+                      "of text files instead (--text_dir DIR, or load_corpus(DIR))")
+    import datasets
+
+    texts = [t for t in datasets.load_dataset("wikitext", config, split="train")["text"] if t.strip()]
+    return _read_texts_list(texts, max_chars)
+
+
+def _read_texts_list(texts, max_chars):
+    out, total = [], 0
+    for t in texts:
+        out.append(t)
+        total += len(t)
+        if max_chars is not None and total >= max_chars:
+            break
+    return out
+
+
+def offline_text_dir() -> Path:
+    """Real text that ships with Python itself: the standard library's sources and docstrings."""
+    import json as _json  # any stdlib module tells where the stdlib lives
+
+    return Path(_json.__file__).parent.parent
+
+
+def pack(tok, texts: list[str], block_size: int):
+    """Tokenize, concatenate (EOS between texts) and cut into `block_size` blocks.
+
+    Returns a `datasets.Dataset` with one column, "input_ids"; the tail shorter than a block is dropped.
+    """
+    import datasets
+
+    if block_size < 2:
+        raise ValueError(f"block_size must be >= 2, got {block_size}")
+    ds = datasets.Dataset.from_dict({"text": texts})
+    eos = tok.eos_token_id
+
+    def tokenize(batch):
+        return {"ids": [ids + [eos] for ids in tok(batch["text"], add_special_tokens=False)["input_ids"]]}
+
+    def chunk(batch):
+        flat = [t for ids in batch["ids"] for t in ids]
+        n = len(flat) // block_size * block_size
+        return {"input_ids": [flat[i:i + block_size] for i in range(0, n, block_size)]}
+
+    ds = ds.map(tokenize, batched=True, remove_columns=["text"])
+    return ds.map(chunk, batched=True, batch_size=1000, remove_columns=["ids"])
+
+
+def blocks_to_rows(blocks) -> list[dict]:
+    """Packed blocks as training rows (no prompt part: every position is a target)."""
+    return [{"prompt_ids": [], "response_ids": list(b)} for b in blocks["input_ids"]]

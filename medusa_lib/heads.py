@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+SHIPPED_HEADS = Path(__file__).parent / "assets" / "heads" / "embedded"  # trained by `make heads`
 CONFIG_NAME = "medusa_config.json"
 WEIGHTS_NAME = "heads.safetensors"
 
@@ -164,6 +165,8 @@ class MedusaModel(nn.Module):
         if missing or unexpected:
             raise KeyError(f"{directory / WEIGHTS_NAME}: missing keys {missing}, unexpected keys {unexpected}")
         mm.base_name = cfg.get("base_model_name_or_path", mm.base_name)
+        if (directory / "draft_ids.pt").exists():
+            mm.set_draft_vocab(torch.load(directory / "draft_ids.pt", weights_only=True))
         return mm
 
     # -- draft vocabulary (a CPU speed lever) -------------------------------------------------

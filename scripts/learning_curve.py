@@ -1,0 +1,69 @@
+"""Head accuracy against training positions, per data source (issue: data volume decides quality).
+
+Sources: self-distilled chat answers ("selfdistill"), KD on offline text ("text"), and both ("mix").
+Every point trains fresh heads (3 heads, 1 ResBlock, shared lm_head, 16K draft vocab) and reports
+held-out top-1/top-5 on the self-distilled answers to the held-out prompts.
+
+    python scripts/learning_curve.py --out runs/learning_curve
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from heads_common import make_draft, selfdistill_rows, take_positions, text_rows  # noqa: E402
+
+from medusa_lib import MedusaModel, load_base  # noqa: E402
+from medusa_lib.config import TrainConfig, set_seed  # noqa: E402
+from medusa_lib.plots import plot_learning_curve, save_fig  # noqa: E402
+from medusa_lib.train import train_heads  # noqa: E402
+
+
+def point(model, rows, heldout, draft, epochs):
+    set_seed(0)
+    mm = MedusaModel.from_base(model, 3, share_lm_head=True)
+    mm.set_draft_vocab(draft)
+    t0 = time.time()
+    state = train_heads(mm, rows, eval_rows=heldout, cfg=TrainConfig(epochs=epochs, batch_tokens=256), progress=False)
+    ev = state["evals"][-1]
+    return {"positions": state["positions"], "top1": ev["top1"], "top5": ev["top5"], "seconds": time.time() - t0}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="runs/learning_curve")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--text", type=int, nargs="*", default=[10_000, 30_000, 100_000])
+    ap.add_argument("--sd", type=int, nargs="*", default=[6_000, 12_000, 24_000])
+    args = ap.parse_args()
+    model, tok = load_base("embedded")
+    sd, heldout = selfdistill_rows(model, tok, "train"), selfdistill_rows(model, tok, "heldout")
+    text = text_rows(tok, max(args.text))
+    draft = make_draft(sd + text, model.config.vocab_size, 16384)
+    plan = [("selfdistill", take_positions(sd, n)) for n in args.sd]
+    plan += [("text", take_positions(text, n)) for n in args.text]
+    plan += [("mix", sd + take_positions(text, max(args.text)))]
+    results = []
+    for source, rows in plan:
+        r = {"source": source, **point(model, rows, heldout, draft, args.epochs)}
+        print(json.dumps(r), flush=True)
+        results.append(r)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    lines = ["| source | positions | top1 (h1/h2/h3) | top5 (h1/h2/h3) | train s |", "|---|---|---|---|---|"]
+    for r in results:
+        f = "/".join(f"{x:.3f}" for x in r["top1"]), "/".join(f"{x:.3f}" for x in r["top5"])
+        lines.append(f"| {r['source']} | {r['positions']} | {f[0]} | {f[1]} | {r['seconds']:.0f} |")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    rows = [{"positions": r["positions"], "top1": r["top1"][k], "top5": r["top5"][k], "head": k + 1,
+             "source": r["source"]} for r in results for k in range(3)]
+    save_fig(plot_learning_curve(rows), out / "learning_curve.png")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
