@@ -1,33 +1,106 @@
-"""`make demo`: the main job, on the embedded model, offline, on CPU.
+"""`make demo`: the whole Medusa story on the embedded model, offline, on a CPU.
 
-For now: load the embedded backbone and show plain greedy generation with its tokens/s.
+By default it loads the shipped heads and then:
+- measures head top-k accuracy per offset on the held-out prompts' self-distilled answers;
+- grows a tree from those accuracies;
+- decodes held-out prompts with HF greedy, HF prompt lookup and Medusa, interleaved;
+- checks that Medusa's output equals greedy;
+- prints the table and writes runs/demo/results.json with plots.
+
+`make demo TRAIN=1` first runs the pipeline live on a small budget: self-distillation data
+(cached after the first run), Medusa-1 heads, then the same report.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
-import torch
-
-from medusa_lib.data import chat_ids, load_prompts
+from medusa_lib import plots
+from medusa_lib.config import TrainConfig, set_seed, smoke
+from medusa_lib.data import draft_vocab, load_prompts, self_distill_data
+from medusa_lib.evaluate import bench_prompts, benchmark, default_methods, head_accuracy, markdown_table
+from medusa_lib.heads import SHIPPED_HEADS, MedusaModel
 from medusa_lib.models import load_base
+from medusa_lib.train import train_heads
+from medusa_lib.tree import Tree, expected_accept_length
+
+HELDOUT_FILE = "heldout_selfdistill.json"  # shipped with the heads: the held-out answers they are scored on
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--max_new_tokens", type=int, default=64)
+def heldout_answers(model, tok, heads_dir: Path, n: int | None = None) -> list[dict]:
+    """Self-distilled held-out answers: shipped next to the heads, else generated (and cached)."""
+    shipped = heads_dir / HELDOUT_FILE
+    if shipped.exists():
+        return json.loads(shipped.read_text())[:n]
+    prompts = [p.prompt for p in load_prompts("heldout")][:n]
+    return self_distill_data(model, tok, prompts, max_new_tokens=256, batch_size=16)
+
+
+def train_live(model, tok, out: Path, n_prompts: int, max_new_tokens: int, epochs: int) -> MedusaModel:
+    """The pipeline on a small budget: self-distil, then Medusa-1 (shared lm_head, draft vocab)."""
+    print(f"[1/3] self-distilling {n_prompts} training prompts x {max_new_tokens} tokens (cached after the first run)")
+    prompts = [p.prompt for p in load_prompts("train")[:n_prompts]]
+    rows = self_distill_data(model, tok, prompts, max_new_tokens, batch_size=n_prompts)
+    print(f"[2/3] training 3 heads (Medusa-1) on {sum(len(r['response_ids']) for r in rows)} positions")
+    mm = MedusaModel.from_base(model, 3, share_lm_head=True)
+    mm.set_draft_vocab(draft_vocab(rows, 16384, model.config.vocab_size))
+    state = train_heads(mm, rows, cfg=TrainConfig(epochs=epochs, batch_tokens=256), save_dir=out / "heads")
+    plots.save_fig(plots.plot_loss_curves(state["history"]), out / "loss.png")
+    return mm
+
+
+def report(mm: MedusaModel, tok, answers, out: Path, n_prompts: int, max_new_tokens: int) -> dict:
+    """Head accuracy, a tree from it, and the interleaved speed table."""
+    t0 = time.time()
+    acc = head_accuracy(mm, answers, topk=10)  # [K, 10]
+    tree = Tree.from_accuracies(acc, 8)
+    print("head accuracy (held-out): " + ", ".join(
+        f"head {k + 1}: top-1 {acc[k, 0]:.2f} top-5 {acc[k, 4]:.2f}" for k in range(mm.num_heads)))
+    print(f"tree from accuracies: {tree.num_nodes} nodes, expected tau {expected_accept_length(tree, acc):.2f}"
+          f" ({time.time() - t0:.0f} s)")
+    prompts = bench_prompts(per_group=n_prompts, humaneval=1)
+    methods = {k: v for k, v in default_methods(mm, {"acc-8": tree}).items() if k != "our_greedy"}
+    res = benchmark(methods, tok, prompts, max_new_tokens)
+    res.update(head_accuracy=acc.tolist(), tree=[list(p) for p in tree.paths])
+    write(res, out)
+    return res
+
+
+def write(res: dict, out: Path) -> None:
+    from medusa_lib.evaluate import write_results
+
+    write_results(res, out)
+    taus = [r["new_tokens"] / max(1, r["steps"]) for r in res["runs"] if r["method"].startswith("medusa")]
+    plots.save_fig(plots.plot_accept_hist(taus), out / "tau_per_prompt.png")
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--train", action="store_true", help="run the whole pipeline live first (small budget)")
+    ap.add_argument("--heads", default=None, help="a heads folder (default: the shipped heads)")
+    ap.add_argument("--out", default="runs/demo")
+    ap.add_argument("--per_group", type=int, default=smoke(2, 1), help="benchmark prompts per group")
+    ap.add_argument("--max_new_tokens", type=int, default=smoke(96, 12))
     args = ap.parse_args(argv)
+    set_seed(0)
+    t0, out = time.time(), Path(args.out)
     model, tok = load_base("embedded", device="cpu")
-    for p in load_prompts("heldout")[:3]:
-        ids = chat_ids(tok, p.prompt)
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            out = model.generate(ids, max_new_tokens=args.max_new_tokens, do_sample=False)
-        dt = time.perf_counter() - t0
-        n = out.shape[1] - ids.shape[1]
-        print(f"[{p.category}] {p.prompt[:60]!r}\n  -> {tok.decode(out[0, ids.shape[1]:])!r}")
-        print(f"  {n} tokens in {dt:.2f} s = {n / dt:.1f} tok/s (HF greedy)\n")
+    heads_dir = Path(args.heads) if args.heads else SHIPPED_HEADS
+    if args.train:
+        mm = train_live(model, tok, out, smoke(40, 4), smoke(128, 16), smoke(3, 1))
+    else:
+        mm = MedusaModel.from_pretrained(heads_dir, base=model)
+    print("[3/3] measuring" if args.train else "measuring the shipped heads")
+    res = report(mm, tok, heldout_answers(model, tok, heads_dir, smoke(None, 4)), out, args.per_group,
+                 args.max_new_tokens)
+    print("\n" + markdown_table(res["summary"]))
+    same = [r["identical"] for r in res["summary"] if r["method"].startswith("medusa") and r["group"] == "all"]
+    print(f"\nMedusa output identical to HF greedy: {same[0]} prompts")
+    print(f"wrote {out}/results.json, results.md and plots; demo took {time.time() - t0:.0f} s")
+    return res
 
 
 if __name__ == "__main__":

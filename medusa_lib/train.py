@@ -3,8 +3,8 @@
 Head k (1-based) at position t learns the token at t+k+1. Two losses per head, mixed by
 `kd_weight` and weighted by decay**k (the paper's 0.8^k):
 
-- CE: cross-entropy against the token at t+k+1 (on self-distilled data this is the base
-  model's own greedy choice);
+- CE: cross-entropy against the base model's own greedy token at t+k+1 given the sequence
+  so far (on self-distilled greedy data, simply the token at t+k+1);
 - KD: KL(teacher || head), the teacher being the base model's distribution at position t+k,
   i.e. the distribution that token t+k+1 is drawn from.
 
@@ -80,6 +80,12 @@ class PositionBank:
             valid.append(v)
         self.h, self.tok, self.valid = torch.cat(hs), torch.cat(toks), torch.cat(valid)
         self.num_heads = num_heads
+        self.greedy = self._greedy(mm)  # [P] the base model's own greedy next token at each position
+
+    @torch.no_grad()
+    def _greedy(self, mm: MedusaModel, chunk: int = 512) -> torch.Tensor:
+        W = mm.lm_head.weight
+        return torch.cat([(W @ h.to(W.device).T).argmax(0).cpu() for h in self.h.split(chunk)])
 
     def __len__(self) -> int:
         return len(self.tok)
@@ -131,7 +137,7 @@ def bank_batch_loss(mm: MedusaModel, bank: PositionBank, pos: torch.Tensor, cfg:
     losses = []
     for k in range(mm.num_heads):
         mask = bank.valid[pos, k].to(dev)
-        target = bank.tok[(pos + k + 2).clamp(max=len(bank) - 1)].to(dev)
+        target = bank.greedy[(pos + k + 1).clamp(max=len(bank) - 1)].to(dev)  # what the base says at t+k
         weight, draft = draft_projection(mm, k)
         with torch.no_grad():  # the teacher's distribution at t+k, over the same rows as the student
             h_next = bank.h[(pos + k + 1).clamp(max=len(bank) - 1)].to(dev)
@@ -305,8 +311,8 @@ def _cosine(step: int, total: int, warmup: int = 20) -> float:
 def bank_accuracy(mm: MedusaModel, bank: PositionBank, topk: int = 10, chunk: int = 1024) -> torch.Tensor:
     """[K, topk] cumulative: P(head k's top-i holds the base model's greedy token k+1 steps on).
 
-    The target is the base argmax at position t+k (teacher forced), which on self-distilled
-    greedy data is the next-next token itself.
+    The target is the base argmax at position t+k (teacher forced); on self-distilled greedy
+    data it is the token k+2 steps on itself.
     """
     mm.heads.eval()
     hits = torch.zeros(mm.num_heads, topk)
@@ -317,7 +323,7 @@ def bank_accuracy(mm: MedusaModel, bank: PositionBank, topk: int = 10, chunk: in
             mask = bank.valid[pos, k]
             if not mask.any():
                 continue
-            target = mm.lm_head(bank.h[(pos + k + 1).clamp(max=len(bank) - 1)][mask].to(h.device)).argmax(-1)
+            target = bank.greedy[(pos + k + 1).clamp(max=len(bank) - 1)][mask].to(h.device)
             top = mm.head_topk(h[mask], topk)[k]  # [n, topk]
             first = (top == target[:, None]).float().cumsum(-1).clamp(max=1)  # [n, topk]
             hits[k] += first.sum(0).cpu()

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+import torch  # noqa: E402
 from heads_common import make_draft, selfdistill_rows, take_positions, text_rows  # noqa: E402
 
 from medusa_lib import MedusaModel, load_base  # noqa: E402
@@ -36,9 +37,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="runs/learning_curve")
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--text", type=int, nargs="*", default=[10_000, 30_000, 100_000])
+    ap.add_argument("--text", type=int, nargs="*", default=[24_000, 72_000])
     ap.add_argument("--sd", type=int, nargs="*", default=[6_000, 12_000, 24_000])
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (1 when sharing the CPU)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model, tok = load_base("embedded")
     sd, heldout = selfdistill_rows(model, tok, "train"), selfdistill_rows(model, tok, "heldout")
     text = text_rows(tok, max(args.text))
