@@ -135,8 +135,12 @@ class MedusaModel(nn.Module):
         tmp = directory / (WEIGHTS_NAME + ".tmp")
         save_file(state, str(tmp))
         tmp.replace(directory / WEIGHTS_NAME)
+        if self.draft_ids is not None:
+            torch.save(self.draft_ids.cpu(), directory / "draft_ids.pt.tmp")
+            (directory / "draft_ids.pt.tmp").replace(directory / "draft_ids.pt")
         atomic_write_bytes(directory / CONFIG_NAME, json.dumps(cfg, indent=2).encode())
-        atomic_write_bytes(directory / "README.md", model_card(self, extra or {}).encode())
+        info = {**(extra or {}).get("training", {}), **(extra or {})}  # training records nest their figures
+        atomic_write_bytes(directory / "README.md", model_card(self, info).encode())
         return directory
 
     def export(self, directory, format: str = "vllm") -> Path:

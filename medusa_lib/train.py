@@ -163,8 +163,6 @@ def save_checkpoint(mm: MedusaModel, directory: Path, state: dict, optimizer=Non
     shutil.rmtree(tmp, ignore_errors=True)
     summary = {k: v for k, v in state.items() if k not in ("history", "sched")}
     mm.save_pretrained(tmp, extra={"training": summary})
-    if mm.draft_ids is not None:
-        torch.save(mm.draft_ids.cpu(), tmp / "draft_ids.pt")
     torch.save({"state": state, "optimizer": optimizer.state_dict() if optimizer else None}, tmp / "trainer.pt")
     if _is_peft(mm.base):
         mm.base.save_pretrained(tmp / "adapter")

@@ -1,0 +1,81 @@
+"""`make heads`: train the heads shipped for the embedded model, with a record next to the weights.
+
+Recipe (chosen from the learning curve, scripts/learning_curve.py):
+- self-distilled answers of SmolLM2-135M-Instruct to the 182 training prompts (256 new tokens each,
+  greedy; about 25 minutes on 2 cores the first time, then cached);
+- plus KD on packed Python standard-library text (teacher = the same frozen model), --text positions;
+- 3 heads, 1 ResBlock each, shared lm_head, 16K draft vocabulary; Medusa-1 (backbone frozen).
+
+Writes medusa_lib/assets/heads/embedded/: heads.safetensors, medusa_config.json, draft_ids.pt,
+README.md (model card), heldout_selfdistill.json (what the accuracy is scored on) and
+training_record.json (data, seed, wall time, per-head accuracy, tau).
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from heads_common import make_draft, selfdistill_rows, take_positions, text_rows  # noqa: E402
+
+from medusa_lib import MedusaModel, Tree, load_base, medusa_generate  # noqa: E402
+from medusa_lib.config import TrainConfig, set_seed  # noqa: E402
+from medusa_lib.data import chat_ids, load_prompts  # noqa: E402
+from medusa_lib.evaluate import head_accuracy  # noqa: E402
+from medusa_lib.heads import SHIPPED_HEADS  # noqa: E402
+from medusa_lib.train import train_heads, write_record  # noqa: E402
+from medusa_lib.tree import expected_accept_length  # noqa: E402
+
+
+def measure_tau(mm, tok, tree, n_prompts, max_new_tokens):
+    taus = []
+    for p in load_prompts("heldout")[:n_prompts]:
+        out = medusa_generate(mm, chat_ids(tok, p.prompt), tree=tree, max_new_tokens=max_new_tokens)
+        taus.append(out.tau)
+    return statistics.mean(taus), statistics.median(taus)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=str(SHIPPED_HEADS))
+    ap.add_argument("--text", type=int, default=72_000, help="text KD positions (0 = self-distilled only)")
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tau_prompts", type=int, default=20)
+    args = ap.parse_args()
+    set_seed(args.seed)
+    t0 = time.time()
+    model, tok = load_base("embedded")
+    sd, heldout = selfdistill_rows(model, tok, "train"), selfdistill_rows(model, tok, "heldout")
+    rows = sd + (take_positions(text_rows(tok, args.text), args.text) if args.text else [])
+    mm = MedusaModel.from_base(model, 3, share_lm_head=True)
+    mm.set_draft_vocab(make_draft(rows, model.config.vocab_size, 16384))
+    cfg = TrainConfig(epochs=args.epochs, batch_tokens=256, seed=args.seed)
+    state = train_heads(mm, rows, eval_rows=heldout, cfg=cfg, save_dir=Path("runs/make_heads"))
+    acc = head_accuracy(mm, heldout, topk=10)
+    tree = Tree.from_accuracies(acc, 8)
+    tau_mean, tau_median = measure_tau(mm, tok, tree, args.tau_prompts, 128)
+    record = {
+        "base": "HuggingFaceTB/SmolLM2-135M-Instruct (embedded GGUF Q4_1, dequantised, fp32)",
+        "data": f"self-distilled answers to {len(sd)} training prompts ({sum(len(r['response_ids']) for r in sd)} "
+                f"tokens) + {args.text} positions of Python stdlib text (KD)",
+        "recipe": f"Medusa-1, 3 heads x 1 ResBlock, shared lm_head, 16K draft vocab, {args.epochs} epochs, "
+                  f"batch 256 positions, lr {cfg.lr}, CE+KD ({cfg.kd_weight}), decay {cfg.decay}, seed {args.seed}",
+        "positions": state["positions"],
+        "wall_time": f"{time.time() - t0:.0f} s total, {state['seconds']:.0f} s training",
+        "head_accuracy": acc[:, 0].tolist(), "head_accuracy_top5": acc[:, 4].tolist(),
+        "tree": [list(p) for p in tree.paths], "expected_tau": expected_accept_length(tree, acc),
+        "tau": tau_mean, "tau_median": tau_median, "tau_prompts": args.tau_prompts, "command": "make heads",
+    }
+    out = Path(args.out)
+    mm.save_pretrained(out, extra={"training": record})
+    (out / "heldout_selfdistill.json").write_text(json.dumps(heldout))
+    write_record(out, record)
+    print(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    main()
