@@ -93,6 +93,7 @@ def train_kd_main(argv=None) -> dict:
     cfg = TrainConfig(stage=stage, offsets=tuple(args.offsets), epochs=args.epochs, batch_size=args.batch_size,
                       lr=args.lr, block_size=args.block_size, seed=args.seed)
     heldout = _selfdistill(model, tok, [p.prompt for p in load_prompts("heldout")], args, smoke(None, 4))
+    heldout = [r for r in heldout if len(r["response_ids"]) >= 3] or None  # too short to score: no eval
     t0 = time.time()
     if stage == "heads":
         state = train_heads(mm, rows, heldout, cfg, save_dir=args.save_dir, resume=args.resume,

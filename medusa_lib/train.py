@@ -230,7 +230,7 @@ def train_heads(mm: MedusaModel, train_rows, eval_rows=None, cfg: TrainConfig | 
     for p in mm.base.parameters():
         p.requires_grad_(False)
     bank = PositionBank(mm, seqs, mm.num_heads, progress)
-    eval_bank = PositionBank(mm, check_rows(eval_rows, cfg.block_size), mm.num_heads) if eval_rows else None
+    eval_bank = _eval_bank(mm, eval_rows, cfg.block_size)
     opt = torch.optim.AdamW(mm.heads.parameters(), lr=cfg.lr, weight_decay=0.0)
     positions = bank.trainable()
     steps_per_epoch = math.ceil(len(positions) / cfg.batch_tokens)
@@ -257,6 +257,17 @@ def train_heads(mm: MedusaModel, train_rows, eval_rows=None, cfg: TrainConfig | 
     bar.close()
     state["seconds"] = time.perf_counter() - t0
     return state
+
+
+def _eval_bank(mm, rows, block_size: int):
+    """Held-out positions to score each epoch; None (with a note) when there are none."""
+    if not rows:
+        return None
+    try:
+        return PositionBank(mm, check_rows(rows, block_size), mm.num_heads)
+    except ValueError as e:
+        print(f"no held-out evaluation: {e}")
+        return None
 
 
 def _heads_epoch(mm, bank, positions, cfg, opt, sched, state, bar, callback, max_steps):

@@ -1,0 +1,66 @@
+import pytest
+
+from medusa_lib import data
+
+
+def test_prompt_set_has_fixed_split_and_categories():
+    rows = data.load_prompts()
+    assert len(rows) >= 200 and {r.category for r in rows} == set(data.CATEGORIES)
+    held = data.load_prompts("heldout")
+    assert 50 <= len(held) <= 70 and all(r.split == "heldout" for r in held)
+    assert len({r.id for r in rows}) == len(rows)
+    with pytest.raises(ValueError, match="split must be"):
+        data.load_prompts("test")
+
+
+def test_pack_conserves_tokens(tiny):
+    _, tok = tiny
+    texts = ["hello world", "a much longer text about packing " * 5, "x"]
+    blocks = data.pack(tok, texts, block_size=16)
+    total = sum(len(tok(t, add_special_tokens=False).input_ids) + 1 for t in texts)  # +1: EOS between texts
+    assert len(blocks) == total // 16
+    flat = [t for b in blocks["input_ids"] for t in b]
+    expected = [t for s in texts for t in tok(s, add_special_tokens=False).input_ids + [tok.eos_token_id]]
+    assert flat == expected[: len(flat)] and all(len(b) == 16 for b in blocks["input_ids"])
+    rows = data.blocks_to_rows(blocks)
+    assert rows[0]["prompt_ids"] == [] and len(rows) == len(blocks)
+
+
+def test_load_corpus_local_and_offline_wikitext(tmp_path, monkeypatch):
+    (tmp_path / "a.txt").write_text("first text")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.md").write_text("second text")
+    assert data.load_corpus(tmp_path) == ["first text", "second text"]
+    import medusa_lib.models as models
+
+    monkeypatch.setattr(models, "hub_reachable", lambda *a, **k: False)
+    with pytest.raises(OSError, match="--text_dir"):
+        data.load_corpus("wikitext")
+    with pytest.raises(FileNotFoundError, match="neither a local file"):
+        data.load_corpus("no/such/corpus")
+
+
+def test_self_distill_is_cached_and_resumes(tiny, tmp_path):
+    model, tok = tiny
+    prompts = ["abc", "hello", "what is up", "zz"]
+    rows = data.self_distill_data(model, tok, prompts, max_new_tokens=6, batch_size=2, root=tmp_path, progress=False)
+    assert len(rows) == 4 and all(1 <= len(r["response_ids"]) <= 6 for r in rows)
+    folder = data.distill_cache_dir(model, prompts, 6, tmp_path)
+    shards = sorted(folder.glob("shard-*.json"))
+    assert len(shards) == 2
+    shards[1].unlink()  # an interrupted run: one batch missing
+    again = data.self_distill_data(model, tok, prompts, max_new_tokens=6, batch_size=2, root=tmp_path,
+                                   progress=False)
+    assert again == rows
+    # each answer is the model's own greedy continuation
+    ids = data.chat_ids(tok, prompts[0])
+    ref = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0)[0, ids.shape[1]:].tolist()
+    assert rows[0]["response_ids"] == ref[: len(rows[0]["response_ids"])]
+    with pytest.raises(ValueError, match="at least one prompt"):
+        data.self_distill_data(model, tok, [], root=tmp_path)
+
+
+def test_draft_vocab_takes_the_most_frequent():
+    rows = [{"response_ids": [5, 5, 5, 7, 7, 9]}]
+    assert data.draft_vocab(rows, 2, 20).tolist() == [5, 7]
+    assert data.draft_vocab(rows, 4, 20).tolist() == [0, 5, 7, 9]

@@ -1,0 +1,70 @@
+import torch
+
+from medusa_lib.evaluate import (
+    BenchPrompt,
+    bench_prompts,
+    benchmark,
+    default_methods,
+    humaneval_prompts,
+    markdown_table,
+    our_greedy_method,
+)
+from medusa_lib.heads import MedusaModel
+from medusa_lib.train import PositionBank, bank_accuracy, check_rows
+from medusa_lib.tree import Tree
+
+
+def test_head_accuracy_on_a_constructed_case(tiny):
+    """Head 1 always right at rank 0, head 2 right only at rank 2, head 3 never right."""
+    model, _ = tiny
+    mm = MedusaModel.from_base(model, 3, share_lm_head=False)
+    g = torch.Generator().manual_seed(0)
+    rows = [{"prompt_ids": torch.randint(4, 100, (4,), generator=g).tolist(),
+             "response_ids": torch.randint(4, 100, (20,), generator=g).tolist()} for _ in range(3)]
+    bank = PositionBank(mm, check_rows(rows, 512), 3)
+
+    def head_topk(h, topk):
+        pos = (h[:, None, :] == bank.h[None]).all(-1).float().argmax(1)  # which bank row is each h
+        truth = [bank.greedy[(pos + k + 1).clamp(max=len(bank) - 1)] for k in range(3)]
+        wrong = [(t + 1 + torch.arange(topk)[:, None]) % 100 for t in truth]  # [topk, n], never the truth
+        out = torch.stack([w.T for w in wrong])  # [3, n, topk]
+        out[0, :, 0] = truth[0]
+        out[1, :, 2] = truth[1]
+        return out
+
+    mm.head_topk = head_topk
+    acc = bank_accuracy(mm, bank, topk=5)
+    assert acc.shape == (3, 5)
+    assert torch.allclose(acc[0], torch.ones(5))
+    assert torch.allclose(acc[1], torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0]))
+    assert torch.allclose(acc[2], torch.zeros(5))
+
+
+def test_benchmark_flags_a_wrong_method(tiny):
+    model, tok = tiny
+    mm = MedusaModel.from_base(model, 2, share_lm_head=False)
+    right = our_greedy_method(mm)
+
+    def wrong(ids, n):
+        new, steps = right(ids, n)
+        return [(t + 1) % 100 for t in new], steps
+
+    methods = default_methods(mm, {"chain": Tree.chain(2)})
+    methods["wrong"] = wrong
+    prompts = [BenchPrompt("a", "chat", "hello there"), BenchPrompt("b", "code", "def f(x):")]
+    res = benchmark(methods, tok, prompts, max_new_tokens=8, progress=False)
+    table = {(r["method"], r["group"]): r for r in res["summary"]}
+    assert table[("wrong", "all")]["identical"] == "0/2"
+    assert table[("our_greedy", "all")]["identical"] == "2/2"
+    assert table[("medusa[chain]", "all")]["identical"] == "2/2"
+    assert table[("hf_greedy", "all")]["speedup"] == 1.0
+    assert table[("medusa[chain]", "all")]["tau"] >= 1.0
+    assert "| wrong | all | 2 |" in markdown_table(res["summary"])
+
+
+def test_prompt_sets():
+    he = humaneval_prompts(3)
+    assert len(he) == 3 and he[0].id == "HumanEval/0" and "def " in he[0].text and he[0].group == "code"
+    ps = bench_prompts(per_group=2, humaneval=1)
+    groups = [p.group for p in ps]
+    assert groups.count("chat") == 2 and groups.count("copy") == 2 and groups.count("code") == 3
