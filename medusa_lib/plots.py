@@ -366,9 +366,9 @@ class GenerationExplorer:
 class TreeExplorer:
     """Grow `Tree.from_accuracies(acc, n)` with a node-count slider and an accuracy-scale slider.
 
-    acc[k, i] is the probability that head k's rank-i token is right (per rank, not cumulative).
-    The scale multiplies every accuracy (rows capped to sum to at most 1), to see how better or
-    worse heads change the best tree and its expected tokens per step.
+    acc[k, i] is head k's cumulative top-(i+1) accuracy, as `evaluate.head_accuracy` measures it.
+    The scale multiplies every accuracy (capped at 1), to see how better or worse heads change the
+    best tree and its expected tokens per step.
     """
 
     def __init__(self, acc, n_nodes: int = 8, max_nodes: int = 64):
@@ -387,8 +387,7 @@ class TreeExplorer:
         self.show()
 
     def scaled_acc(self) -> np.ndarray:
-        acc = np.clip(self.acc * self.scale_slider.value, 0.0, 1.0)
-        return acc / np.maximum(1.0, acc.sum(1, keepdims=True))
+        return np.clip(self.acc * self.scale_slider.value, 0.0, 1.0)
 
     def show(self) -> None:
         acc = self.scaled_acc()

@@ -173,43 +173,53 @@ class Tree:
     def from_accuracies(cls, acc, n_nodes: int) -> "Tree":
         """Grow the tree that maximises expected accepted length, given acc[K, topk].
 
-        acc[k, i] is the probability that head k's rank-i token is the right one. A node's value
-        is the product of its path's accuracies; adding the most valuable frontier node each time
-        gives the optimal tree for this model of independent heads (values only shrink along a
-        path, so the greedy choice is exact).
+        acc is what `evaluate.head_accuracy` measures: acc[k, i] = P(head k's top-(i+1) holds the
+        right token), cumulative over ranks. The rank-i token is right with probability
+        acc[k, i] - acc[k, i-1]; a node's value is the product of those along its path. Adding the
+        most valuable frontier node each time gives the optimal tree for this model of independent
+        heads (values only shrink along a path, so the greedy choice is exact).
         """
-        acc = torch.as_tensor(acc, dtype=torch.float64)
-        K, topk = acc.shape
+        p = rank_probs(acc)
+        K, topk = p.shape
         if n_nodes < 1:
             raise ValueError("a tree has at least the root node")
-        chosen, frontier = [], {(i,): acc[0, i].item() for i in range(topk)}
+        chosen, frontier = [], {(i,): p[0, i].item() for i in range(topk)}
         while len(chosen) < n_nodes - 1 and frontier:
-            best = max(frontier, key=lambda p: (frontier[p], [-r for r in p]))
+            best = max(frontier, key=lambda q: (frontier[q], [-r for r in q]))
             value = frontier.pop(best)
             chosen.append(best)
             if len(best) < K:
                 for i in range(topk):
-                    frontier[best + (i,)] = value * acc[len(best), i].item()
+                    frontier[best + (i,)] = value * p[len(best), i].item()
         return cls(chosen, num_heads=K, topk=topk)
 
 
-def expected_accept_length(tree: Tree, acc) -> float:
-    """Expected tokens per step, root included: 1 + sum over nodes of P(path accepted)."""
+def rank_probs(acc) -> torch.Tensor:
+    """Cumulative top-k accuracies [K, topk] -> P(the rank-i token is right) [K, topk]."""
     acc = torch.as_tensor(acc, dtype=torch.float64)
+    return torch.diff(acc, dim=1, prepend=torch.zeros(acc.shape[0], 1, dtype=acc.dtype)).clamp(min=0)
+
+
+def expected_accept_length(tree: Tree, acc) -> float:
+    """Expected tokens per step, root included: 1 + sum over nodes of P(path accepted).
+
+    acc is cumulative top-k accuracy [K, topk], as `evaluate.head_accuracy` returns it.
+    """
+    p = rank_probs(acc)
     total = 1.0
-    for p in tree.paths:
+    for path in tree.paths:
         prob = 1.0
-        for d, r in enumerate(p):
-            prob *= acc[d, r].item() if d < acc.shape[0] and r < acc.shape[1] else 0.0
+        for d, r in enumerate(path):
+            prob *= p[d, r].item() if d < p.shape[0] and r < p.shape[1] else 0.0
         total += prob
     return total
 
 
 def typical_accuracies(num_heads: int, topk: int = 10):
-    """A plausible acc[K, topk] (falls with depth and rank), used to shape the standard trees."""
+    """A plausible cumulative acc[K, topk] (falls with depth and rank) that shapes the standard trees."""
     top1 = torch.tensor([0.6, 0.4, 0.3, 0.25, 0.2][:num_heads], dtype=torch.float64)
     decay = 0.55 ** torch.arange(topk, dtype=torch.float64)
-    return top1[:, None] * decay[None, :] / decay.sum() * 2.0
+    return (top1[:, None] * decay[None, :] / decay.sum() * 2.0).cumsum(1)
 
 
 # The paper's sparse tree for Vicuna-7B with 4 heads (63 nodes + root), FasterDecoding/Medusa's

@@ -3,7 +3,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medusa_lib.tree import MC_SIM_7B_63, Tree, expected_accept_length, typical_accuracies
+from medusa_lib.tree import MC_SIM_7B_63, Tree, expected_accept_length, rank_probs, typical_accuracies
 
 
 def test_from_choices_buffers_small_tree():
@@ -63,11 +63,12 @@ def test_standard_trees_and_mc_sim():
 
 
 def test_from_accuracies_maximises_expected_length():
-    acc = torch.tensor([[0.6, 0.2, 0.1], [0.5, 0.2, 0.1]])
+    acc = torch.tensor([[0.6, 0.8, 0.9], [0.5, 0.7, 0.8]])  # cumulative: rank probs .6 .2 .1 / .5 .2 .1
     tree = Tree.from_accuracies(acc, 4)
     # values: (0)=.6, (0,0)=.3, (1)=.2, (0,1)=.12 ... -> best three
     assert tree.paths == [(0,), (1,), (0, 0)]
     assert expected_accept_length(tree, acc) == pytest.approx(1 + 0.6 + 0.2 + 0.3)
+    assert rank_probs(acc)[1].tolist() == pytest.approx([0.5, 0.2, 0.1])
     # no other 3-path tree of valid prefixes beats it
     for other in ([[0], [1], [2]], [[0], [0, 0], [0, 1]], [[0], [0, 0], [1]]):
         assert expected_accept_length(Tree.from_choices(other), acc) <= expected_accept_length(tree, acc) + 1e-12

@@ -1,0 +1,76 @@
+"""Cost of one tree-verification step on this machine (issue: the engine's CPU cost).
+
+Prints, for the embedded model on CPU:
+- t_verify(n) / t(1): one forward of n tree nodes over a ~100-token cache, relative to 1 token;
+- the lm_head over n rows, as `h @ W.T` (nn.Linear) and as `W @ h.T` (what decoding uses);
+- a per-step split of medusa_generate into backbone forward, lm_head, heads and the rest.
+
+    python scripts/bench_verify.py
+"""
+
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from medusa_lib import MedusaModel, Tree, load_base, medusa_generate
+from medusa_lib.data import chat_ids
+from medusa_lib.decoding import logit_rows, prefill, tree_forward
+from medusa_lib.train import get_heads
+
+
+def median_ms(fn, repeats=9):
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
+@torch.no_grad()
+def verify_costs(mm: MedusaModel, sizes=(1, 4, 8, 16, 32, 64)):
+    ids = torch.randint(100, 40000, (1, 100), generator=torch.Generator().manual_seed(0))
+    cache, _ = prefill(mm, ids)
+    W = mm.lm_head.weight
+    rows = []
+    for n in sizes:
+        tree = Tree.standard(3, n) if n > 1 else Tree([])
+        cand = torch.randint(100, 40000, (tree.num_nodes,))
+
+        def step():
+            tree_forward(mm, cache, tree, cand)
+            cache.crop(-tree.num_nodes)
+
+        h = torch.randn(tree.num_nodes, W.shape[1])
+        rows.append((tree.num_nodes, median_ms(step), median_ms(lambda: F.linear(h, W)),
+                     median_ms(lambda: logit_rows(W, h))))
+    base = rows[0][1]
+    print("| nodes | forward ms | t(n)/t(1) | lm_head h@W.T ms | lm_head W@h.T ms |")
+    print("|---|---|---|---|---|")
+    for n, fwd, lin, rowwise in rows:
+        print(f"| {n} | {fwd:.1f} | x{fwd / base:.2f} | {lin:.1f} | {rowwise:.1f} |")
+
+
+def step_split(mm: MedusaModel, tok, tree: Tree):
+    out = medusa_generate(mm, chat_ids(tok, "Explain how a bicycle works."), tree=tree, max_new_tokens=64)
+    keys = ["forward", "lm_head", "heads", "total"]
+    med = {k: 1000 * statistics.median(s[k] for s in out.step_times) for k in keys}
+    rest = med["total"] - med["forward"] - med["lm_head"] - med["heads"]
+    print(f"\nper step ({tree.num_nodes}-node tree, tau {out.tau:.2f}): forward {med['forward']:.1f} ms, "
+          f"lm_head {med['lm_head']:.1f} ms, heads {med['heads']:.1f} ms, rest {rest:.1f} ms "
+          f"({rest / med['total']:.0%} of {med['total']:.1f} ms)")
+
+
+def main():
+    model, tok = load_base("embedded", device="cpu")
+    mm = get_heads(model, tok)
+    print(f"torch threads: {torch.get_num_threads()}")
+    verify_costs(mm)
+    step_split(mm, tok, Tree.default(mm.num_heads))
+
+
+if __name__ == "__main__":
+    main()
