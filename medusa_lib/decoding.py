@@ -139,7 +139,7 @@ def accept_sample(tree: Tree, cand: torch.Tensor, logits: torch.Tensor, temperat
         p = probs[path[-1]].clone()
         accepted = None
         for c in kids[path[-1]]:
-            if torch.rand((), generator=gen).item() * float(p.sum()) < float(p[cand[c]]):
+            if torch.rand((), generator=gen, device=p.device).item() * float(p.sum()) < float(p[cand[c]]):
                 accepted = c
                 break
             p[cand[c]] = 0.0
@@ -210,47 +210,59 @@ def medusa_generate(mm, input_ids: torch.Tensor, tree: Tree | None = None, max_n
     tree = tree or Tree.default(mm.num_heads)
     if tree.depth > mm.num_heads:
         raise ValueError(f"tree depth {tree.depth} needs {tree.depth} heads; the model has {mm.num_heads}")
-    gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    eos, W = eos_set(eos_token_id, mm.config), mm.lm_head.weight
+    W = mm.lm_head.weight
+    gen = torch.Generator(device=W.device).manual_seed(seed) if seed is not None else None
     opts = dict(temperature=temperature, posterior_threshold=posterior_threshold,
                 posterior_alpha=posterior_alpha, gen=gen)
-    out = GenerateOutput(sequences=input_ids, prompt_len=input_ids.shape[1])
+    eos, out, new = eos_set(eos_token_id, mm.config), GenerateOutput(input_ids, prompt_len=input_ids.shape[1]), []
     if streamer is not None:
         streamer.put(input_ids.cpu())
-
     cache, h = prefill(mm, input_ids)
     root = choose_token(logit_rows(W, h)[0], "greedy" if mode == "greedy" else "sample", temperature, gen)
     topk = mm.head_topk(h, max(1, tree.max_rank))[:, 0]  # [K, topk]
-    new: list[int] = []
-    while True:
-        past = cache.get_seq_length()
-        t0 = time.perf_counter()
-        cand = tree.candidates(root, topk)  # [N]
-        hs = tree_forward(mm, cache, tree, cand)  # [N, H]
-        t1 = time.perf_counter()
-        logits = logit_rows(W, hs)  # [N, V]
-        t2 = time.perf_counter()
-        path, root = ACCEPT[mode](tree, cand, logits, **opts)
-        keep_path(cache, past, path)
+    done = False
+    while not done:
+        cand, path, root, hs, times = medusa_step(mm, cache, tree, root, topk, ACCEPT[mode], opts)
         emitted, done = clip_emitted(cand[path].tolist(), eos, max_new_tokens - len(new))
         new += emitted
-        out.accept_lengths.append(len(emitted))
-        if streamer is not None:
-            streamer.put(torch.tensor(emitted))
-        if record:
-            out.candidates.append(cand.cpu())
-            out.accepted_nodes.append(path)
-        t3 = time.perf_counter()
-        if not done:
+        _record(out, streamer, emitted, times, cand, path, record)  # stream before the heads run
+        t0 = time.perf_counter()
+        if not done:  # the heads read the last accepted node's hidden state
             topk = mm.head_topk(hs[path[-1]][None], max(1, tree.max_rank))[:, 0]
-        t4 = time.perf_counter()
-        out.step_times.append({"forward": t1 - t0, "lm_head": t2 - t1, "heads": t4 - t3, "total": t4 - t0})
-        if done:
-            break
+        times["heads"] = time.perf_counter() - t0
+        times["total"] += times["heads"]
     if streamer is not None:
         streamer.end()
     out.sequences = torch.cat([input_ids, torch.tensor([new], dtype=input_ids.dtype, device=input_ids.device)], 1)
     return out
+
+
+def medusa_step(mm, cache, tree: Tree, root: int, topk: torch.Tensor, accept, opts: dict):
+    """Candidates -> one tree forward -> acceptance -> keep the accepted KV entries.
+
+    Returns (candidates [N], accepted node path, next root token, hidden states [N, H], timings).
+    """
+    t0 = time.perf_counter()
+    past = cache.get_seq_length()
+    cand = tree.candidates(root, topk)  # [N]
+    hs = tree_forward(mm, cache, tree, cand)  # [N, H]
+    t1 = time.perf_counter()
+    logits = logit_rows(mm.lm_head.weight, hs)  # [N, V]
+    t2 = time.perf_counter()
+    path, bonus = accept(tree, cand, logits, **opts)
+    keep_path(cache, past, path)
+    times = {"forward": t1 - t0, "lm_head": t2 - t1, "total": time.perf_counter() - t0}
+    return cand, path, bonus, hs, times
+
+
+def _record(out: GenerateOutput, streamer, emitted: list[int], times: dict, cand, path, record: bool) -> None:
+    out.accept_lengths.append(len(emitted))
+    out.step_times.append(times)
+    if streamer is not None:
+        streamer.put(torch.tensor(emitted))
+    if record:
+        out.candidates.append(cand.cpu())
+        out.accepted_nodes.append(path)
 
 
 @torch.no_grad()
