@@ -94,7 +94,7 @@ def main(argv=None) -> dict:
     else:
         mm = MedusaModel.from_pretrained(heads_dir, base=model)
     print("[3/3] measuring" if args.train else "measuring the shipped heads")
-    res = report(mm, tok, heldout_answers(model, tok, heads_dir, smoke(None, 4)), out, args.per_group,
+    res = report(mm, tok, heldout_answers(model, tok, heads_dir, smoke(24, 4)), out, args.per_group,
                  args.max_new_tokens)
     print("\n" + markdown_table(res["summary"]))
     same = [r["identical"] for r in res["summary"] if r["method"].startswith("medusa") and r["group"] == "all"]

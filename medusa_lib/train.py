@@ -132,20 +132,20 @@ def to_draft(target_ids, draft_ids, vocab_size: int):
 def bank_batch_loss(mm: MedusaModel, bank: PositionBank, pos: torch.Tensor, cfg: TrainConfig,
                     backward: bool = True) -> list[float]:
     """Medusa-1 loss on positions `pos` of a PositionBank; backward one head at a time."""
-    dev = mm.lm_head.weight.device
-    h = bank.h[pos].to(dev)  # [B, H]
+    dev, dt = mm.lm_head.weight.device, next(mm.heads.parameters()).dtype
+    h = bank.h[pos].to(dev, dt)  # [B, H] in the heads' dtype (the bank keeps fp32)
     losses = []
     for k in range(mm.num_heads):
         mask = bank.valid[pos, k].to(dev)
         target = bank.greedy[(pos + k + 1).clamp(max=len(bank) - 1)].to(dev)  # what the base says at t+k
         weight, draft = draft_projection(mm, k)
         with torch.no_grad():  # the teacher's distribution at t+k, over the same rows as the student
-            h_next = bank.h[(pos + k + 1).clamp(max=len(bank) - 1)].to(dev)
+            h_next = bank.h[(pos + k + 1).clamp(max=len(bank) - 1)].to(dev, mm.lm_head.weight.dtype)
             teacher = h_next @ (mm.lm_head.weight if draft is None else mm.lm_head.weight[draft]).T  # [B, V']
         if draft is not None:
             target, in_draft = to_draft(target, draft, mm.heads.vocab_size)
             mask = mask & in_draft
-        student = mm.heads.blocks[k](h) @ weight.T  # [B, V']
+        student = mm.heads.blocks[k](h) @ weight.T.to(dt)  # [B, V']
         loss = cfg.decay ** (k + 1) * head_loss(student, target, teacher, cfg.kd_weight, mask)
         if backward and loss.requires_grad:
             loss.backward()
@@ -311,6 +311,7 @@ def _end_epoch(mm, eval_bank, state, save_dir, opt, callback, seconds):
 
 
 def _cosine(step: int, total: int, warmup: int = 20) -> float:
+    warmup = min(warmup, max(1, total // 10))  # short runs must not spend themselves warming up
     if step < warmup:
         return (step + 1) / warmup
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
@@ -327,7 +328,7 @@ def bank_accuracy(mm: MedusaModel, bank: PositionBank, topk: int = 10, chunk: in
     hits = torch.zeros(mm.num_heads, topk)
     count = torch.zeros(mm.num_heads)
     for pos in torch.arange(len(bank)).split(chunk):
-        h = bank.h[pos].to(mm.lm_head.weight.device)
+        h = bank.h[pos].to(mm.lm_head.weight.device, next(mm.heads.parameters()).dtype)
         for k in range(mm.num_heads):
             mask = bank.valid[pos, k]
             if not mask.any():
@@ -369,13 +370,13 @@ def joint_loss(mm: MedusaModel, ids: torch.Tensor, attn: torch.Tensor, start: to
     base = mm.lm_head(h)
     lm = head_loss(base.flatten(0, 1), ids.roll(-1, 1).flatten(), teacher.flatten(0, 1), 1.0,
                    (ok & (t + 1 < T)).flatten())
-    parts, total = [float(lm)], lm
+    parts, total = [float(lm.detach())], lm
     for k in range(mm.num_heads):
         mask = (ok & (t + k + 2 < T)).flatten()
         student = mm.heads.project(mm.heads.blocks[k](h), mm.lm_head, k).flatten(0, 1)
         loss = cfg.decay ** (k + 1) * head_loss(student, ids.roll(-(k + 2), 1).flatten(),
                                                 teacher.roll(-(k + 1), 1).flatten(0, 1), cfg.kd_weight, mask)
-        parts.append(float(loss))
+        parts.append(float(loss.detach()))
         total = total + loss
     return total, parts
 
