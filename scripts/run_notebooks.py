@@ -1,0 +1,62 @@
+"""Execute every notebook in place (full sizes, not smoke), then clean the outputs for committing.
+
+Each notebook runs in a fresh python3 kernel with its own folder as the working directory and a
+900 s limit per cell; its wall time is printed. Then scripts/clean_notebooks.py strips absolute
+paths, widget state and timing metadata. `make notebooks` runs this.
+
+    python scripts/run_notebooks.py [--smoke] [notebook.ipynb ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+sys.path.insert(0, str(Path(__file__).parent))
+from clean_notebooks import main as clean_main  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CELL_TIMEOUT = 900  # seconds per cell
+
+
+def run(path: Path, timeout: int = CELL_TIMEOUT) -> float:
+    """Execute one notebook in place; returns its wall time in seconds."""
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    t0 = time.perf_counter()
+    try:
+        client.execute()
+    finally:  # keep whatever ran, so a failure can be read in the notebook
+        nbformat.write(nb, path)
+    return time.perf_counter() - t0
+
+
+def main(argv=None) -> dict[str, float]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/*.ipynb")
+    ap.add_argument("--smoke", action="store_true", help="run with MEDUSA_SMOKE=1 (small sizes; not for committing)")
+    ap.add_argument("--no-clean", action="store_true", help="skip the clean step")
+    args = ap.parse_args(argv)
+    os.environ["MEDUSA_SMOKE"] = "1" if args.smoke else "0"  # the kernels inherit this environment
+    paths = [p.resolve() for p in args.notebooks] or sorted((ROOT / "notebooks").glob("*.ipynb"))
+    times = {}
+    for path in paths:
+        print(f"running {path.name} ...", flush=True)
+        times[path.name] = run(path)
+        print(f"  {path.name}: {times[path.name]:.0f} s", flush=True)
+    summary = ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
+    print(f"wall time: {summary}; total {sum(times.values()):.0f} s")
+    if not args.no_clean:
+        clean_main([str(p) for p in paths])
+    return times
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Point every notebook's Colab badge and Colab install line at this repository.
+
+The repository is read from `project.urls.Repository` in pyproject.toml, so a fork changes that
+one line and runs `make stamp-notebooks`. In each notebooks/*.ipynb this rewrites
+
+- the badge URL: https://colab.research.google.com/github/<owner>/<repo>/blob/main/notebooks/<file>
+  (always the notebook's own file name), and
+- the install line: git+https://github.com/<owner>/<repo>
+
+Only cell sources change; a notebook is rewritten only when something changed, so running it
+twice is a no-op.
+
+    python scripts/stamp_notebooks.py [--repo owner/name] [notebook.ipynb ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+BADGE = re.compile(r"https://colab\.research\.google\.com/github/[\w.-]+/[\w.-]+/blob/[\w.-]+/notebooks/[\w.-]+\.ipynb")
+INSTALL = re.compile(r"git\+https://github\.com/[\w.-]+/[\w.-]+?(?=\.git\b|['\"\s@#]|$)")
+SLUG = re.compile(r"github\.com[/:]([\w.-]+)/([\w.-]+?)(?:\.git)?/?$")
+
+
+def repo_slug(pyproject: Path = ROOT / "pyproject.toml") -> str:
+    """"owner/name" from `project.urls.Repository` (a GitHub URL) in pyproject.toml."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    url = tomllib.loads(Path(pyproject).read_text())["project"]["urls"]["Repository"]
+    m = SLUG.search(url.strip())
+    if m is None:
+        raise ValueError(f"project.urls.Repository must be a GitHub URL, got {url!r}")
+    return f"{m.group(1)}/{m.group(2)}"
+
+
+def badge_url(slug: str, notebook: str) -> str:
+    return f"https://colab.research.google.com/github/{slug}/blob/main/notebooks/{notebook}"
+
+
+def stamp_source(source: str, slug: str, notebook: str) -> str:
+    source = BADGE.sub(badge_url(slug, notebook), source)
+    return INSTALL.sub(f"git+https://github.com/{slug}", source)
+
+
+def stamp(path: Path, slug: str) -> bool:
+    """Stamp one notebook in place; returns whether it changed."""
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    changed = False
+    for cell in nb.cells:
+        new = stamp_source(cell.source, slug, path.name)
+        if new != cell.source:
+            cell.source, changed = new, True
+    if changed:
+        nbformat.write(nb, path)
+    return changed
+
+
+def main(argv=None) -> list[Path]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/*.ipynb")
+    ap.add_argument("--repo", help="owner/name (default: project.urls.Repository in pyproject.toml)")
+    args = ap.parse_args(argv)
+    slug = args.repo or repo_slug()
+    paths = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
+    changed = [p for p in paths if stamp(p, slug)]
+    print(f"stamped {len(changed)} of {len(paths)} notebooks for {slug}")
+    return changed
+
+
+if __name__ == "__main__":
+    main()
