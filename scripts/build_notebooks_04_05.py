@@ -225,8 +225,9 @@ def tree_verification() -> list:
             fig = plot_tree(Tree.mc_sim_7b_63())
             print("saved", save_fig(fig, "figures/04_mc_sim_7b_63.png"))"""),
         md("""
-            **Takeaway:** the paper's tree is wide near the root and thin deep down, because a path is only
-            accepted if *all* its guesses are right: head 1's 10th guess is worth more than head 4's second."""),
+            **Takeaway:** the paper's tree is wide near the root and thin deep down, because a path counts
+            only if *all* its guesses are right: all ten of head 1's guesses get a node, but only two paths
+            reach head 4."""),
         md("""
             ## 3. A tree built from *your* heads' accuracy
 
@@ -250,9 +251,10 @@ def tree_verification() -> list:
             fig = plot_tree(tree)
             print("saved", save_fig(fig, "figures/04_tree_from_accuracy.png"))"""),
         md("""
-            **Takeaway:** the tree follows the measured accuracies: the ranks and depths the heads get right
-            most often get the nodes, so weak heads give a wide, shallow tree and strong heads a deeper one
-            (try the sliders below)."""),
+            **Takeaway:** the tree follows the measured accuracies. A path counts only if every guess on it is
+            right, so its value is the product of its ranks' probabilities: with heads as weak as these, one
+            more guess of head 1 is often worth more than a level deeper, and the tree comes out wide and
+            shallow; better heads make it deeper (try the sliders below)."""),
         md("""
             The explorer grows `Tree.from_accuracies` for any node count, and scales every accuracy to show
             how better (or worse) heads would change the best tree and its expected τ. (Widgets need a
@@ -269,7 +271,8 @@ def tree_verification() -> list:
 
             1. **prefill**: run the prompt once and keep its KV cache and last hidden state;
             2. **root**: the base model's own next token (`logit_rows` is the `lm_head` product);
-            3. **candidates**: each head's top-k fills its depth of the tree;
+            3. **candidates**: head k guesses the token k places after the root; its top-k fill depth k of
+               the tree;
             4. **tree forward**: one forward of all N nodes, under the tree mask;
             5. **accept**: walk down from the root while the base model's prediction at a node equals a
                child's token;
@@ -343,31 +346,45 @@ def tree_verification() -> list:
 
             `medusa_generate` repeats that step until EOS or `max_new_tokens`. With `record=True` it keeps
             each step's candidates and accepted nodes, which the explorer below steps through: the tree with
-            its tokens (accepted path in red) and the tree mask."""),
+            its tokens (accepted path in red) and the tree mask. To have deeper paths to look at, this run uses
+            the 16-node standard tree, three levels deep (its expected τ is close to our 8-node tree's)."""),
         code("""
             from medusa_lib import medusa_generate
 
             N_NEW = smoke(48, 12)
-            out = medusa_generate(mm, ids, tree=tree, max_new_tokens=N_NEW, record=True)
+            deep = Tree.standard(mm.num_heads, 16)
+            out = medusa_generate(mm, ids, tree=deep, max_new_tokens=N_NEW, record=True)
             print(repr(tok.decode(out.new_tokens)))
             print(f"{out.new_tokens.numel()} tokens in {len(out.accept_lengths)} steps: τ = {out.tau:.2f}")
             print("tokens per step:", out.accept_lengths)"""),
         code("""
+            flat = medusa_generate(mm, ids, tree=tree, max_new_tokens=N_NEW)
+            print(f"τ on this prompt: 16-node standard tree {out.tau:.2f} | our 8-node acc tree {flat.tau:.2f}")
+            print(f"expected τ:       16-node standard tree {expected_accept_length(deep, acc):.2f} | "
+                  f"our 8-node acc tree {expected_accept_length(tree, acc):.2f}")"""),
+        md("""
+            The expected τ treats the heads as independent: it multiplies their accuracies along a path. Real
+            heads are not independent: when head 1 guessed right, the text is in an easy stretch and head 2
+            is more likely right too. So deep paths are accepted more often than the product predicts, and a
+            deeper tree can beat the shallow one that the independence model prefers. Compare the two τ
+            above (and see exercise 2 of notebook 05)."""),
+        code("""
             # NBVAL_IGNORE_OUTPUT
             from medusa_lib.plots import GenerationExplorer
 
-            GenerationExplorer(out, tree, tok)"""),
+            GenerationExplorer(out, deep, tok)"""),
         md("""
             For a static copy, here is the step that accepted the most tokens:"""),
         code("""
             best = max(range(len(out.accept_lengths)), key=lambda s: out.accept_lengths[s])
             step_tokens = [tok.decode([t]) for t in out.candidates[best].tolist()]
-            fig = plot_tree(tree, tokens=step_tokens, accepted=out.accepted_nodes[best])
+            fig = plot_tree(deep, tokens=step_tokens, accepted=out.accepted_nodes[best])
             print(f"step {best + 1}: {out.accept_lengths[best]} tokens accepted")
             print("saved", save_fig(fig, "figures/04_best_step.png"))"""),
         md("""
-            **Takeaway:** a good step follows the heads' top guesses several levels deep; most steps on
-            these small heads accept the root plus at most one guess."""),
+            **Takeaway:** on a good step the heads' guesses are accepted two or three levels deep and the
+            whole path costs one forward pass; code like this is predictable enough for that to happen
+            often, chat text much less (notebook 05 measures both)."""),
         md("""
             ## 6. Greedy Medusa is lossless
 
@@ -399,8 +416,8 @@ def tree_verification() -> list:
               token then appears with exactly the base model's probability (SpecInfer / EAGLE-style
               multi-draft rejection sampling; `tests/test_decoding.py` checks it statistically).
             - `mode="typical"` is the paper's **typical acceptance** (Sec. 2.3.1): accept a guess when the
-              base model finds it plausible enough, p(x) > min(ε, δ·exp(−H(p))). It accepts more, so τ is
-              higher, but the output is **not** distributed as the base model's samples would be.
+              base model finds it plausible enough, p(x) > min(ε, δ·exp(−H(p))). It can accept more, so τ
+              can be higher, but the output is **not** distributed as the base model's samples would be.
 
             Same prompt, same tree, three seeds each, temperature 0.7:"""),
         code("""
@@ -413,10 +430,13 @@ def tree_verification() -> list:
                 taus = ", ".join(f"{r.tau:.2f}" for r in runs)
                 print(f"{mode:8s} τ per seed: {taus}  | first run: {tok.decode(runs[0].new_tokens)[:70]!r}")"""),
         md("""
-            What to look for: `typical` usually shows the highest τ, because it accepts any plausible
-            guess, not only the one the model would have sampled. `sample` keeps the base model's exact
-            distribution; `greedy` is the deterministic, lossless case. With weak heads the gap is small;
-            the paper reports typical acceptance reaching about the speed of greedy at temperature > 0.
+            What to look for: with heads this small the three modes reach a similar τ, because acceptance
+            is limited by the heads' guesses more than by the rule. The rules differ in what they guarantee:
+            `greedy` gives exactly the greedy output; `sample` gives exactly the base model's sampling
+            distribution (each run is one draw from it); `typical` accepts *any* guess the model finds
+            plausible enough, however often it is proposed, so its text reads as well but is drawn from a
+            slightly different distribution. The paper uses typical acceptance to keep sampling fast with
+            stronger heads, where the gap in τ is larger.
 
             ## What you learned
 
@@ -494,8 +514,8 @@ def benchmark_notebook() -> list:
             fig = plot_accept_hist(lengths)
             print("saved", save_fig(fig, "figures/05_accept_hist.png"))"""),
         md("""
-            **Takeaway:** most steps emit just the root token; the mean τ is pulled up by the occasional step
-            where the heads' guesses run two or three tokens deep."""),
+            **Takeaway:** a step emits the root plus the accepted guesses (at most one per level of the tree),
+            so τ − 1 is the average number of guesses accepted per step: that is what the heads buy."""),
         code("""
             longest = max(range(len(runs)), key=lambda i: len(runs[i].accept_lengths))
             print("prompt:", prompts[longest].id, f"({prompts[longest].category})")
@@ -545,9 +565,9 @@ def benchmark_notebook() -> list:
             fig = plot_speedup(rows)
             print("saved", save_fig(fig, "figures/05_speedup.png"))"""),
         md("""
-            **Takeaway:** on this CPU Medusa with small heads is roughly on par with or slower than plain
-            greedy, while prompt lookup shines only where the answer copies the prompt; bars above the
-            dashed line are real wall-clock gains."""),
+            **Takeaway:** on this CPU both Medusa trees stay below the dashed line, slower than greedy even
+            though they emit more than one token per step (section 5 shows why), while prompt lookup gains
+            only where the answer copies the prompt."""),
         md("""
             Per group, the full table (chat = chat, QA, math, translation; code = code and HumanEval;
             copy = summarisation and extraction, whose answers reuse the prompt's words):"""),
@@ -570,7 +590,7 @@ def benchmark_notebook() -> list:
                 print(f"{r['tree']:7s} τ = {r['tau']:.2f} | {r['tokens_per_s']:5.1f} tokens/s" + ("  <- fastest" if r["fastest"] else ""))
             fastest = next(r for r in sweep if r["fastest"])
             print(f"fastest on this machine ({device}): {fastest['nodes']} nodes")
-            fig = plot_tree_sweep(sweep)
+            fig = plot_tree_sweep([{**r, "tree": "acc"} for r in sweep])  # one family of trees: one line
             print("saved", save_fig(fig, "figures/05_tree_sweep.png"))"""),
         md("""
             **Takeaway:** τ keeps rising with the tree size, but on a CPU tokens/s peaks at a small tree,
@@ -588,7 +608,7 @@ def benchmark_notebook() -> list:
             | cost | ×1.85 | ×1.9 | ×2.2 | ×2.8 | ×3.9 |
 
             So **speedup ≈ τ ÷ cost ratio**. An 8-node tree needs τ ≈ 1.9 just to break even, and small heads
-            trained on a few thousand positions give τ ≈ 1.2–1.6. From the benchmark above: the time per step
+            trained on a few hundred prompts, like these, give τ ≈ 1.2–1.7. From the benchmark above: the time per step
             of Medusa against our plain greedy loop (same cache code), and what τ ÷ ratio predicts:"""),
         code("""
             # NBVAL_IGNORE_OUTPUT
@@ -631,8 +651,9 @@ def benchmark_notebook() -> list:
 
             1. Run the sweep with `sizes=(2, 3, 4, 6, 8)` and more prompts. Where exactly is the peak, and how
                far is it from the break-even τ the cost table predicts?
-            2. Scale the accuracies (`acc * 1.5`, rows capped at 1) and build trees from them (or use
-               `TreeExplorer` from notebook 04). How good must the heads be for `acc-8` to beat greedy here?
+            2. Add `"standard-16": Tree.standard(mm.num_heads, 16)` to `trees` and rerun the benchmark. Does the
+               deeper tree accept more than its expected τ says (notebook 04, section 5)? Is it faster than
+               `acc-8`, or does the bigger verification eat the gain?
             3. Benchmark `Tree.mc_sim_7b_63()` on a Colab T4 (it needs 4 heads: train them in notebook 03 with
                the `t4` profile). Does the biggest tree win there?
             4. Compare the groups: why does `hf_pld` win on the copy-style prompts and lose on chat, and could
