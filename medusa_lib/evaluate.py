@@ -203,7 +203,7 @@ def tree_sweep(mm: MedusaModel, tok, prompts: list[BenchPrompt], acc, sizes=(2, 
             out = medusa_generate(mm, ids, tree=tree, max_new_tokens=max_new_tokens)
             seconds.append(time.perf_counter() - t0)
             tokens, steps = tokens + out.new_tokens.numel(), steps + len(out.accept_lengths)
-        rows.append({"nodes": tree.num_nodes, "tree": f"acc-{tree.num_nodes}", "tau": tokens / steps,
+        rows.append({"nodes": tree.num_nodes, "tree": "from accuracies", "tau": tokens / steps,
                      "tokens_per_s": tokens / sum(seconds), "paths": [list(p) for p in tree.paths]})
     best = max(rows, key=lambda r: r["tokens_per_s"])
     for r in rows:
