@@ -152,14 +152,7 @@ def load_corpus(name_or_path, max_chars: int | None = None) -> list[str]:
 
 
 def _read_texts(files, max_chars):
-    texts, total = [], 0
-    for f in files:
-        t = f.read_text(errors="ignore").strip()
-        if t:
-            texts.append(t)
-            total += len(t)
-        if max_chars is not None and total >= max_chars:
-            break
+    texts = _take_chars((f.read_text(errors="ignore").strip() for f in files), max_chars)
     if not texts:
         raise ValueError(f"no text found in {[str(f) for f in files[:3]]}...")
     return texts
@@ -174,12 +167,15 @@ def _load_wikitext(config: str, max_chars):
     import datasets
 
     texts = [t for t in datasets.load_dataset("wikitext", config, split="train")["text"] if t.strip()]
-    return _read_texts_list(texts, max_chars)
+    return _take_chars(texts, max_chars)
 
 
-def _read_texts_list(texts, max_chars):
+def _take_chars(texts, max_chars):
+    """Non-empty texts in order, until about `max_chars` characters are collected."""
     out, total = [], 0
     for t in texts:
+        if not t:
+            continue
         out.append(t)
         total += len(t)
         if max_chars is not None and total >= max_chars:
