@@ -8,6 +8,7 @@ files offline) is chunked and packed into fixed blocks for KD on soft teacher ta
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -39,6 +40,63 @@ def load_prompts(split: str | None = None, categories=None) -> list[Prompt]:
     if categories is not None:
         rows = [r for r in rows if r.category in set(categories)]
     return rows
+
+
+TEMPLATES_FILE = ASSETS / "prompt_templates.json"
+
+
+def template_prompts(n: int, seed: int = 0) -> list[Prompt]:
+    """`n` extra *training* prompts built from templates (topics, code tasks, math with random numbers,
+    standard-library docstrings to summarise or mine), in the shipped set's category mix.
+
+    The 240 hand-written prompts are too few to train heads on (they overfit); these add volume.
+    They are never held out: every tau figure stays on the hand-written held-out prompts.
+    """
+    import random
+
+    rng = random.Random(seed)
+    spec = json.loads(TEMPLATES_FILE.read_text())
+    docs = _stdlib_docstrings()
+    fill = {
+        "chat": lambda t: t.format(t=rng.choice(spec["topics"])),
+        "qa": lambda t: t.format(t=rng.choice(spec["topics"])),
+        "code": lambda t: t.format(c=rng.choice(spec["code_tasks"])),
+        "math": lambda t: t.format(a=rng.randint(2, 99), b=rng.randint(2, 12), c=rng.randint(20, 500),
+                                   p=rng.choice([5, 10, 15, 20, 25, 30, 40, 50, 75])),
+        "summarization": lambda t: t.format(d=rng.choice(docs)),
+        "extraction": lambda t: t.format(d=rng.choice(docs)),
+        "translation": lambda t: t.format(l=rng.choice(spec["languages"]), s=rng.choice(spec["sentences"])),
+    }
+    shipped = {p.category: 0 for p in load_prompts()}
+    for p in load_prompts():
+        shipped[p.category] += 1
+    seen, out, misses = {p.prompt for p in load_prompts()}, [], 0
+    while len(out) < n and misses < 10_000:  # stop if the template space runs dry
+        cat = rng.choices(list(shipped), weights=list(shipped.values()))[0]
+        text = fill[cat](rng.choice(spec[cat]))
+        misses = misses + 1 if text in seen else 0
+        if text not in seen:
+            seen.add(text)
+            out.append(Prompt(f"tmpl-{len(out):05d}", cat, text, "train"))
+    if len(out) < n:
+        raise ValueError(f"the templates give only {len(out)} distinct prompts, fewer than n={n}")
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _stdlib_docstrings(min_chars: int = 200, max_chars: int = 1000) -> list[str]:
+    """Module, class and function docstrings of the standard library, of a readable length (real text)."""
+    import ast
+
+    docs = []
+    for f in sorted(offline_text_dir().glob("*.py")):
+        try:
+            tree = ast.parse(f.read_text(errors="ignore"))
+        except (SyntaxError, ValueError):
+            continue
+        nodes = [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+        docs += [d.strip() for d in map(ast.get_docstring, nodes) if d and min_chars <= len(d) <= max_chars]
+    return docs
 
 
 def chat_text(tok, prompt: str) -> str:

@@ -117,7 +117,7 @@ def plot_accept_hist(accept_lengths, ax=None):
     ax.axvline(tau, color=STYLE["accent"], ls="--", lw=1.5, label=f"mean τ = {tau:.2f}")
     ax.set_xticks(range(1, top + 1))
     _style(ax, f"Tokens accepted per step ({a.size} steps)", "tokens per step", "steps")
-    _legend(ax)
+    _legend(ax, loc="upper right")  # acceptance counts fall with length: the upper right is empty
     return fig
 
 
@@ -227,7 +227,7 @@ def plot_speedup(rows, ax=None):
         bars = ax.bar(x + (j - (len(methods) - 1) / 2) * width, h, width, label=m,
                       color=STYLE["colors"][j % len(STYLE["colors"])])
         ax.bar_label(bars, labels=["" if np.isnan(v) else f"{v:.2f}×" for v in h],
-                     fontsize=STYLE["tick_size"] - 1)
+                     fontsize=STYLE["tick_size"] - 2, padding=1)
     ax.axhline(1.0, color="gray", ls="--", lw=1, label="no speedup (1.0×)")
     ax.set_xticks(x, cats)
     ax.set_ylim(0, max([1.2] + [v * 1.15 for v in value.values()]))

@@ -118,7 +118,14 @@ def draft_projection(mm: MedusaModel, k: int):
     weight = mm.lm_head.weight if mm.heads.lm_heads is None else mm.heads.lm_heads[k].weight
     if mm.draft_ids is None:
         return weight, None
+    if not weight.requires_grad:  # a frozen (shared) projection: its draft rows are cached once
+        return mm._draft_w(k), mm.draft_ids
     return weight[mm.draft_ids], mm.draft_ids
+
+
+def _base_draft_rows(mm: MedusaModel):
+    """The base lm_head's draft rows (the teacher's): cached when heads share it, else gathered."""
+    return mm._draft_w(0) if mm.heads.lm_heads is None else mm.lm_head.weight[mm.draft_ids]
 
 
 def to_draft(target_ids, draft_ids, vocab_size: int):
@@ -141,7 +148,7 @@ def bank_batch_loss(mm: MedusaModel, bank: PositionBank, pos: torch.Tensor, cfg:
         weight, draft = draft_projection(mm, k)
         with torch.no_grad():  # the teacher's distribution at t+k, over the same rows as the student
             h_next = bank.h[(pos + k + 1).clamp(max=len(bank) - 1)].to(dev, mm.lm_head.weight.dtype)
-            teacher = h_next @ (mm.lm_head.weight if draft is None else mm.lm_head.weight[draft]).T  # [B, V']
+            teacher = h_next @ (mm.lm_head.weight if draft is None else _base_draft_rows(mm)).T  # [B, V']
         if draft is not None:
             target, in_draft = to_draft(target, draft, mm.heads.vocab_size)
             mask = mask & in_draft

@@ -12,6 +12,7 @@ from medusa_lib.data import (
     offline_text_dir,
     pack,
     self_distill_data,
+    template_prompts,
 )
 
 SD_TOKENS = 256  # new tokens per self-distilled answer
@@ -20,6 +21,17 @@ SD_TOKENS = 256  # new tokens per self-distilled answer
 def selfdistill_rows(model, tok, split: str) -> list[dict]:
     prompts = [p.prompt for p in load_prompts(split)]
     return self_distill_data(model, tok, prompts, SD_TOKENS, batch_size=16)
+
+
+def template_rows(model, tok, n: int, chunk: int = 256, max_new_tokens: int = 192, batch_size: int = 64,
+                  progress: bool = True) -> list[dict]:
+    """Self-distilled answers to `n` template prompts, generated (and cached) `chunk` prompts at a time,
+    so a long run that is stopped keeps every finished chunk and the next call resumes."""
+    prompts = [p.prompt for p in template_prompts(n)]
+    rows = []
+    for i in range(0, n, chunk):
+        rows += self_distill_data(model, tok, prompts[i:i + chunk], max_new_tokens, batch_size, progress=progress)
+    return rows
 
 
 def text_rows(tok, positions: int, block_size: int = 256, seed: int = 0) -> list[dict]:

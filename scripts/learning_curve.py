@@ -1,24 +1,28 @@
 """Head accuracy against training positions, per data source (issue: data volume decides quality).
 
-Sources: self-distilled chat answers ("selfdistill"), KD on offline text ("text"), and both ("mix").
-Every point trains fresh heads (3 heads, 1 ResBlock, shared lm_head, 16K draft vocab) and reports
-held-out top-1/top-5 on the self-distilled answers to the held-out prompts.
+Sources: self-distilled chat answers to the hand-written and template training prompts
+("selfdistill", rows shuffled so every size has the category mix) and KD on offline text ("text").
+Every point trains fresh heads (3 heads, 1 ResBlock, shared lm_head, 8K draft vocab, as `make heads`)
+and reports held-out top-1/top-5 on the self-distilled answers to the held-out prompts.
+`--with_shipped` adds the shipped heads' record (`make heads`, all the data) as the last point.
 
-    python scripts/learning_curve.py --out runs/learning_curve
+    python scripts/learning_curve.py --out runs/learning_curve --with_shipped
 """
 
 import argparse
 import json
+import random
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
-from heads_common import make_draft, selfdistill_rows, take_positions, text_rows  # noqa: E402
+from heads_common import make_draft, selfdistill_rows, take_positions, template_rows, text_rows  # noqa: E402
 
 from medusa_lib import MedusaModel, load_base  # noqa: E402
 from medusa_lib.config import TrainConfig, set_seed  # noqa: E402
+from medusa_lib.heads import SHIPPED_HEADS  # noqa: E402
 from medusa_lib.plots import plot_learning_curve, save_fig  # noqa: E402
 from medusa_lib.train import train_heads  # noqa: E402
 
@@ -33,28 +37,42 @@ def point(model, rows, heldout, draft, epochs):
     return {"positions": state["positions"], "top1": ev["top1"], "top5": ev["top5"], "seconds": time.time() - t0}
 
 
+def shipped_point() -> dict:
+    """The shipped heads (make heads: all the self-distilled data) as one more curve point."""
+    rec = json.loads((SHIPPED_HEADS / "training_record.json").read_text())
+    seconds = float(rec["wall_time"].split(" s training")[0].split(", ")[-1])
+    return {"source": "selfdistill", "positions": rec["positions"], "top1": rec["head_accuracy"],
+            "top5": rec["head_accuracy_top5"], "seconds": seconds, "note": "make heads"}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="runs/learning_curve")
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--text", type=int, nargs="*", default=[24_000, 72_000])
-    ap.add_argument("--sd", type=int, nargs="*", default=[6_000, 12_000, 24_000])
+    ap.add_argument("--text", type=int, nargs="*", default=[30_000])
+    ap.add_argument("--sd", type=int, nargs="*", default=[10_000, 30_000, 100_000])
+    ap.add_argument("--templates", type=int, default=3072, help="template prompts in the self-distilled pool")
+    ap.add_argument("--draft", type=int, default=8192)
+    ap.add_argument("--with_shipped", action="store_true", help="add the shipped heads' record as a point")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (1 when sharing the CPU)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tok = load_base("embedded")
     sd, heldout = selfdistill_rows(model, tok, "train"), selfdistill_rows(model, tok, "heldout")
-    text = text_rows(tok, max(args.text))
-    draft = make_draft(sd + text, model.config.vocab_size, 16384)
+    sd += template_rows(model, tok, args.templates) if args.templates else []
+    random.Random(0).shuffle(sd)
+    text = text_rows(tok, max(args.text)) if args.text else []
+    draft = make_draft(sd, model.config.vocab_size, args.draft)
     plan = [("selfdistill", take_positions(sd, n)) for n in args.sd]
     plan += [("text", take_positions(text, n)) for n in args.text]
-    plan += [("mix", sd + take_positions(text, max(args.text)))]
     results = []
     for source, rows in plan:
         r = {"source": source, **point(model, rows, heldout, draft, args.epochs)}
         print(json.dumps(r), flush=True)
         results.append(r)
+    if args.with_shipped:
+        results.append(shipped_point())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))

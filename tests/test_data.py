@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from medusa_lib import data
@@ -11,6 +13,16 @@ def test_prompt_set_has_fixed_split_and_categories():
     assert len({r.id for r in rows}) == len(rows)
     with pytest.raises(ValueError, match="split must be"):
         data.load_prompts("test")
+
+
+def test_template_prompts_are_distinct_training_prompts_in_every_category():
+    ps = data.template_prompts(300, seed=1)
+    assert len(ps) == 300 and len({p.prompt for p in ps}) == 300
+    assert {p.split for p in ps} == {"train"}
+    assert {p.category for p in ps} == set(data.CATEGORIES)
+    assert not {p.prompt for p in ps} & {p.prompt for p in data.load_prompts("heldout")}
+    assert [p.prompt for p in data.template_prompts(20, seed=1)] == [p.prompt for p in ps[:20]]  # reproducible
+    assert not any(re.search(r"\{[a-z]\}", p.prompt) for p in ps)  # every slot filled
 
 
 def test_pack_conserves_tokens(tiny):
