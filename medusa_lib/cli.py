@@ -64,7 +64,7 @@ def train_kd_parser() -> argparse.ArgumentParser:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--num_layers", type=int, default=1)
     ap.add_argument("--own_lm_head", action="store_true", help="each head gets its own vocab projection")
-    ap.add_argument("--draft_size", type=int, default=16384, help="0 = heads project onto the full vocab")
+    ap.add_argument("--draft_size", type=int, default=8192, help="0 = heads project onto the full vocab")
     ap.add_argument("--max_steps", type=int, default=None)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--seed", type=int, default=0)

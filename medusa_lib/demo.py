@@ -2,7 +2,8 @@
 
 By default it loads the shipped heads and then:
 - measures head top-k accuracy per offset on the held-out prompts' self-distilled answers;
-- grows a tree from those accuracies;
+- measures the cost of verifying 2-32 tree nodes on this machine and grows, from the accuracies,
+  the tree expected to be fastest here (`tree.fastest_tree`);
 - decodes held-out prompts with HF greedy, HF prompt lookup and Medusa, interleaved;
 - checks that Medusa's output equals greedy;
 - prints the table and writes runs/demo/results.json with plots.
@@ -21,11 +22,18 @@ from pathlib import Path
 from medusa_lib import plots
 from medusa_lib.config import TrainConfig, set_seed, smoke
 from medusa_lib.data import draft_vocab, load_prompts, self_distill_data
-from medusa_lib.evaluate import bench_prompts, benchmark, default_methods, head_accuracy, markdown_table
+from medusa_lib.evaluate import (
+    bench_prompts,
+    benchmark,
+    default_methods,
+    head_accuracy,
+    markdown_table,
+    verify_costs,
+)
 from medusa_lib.heads import SHIPPED_HEADS, MedusaModel
 from medusa_lib.models import load_base
 from medusa_lib.train import train_heads
-from medusa_lib.tree import Tree, expected_accept_length
+from medusa_lib.tree import expected_accept_length, fastest_tree
 
 HELDOUT_FILE = "heldout_selfdistill.json"  # shipped with the heads: the held-out answers they are scored on
 
@@ -46,7 +54,7 @@ def train_live(model, tok, out: Path, n_prompts: int, max_new_tokens: int, epoch
     rows = self_distill_data(model, tok, prompts, max_new_tokens, batch_size=n_prompts)
     print(f"[2/3] training 3 heads (Medusa-1) on {sum(len(r['response_ids']) for r in rows)} positions")
     mm = MedusaModel.from_base(model, 3, share_lm_head=True)
-    mm.set_draft_vocab(draft_vocab(rows, 16384, model.config.vocab_size))
+    mm.set_draft_vocab(draft_vocab(rows, 8192, model.config.vocab_size))
     state = train_heads(mm, rows, cfg=TrainConfig(epochs=epochs, batch_tokens=256), save_dir=out / "heads")
     plots.save_fig(plots.plot_loss_curves(state["history"]), out / "loss.png")
     return mm
@@ -56,15 +64,22 @@ def report(mm: MedusaModel, tok, answers, out: Path, n_prompts: int, max_new_tok
     """Head accuracy, a tree from it, and the interleaved speed table."""
     t0 = time.time()
     acc = head_accuracy(mm, answers, topk=10)  # [K, 10]
-    tree = Tree.from_accuracies(acc, 8)
     print("head accuracy (held-out): " + ", ".join(
         f"head {k + 1}: top-1 {acc[k, 0]:.2f} top-5 {acc[k, 4]:.2f}" for k in range(mm.num_heads)))
+    costs = verify_costs(mm)  # t(n)/t(1) on this machine
+    tree, choices = fastest_tree(acc, {n: c for n, c in costs.items() if n > 1})
+    print("tree size for this machine (expected tau / verify cost):")
+    for r in choices:
+        mark = "  <- chosen" if r["nodes"] == tree.num_nodes else ""
+        print(f"  {r['nodes']:>2} nodes: tau {r['expected_tau']:.2f} / cost {r['cost']:.2f} "
+              f"= {r['expected_speedup']:.2f}x{mark}")
     print(f"tree from accuracies: {tree.num_nodes} nodes, expected tau {expected_accept_length(tree, acc):.2f}"
           f" ({time.time() - t0:.0f} s)")
     prompts = bench_prompts(per_group=n_prompts, humaneval=1)
-    methods = {k: v for k, v in default_methods(mm, {"acc-8": tree}).items() if k != "our_greedy"}
+    name = f"acc-{tree.num_nodes}"
+    methods = {k: v for k, v in default_methods(mm, {name: tree}).items() if k != "our_greedy"}
     res = benchmark(methods, tok, prompts, max_new_tokens)
-    res.update(head_accuracy=acc.tolist(), tree=[list(p) for p in tree.paths])
+    res.update(head_accuracy=acc.tolist(), tree=[list(p) for p in tree.paths], tree_choice=choices)
     write(res, out)
     return res
 

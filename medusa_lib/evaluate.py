@@ -211,6 +211,29 @@ def tree_sweep(mm: MedusaModel, tok, prompts: list[BenchPrompt], acc, sizes=(2, 
     return rows
 
 
+@torch.no_grad()
+def verify_costs(mm: MedusaModel, sizes=(1, 2, 4, 8, 16, 32), context: int = 100, repeats: int = 5) -> dict:
+    """{n: t(n) / t(1)}: one verification forward of an n-node tree over a `context`-token cache,
+    relative to a 1-token forward, measured here (medians). `tree.fastest_tree` turns it into a tree."""
+    from medusa_lib.decoding import prefill, tree_forward
+
+    g = torch.Generator().manual_seed(0)
+    vocab = mm.config.vocab_size
+    cache, _ = prefill(mm, torch.randint(0, vocab, (1, context), generator=g).to(mm.lm_head.weight.device))
+    seconds = {}
+    for n in sorted(set(sizes) | {1}):
+        tree = Tree.standard(min(mm.num_heads, 5), n) if n > 1 else Tree([])
+        cand = torch.randint(0, vocab, (tree.num_nodes,), generator=g).to(mm.lm_head.weight.device)
+        times = []
+        for _ in range(repeats + 1):  # the first is a warm-up
+            t0 = time.perf_counter()
+            tree_forward(mm, cache, tree, cand)
+            times.append(time.perf_counter() - t0)
+            cache.crop(-tree.num_nodes)
+        seconds[tree.num_nodes] = statistics.median(times[1:])
+    return {n: t / seconds[1] for n, t in seconds.items()}
+
+
 # ----------------------------------------------------------------------------- CLI
 
 

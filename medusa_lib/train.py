@@ -459,7 +459,7 @@ def write_record(save_dir, record: dict) -> None:
 
 
 def quick_heads(model, tok, n_prompts: int = 24, max_new_tokens: int = 64, epochs: int = 2, num_heads: int = 3,
-                draft_size: int = 16384, progress: bool = True) -> MedusaModel:
+                draft_size: int = 8192, progress: bool = True) -> MedusaModel:
     """A small set of heads trained in a few minutes on CPU (for notebooks that start cold).
 
     Self-distils `n_prompts` training prompts (cached on disk), then Medusa-1 with a shared lm_head.

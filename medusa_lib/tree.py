@@ -215,6 +215,25 @@ def expected_accept_length(tree: Tree, acc) -> float:
     return total
 
 
+def fastest_tree(acc, costs: dict) -> tuple[Tree, list[dict]]:
+    """The tree grown from `acc` that is expected to decode fastest on the hardware behind `costs`.
+
+    costs[n] is the time of one verification forward over n nodes relative to one token
+    (`evaluate.verify_costs` measures it). Tokens per second relative to plain decoding are then
+    about E[tau](n) / costs[n]. A CPU's cost rises quickly with n and a GPU's hardly at all, so the
+    same heads get a small tree on a CPU and a large one on a GPU (Medusa paper, Sec. 2.3.3 and
+    Fig. 3b). Returns the tree and one row per size: nodes, cost, expected_tau, expected_speedup.
+    """
+    if not costs:
+        raise ValueError("fastest_tree needs the verification cost of at least one tree size")
+    rows = []
+    for n, cost in sorted(costs.items()):
+        tau = expected_accept_length(Tree.from_accuracies(acc, n), acc)
+        rows.append({"nodes": n, "cost": float(cost), "expected_tau": tau, "expected_speedup": tau / cost})
+    best = max(rows, key=lambda r: r["expected_speedup"])
+    return Tree.from_accuracies(acc, best["nodes"]), rows
+
+
 def typical_accuracies(num_heads: int, topk: int = 10):
     """A plausible cumulative acc[K, topk] (falls with depth and rank) that shapes the standard trees."""
     top1 = torch.tensor([0.6, 0.4, 0.3, 0.25, 0.2][:num_heads], dtype=torch.float64)

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from medusa_lib import MedusaModel, Tree, load_base, medusa_generate
 from medusa_lib.data import chat_ids
-from medusa_lib.decoding import logit_rows, prefill, tree_forward
+from medusa_lib.decoding import logit_rows
+from medusa_lib.evaluate import verify_costs
 from medusa_lib.train import get_heads
 
 
@@ -31,27 +32,15 @@ def median_ms(fn, repeats=9):
 
 
 @torch.no_grad()
-def verify_costs(mm: MedusaModel, sizes=(1, 4, 8, 16, 32, 64)):
-    ids = torch.randint(100, 40000, (1, 100), generator=torch.Generator().manual_seed(0))
-    cache, _ = prefill(mm, ids)
+def verify_table(mm: MedusaModel, sizes=(1, 4, 8, 16, 32, 64)):
+    costs = verify_costs(mm, sizes, repeats=9)  # t(n)/t(1), medians
     W = mm.lm_head.weight
-    rows = []
-    for n in sizes:
-        tree = Tree.standard(3, n) if n > 1 else Tree([])
-        cand = torch.randint(100, 40000, (tree.num_nodes,))
-
-        def step():
-            tree_forward(mm, cache, tree, cand)
-            cache.crop(-tree.num_nodes)
-
-        h = torch.randn(tree.num_nodes, W.shape[1])
-        rows.append((tree.num_nodes, median_ms(step), median_ms(lambda: F.linear(h, W)),
-                     median_ms(lambda: logit_rows(W, h))))
-    base = rows[0][1]
-    print("| nodes | forward ms | t(n)/t(1) | lm_head h@W.T ms | lm_head W@h.T ms |")
-    print("|---|---|---|---|---|")
-    for n, fwd, lin, rowwise in rows:
-        print(f"| {n} | {fwd:.1f} | x{fwd / base:.2f} | {lin:.1f} | {rowwise:.1f} |")
+    print("| nodes | t(n)/t(1) | lm_head h@W.T ms | lm_head W@h.T ms |")
+    print("|---|---|---|---|")
+    for n, cost in costs.items():
+        h = torch.randn(n, W.shape[1])
+        lin, rowwise = median_ms(lambda: F.linear(h, W)), median_ms(lambda: logit_rows(W, h))
+        print(f"| {n} | x{cost:.2f} | {lin:.1f} | {rowwise:.1f} |")
 
 
 def step_split(mm: MedusaModel, tok, tree: Tree):
@@ -68,7 +57,7 @@ def main():
     model, tok = load_base("embedded", device="cpu")
     mm = get_heads(model, tok)
     print(f"torch threads: {torch.get_num_threads()}")
-    verify_costs(mm)
+    verify_table(mm)
     step_split(mm, tok, Tree.default(mm.num_heads))
 
 

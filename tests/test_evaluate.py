@@ -8,6 +8,7 @@ from medusa_lib.evaluate import (
     humaneval_prompts,
     markdown_table,
     our_greedy_method,
+    verify_costs,
 )
 from medusa_lib.heads import MedusaModel
 from medusa_lib.train import PositionBank, bank_accuracy, check_rows
@@ -68,3 +69,11 @@ def test_prompt_sets():
     ps = bench_prompts(per_group=2, humaneval=1)
     groups = [p.group for p in ps]
     assert groups.count("chat") == 2 and groups.count("copy") == 2 and groups.count("code") == 3
+
+
+def test_verify_costs_are_relative_to_one_token(tiny):
+    model, _ = tiny
+    mm = MedusaModel.from_base(model, 3, share_lm_head=True)
+    costs = verify_costs(mm, sizes=(4, 8), context=16, repeats=2)
+    assert set(costs) == {1, 4, 8} and costs[1] == 1.0
+    assert all(c > 0 for c in costs.values())

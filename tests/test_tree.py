@@ -3,7 +3,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medusa_lib.tree import MC_SIM_7B_63, Tree, expected_accept_length, rank_probs, typical_accuracies
+from medusa_lib.tree import (
+    MC_SIM_7B_63,
+    Tree,
+    expected_accept_length,
+    fastest_tree,
+    rank_probs,
+    typical_accuracies,
+)
 
 
 def test_from_choices_buffers_small_tree():
@@ -72,6 +79,21 @@ def test_from_accuracies_maximises_expected_length():
     # no other 3-path tree of valid prefixes beats it
     for other in ([[0], [1], [2]], [[0], [0, 0], [0, 1]], [[0], [0, 0], [1]]):
         assert expected_accept_length(Tree.from_choices(other), acc) <= expected_accept_length(tree, acc) + 1e-12
+
+
+def test_fastest_tree_follows_the_hardware_cost():
+    acc = typical_accuracies(3)
+    flat = {n: 1.0 for n in (2, 4, 8, 16, 32)}  # a GPU-like cost: extra nodes are free
+    steep = {n: 1.0 + 0.25 * n for n in (2, 4, 8, 16, 32)}  # a CPU-like cost
+    big, rows = fastest_tree(acc, flat)
+    small, _ = fastest_tree(acc, steep)
+    assert big.num_nodes == 32 and small.num_nodes < big.num_nodes
+    assert [r["nodes"] for r in rows] == [2, 4, 8, 16, 32]
+    r8 = rows[2]
+    assert r8["expected_tau"] == pytest.approx(expected_accept_length(Tree.from_accuracies(acc, 8), acc))
+    assert r8["expected_speedup"] == pytest.approx(r8["expected_tau"] / r8["cost"])
+    with pytest.raises(ValueError, match="at least one tree size"):
+        fastest_tree(acc, {})
 
 
 @settings(max_examples=30, deadline=None)
