@@ -440,12 +440,15 @@ eval_rows = held_rows[::smoke(6, 1)]   # every 6th answer: 10 rows spread over t
 print(f"{len(eval_rows)} held-out answers, {sum(len(r['response_ids']) for r in eval_rows):,} answer tokens")'''),
     md('''\
 The **trained** heads come from `get_heads`. For the embedded model it loads the heads shipped with \
-`medusa_lib`, which `make heads` trains on all 182 train answers plus standard-library text (about 47K \
-positions). If they are missing, it \
+`medusa_lib`, which `make heads` trains on the model's own answers to the 182 hand-written training \
+prompts and to about two thousand template prompts (`data.template_prompts`); the next cell prints \
+their training record. If they are missing, it \
 trains a quick small set on the spot: 24 train prompts with 64-token answers (about 1.4K positions), \
 6 epochs, a couple of minutes on a CPU.'''),
     code('''\
 # NBVAL_IGNORE_OUTPUT
+import json
+
 from medusa_lib.heads import SHIPPED_HEADS
 from medusa_lib.train import get_heads
 
@@ -453,7 +456,11 @@ quick = smoke(dict(epochs=6), dict(n_prompts=4, max_new_tokens=16, epochs=1))   
 print("shipped heads:", "found" if (SHIPPED_HEADS / "medusa_config.json").exists() else "not found, training a quick set")
 trained = get_heads(model, tok, **quick)
 print(f"{trained.num_heads} heads, draft vocabulary: "
-      f"{'full' if trained.draft_ids is None else f'{len(trained.draft_ids):,} tokens'}")'''),
+      f"{'full' if trained.draft_ids is None else f'{len(trained.draft_ids):,} tokens'}")
+record = SHIPPED_HEADS / "training_record.json"
+if record.exists():
+    rec = json.loads(record.read_text())
+    print(f"trained on: {rec['data']}\\n{rec['positions']:,} positions, {rec['wall_time']}")'''),
     code('''\
 # NBVAL_IGNORE_OUTPUT
 import pandas as pd

@@ -565,9 +565,9 @@ def benchmark_notebook() -> list:
             fig = plot_speedup(rows)
             print("saved", save_fig(fig, "figures/05_speedup.png"))"""),
         md("""
-            **Takeaway:** on this CPU both Medusa trees stay below the dashed line, slower than greedy even
-            though they emit more than one token per step (section 5 shows why), while prompt lookup gains
-            only where the answer copies the prompt."""),
+            **Takeaway:** a Medusa bar is above the dashed line only if its τ beats the extra cost of a
+            step (section 5 measures that cost), while prompt lookup gains most where the answer copies
+            the prompt."""),
         md("""
             Per group, the full table (chat = chat, QA, math, translation; code = code and HumanEval;
             copy = summarisation and extraction, whose answers reuse the prompt's words):"""),
@@ -625,8 +625,27 @@ def benchmark_notebook() -> list:
                 print(f"{m:14s} τ = {tau:.2f} | a step costs ×{ratio:.2f} a greedy step | "
                       f"τ ÷ ratio = {tau / ratio:.2f} | measured tokens/s vs our_greedy ×{measured:.2f}")"""),
         md("""
-            The two right-hand columns agree: the speedup is τ divided by what a step costs. Medusa wins
-            when τ is well above the cost ratio, which happens with
+            The two right-hand columns agree: the speedup is τ divided by what a step costs.
+
+            So the tree size can be *predicted* instead of swept: measure the cost ratio on this machine
+            (`verify_costs`, a few seconds), take the expected τ of each tree size from the head accuracies
+            (notebook 04, section 5), and keep the size with the best expected τ ÷ cost (`fastest_tree`,
+            which `make demo` uses):"""),
+        code("""
+            # NBVAL_IGNORE_OUTPUT
+            from medusa_lib.evaluate import verify_costs
+            from medusa_lib.tree import fastest_tree
+
+            costs = verify_costs(mm, sizes=smoke((2, 4, 8, 16, 32), (2, 4)))   # {nodes: t(n) / t(1)}
+            best, choices = fastest_tree(acc, {n: c for n, c in costs.items() if n > 1})
+            for r in choices:
+                print(f"{r['nodes']:>2} nodes: expected τ {r['expected_tau']:.2f} ÷ cost ×{r['cost']:.2f} "
+                      f"= ×{r['expected_speedup']:.2f}" + ("  <- predicted fastest" if r["nodes"] == best.num_nodes else ""))
+            print(f"predicted fastest: {best.num_nodes} nodes | the sweep above measured: {fastest['nodes']} nodes")"""),
+        md("""
+            Expected τ assumes the heads are as accurate at decoding time as on the held-out answers, and the
+            cost ratio leaves out the heads' own cost, so the prediction is an estimate; it is cheap enough
+            to run on every new machine. Medusa wins when τ is well above the cost ratio, which happens with
 
             - **better heads**: much more distillation data (the paper trains on ShareGPT; here a few
               hundred prompts), so τ reaches 2–3;
