@@ -441,7 +441,7 @@ print(f"{len(eval_rows)} held-out answers, {sum(len(r['response_ids']) for r in 
     md('''\
 The **trained** heads come from `get_heads`. For the embedded model it loads the heads shipped with \
 `medusa_lib`, which `make heads` trains on the model's own answers to the 182 hand-written training \
-prompts and to about two thousand template prompts (`data.template_prompts`); the next cell prints \
+prompts and to about 1,500 template prompts (`data.template_prompts`); the next cell prints \
 their training record. If they are missing, it \
 trains a quick small set on the spot: 24 train prompts with 64-token answers (about 1.4K positions), \
 6 epochs, a couple of minutes on a CPU.'''),

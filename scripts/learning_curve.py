@@ -51,7 +51,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--text", type=int, nargs="*", default=[30_000])
     ap.add_argument("--sd", type=int, nargs="*", default=[10_000, 30_000, 100_000])
-    ap.add_argument("--templates", type=int, default=2048, help="template prompts in the self-distilled pool")
+    ap.add_argument("--templates", type=int, default=1536, help="template prompts in the self-distilled pool")
     ap.add_argument("--draft", type=int, default=8192)
     ap.add_argument("--with_shipped", action="store_true", help="add the shipped heads' record as a point")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (1 when sharing the CPU)")

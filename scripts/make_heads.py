@@ -3,7 +3,7 @@
 Recipe (chosen from the learning curve, scripts/learning_curve.py):
 - self-distilled answers of SmolLM2-135M-Instruct to the 182 hand-written training prompts (256 new
   tokens each) and to --templates template prompts (data.template_prompts, 192 new tokens each);
-  greedy, batched; generated once and cached (about 90 tokens/s on 2 cores, so ~50 min for 2048 prompts);
+  greedy, batched; generated once and cached (about 90 tokens/s on 2 cores, so ~50 min for 1536 prompts);
 - optionally KD on packed Python standard-library text (--text positions; 0 by default: it did not
   help chat heads in the curve);
 - 3 heads, 1 ResBlock each, shared lm_head, --draft draft vocabulary; Medusa-1 (backbone frozen).
@@ -47,7 +47,7 @@ def _tokens(rows) -> int:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(SHIPPED_HEADS))
-    ap.add_argument("--templates", type=int, default=2048, help="template prompts to self-distil (0 = none)")
+    ap.add_argument("--templates", type=int, default=1536, help="template prompts to self-distil (0 = none)")
     ap.add_argument("--text", type=int, default=0, help="text KD positions (0 = self-distilled only)")
     ap.add_argument("--draft", type=int, default=8192, help="draft vocabulary the heads rank")
     ap.add_argument("--epochs", type=int, default=2)
