@@ -63,6 +63,8 @@ class PositionBank:
 
     h[p] is the hidden state at global position p; tok[p] the token there; valid[p, k] says head
     k (0-based) has a target at p (the token k+2 steps on lies in the same sequence's response).
+    Only positions from each sequence's `start` on are kept: the prompt's earlier states are never a
+    head's input nor a target, and dropping them saves memory and the greedy pass over them.
     """
 
     def __init__(self, mm: MedusaModel, seqs, num_heads: int, progress: bool = False):
@@ -71,12 +73,12 @@ class PositionBank:
         hs, toks, valid = [], [], []
         for ids, start in tqdm(seqs, desc="hidden states", disable=not progress):
             with torch.no_grad():
-                h = mm.decoder(input_ids=ids[None].to(mm.lm_head.weight.device)).last_hidden_state[0]
+                h = mm.decoder(input_ids=ids[None].to(mm.lm_head.weight.device)).last_hidden_state[0, start:]
             T = len(ids)
-            t = torch.arange(T)
-            v = torch.stack([(t >= start) & (t + k + 2 < T) for k in range(num_heads)], 1)  # [T, K]
+            t = torch.arange(start, T)
+            v = torch.stack([t + k + 2 < T for k in range(num_heads)], 1)  # [T - start, K]
             hs.append(h.float().cpu())
-            toks.append(ids)
+            toks.append(ids[start:])
             valid.append(v)
         self.h, self.tok, self.valid = torch.cat(hs), torch.cat(toks), torch.cat(valid)
         self.num_heads = num_heads
