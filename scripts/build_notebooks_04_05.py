@@ -593,8 +593,9 @@ def benchmark_notebook() -> list:
             fig = plot_tree_sweep([{**r, "tree": "acc"} for r in sweep])  # one family of trees: one line
             print("saved", save_fig(fig, "figures/05_tree_sweep.png"))"""),
         md("""
-            **Takeaway:** τ keeps rising with the tree size, but on a CPU tokens/s peaks at a small tree,
-            because every extra node makes the verification forward slower."""),
+            **Takeaway:** τ keeps rising with the tree size, but every extra node makes the verification
+            forward slower, so tokens/s peaks at a modest tree on a CPU (the peak moves with the heads'
+            accuracy and the machine; a GPU's peak is far larger)."""),
         md("""
             ## 5. Why the speedup is small here: the cost of a step
 
@@ -607,8 +608,8 @@ def benchmark_notebook() -> list:
             | --- | --- | --- | --- | --- | --- |
             | cost | ×1.85 | ×1.9 | ×2.2 | ×2.8 | ×3.9 |
 
-            So **speedup ≈ τ ÷ cost ratio**. An 8-node tree needs τ ≈ 1.9 just to break even, and small heads
-            trained on a few hundred prompts, like these, give τ ≈ 1.2–1.7. From the benchmark above: the time per step
+            So **speedup ≈ τ ÷ cost ratio**. An 8-node tree needs τ ≈ 1.9 just to break even, and the shipped
+            heads, trained on the answers to about 1,700 prompts, give τ ≈ 1.4–1.8. From the benchmark above: the time per step
             of Medusa against our plain greedy loop (same cache code), and what τ ÷ ratio predicts:"""),
         code("""
             # NBVAL_IGNORE_OUTPUT
@@ -647,8 +648,9 @@ def benchmark_notebook() -> list:
             cost ratio leaves out the heads' own cost, so the prediction is an estimate; it is cheap enough
             to run on every new machine. Medusa wins when τ is well above the cost ratio, which happens with
 
-            - **better heads**: much more distillation data (the paper trains on ShareGPT; here a few
-              hundred prompts), so τ reaches 2–3;
+            - **better heads**: much more distillation data (the paper trains on ShareGPT; here about 1,700
+              prompts, and the learning curve in the README gains ~0.1 head-1 accuracy per 10× data), so τ
+              reaches 2–3;
             - **a GPU**, where the cost ratio for 8–64 tokens is close to 1 and the paper's 63-node tree pays
               off (×2.2–2.8 on Vicuna-7B);
             - **cheaper heads**: a draft vocabulary (`MedusaModel.set_draft_vocab`) and one-row base-model
@@ -659,8 +661,8 @@ def benchmark_notebook() -> list:
 
             ## What you learned
 
-            - τ, the tokens per step, is what the heads buy; its histogram is dominated by 1s and it arrives
-              in bursts.
+            - τ, the tokens per step, is what the heads buy; most steps emit one or two tokens, longer
+              accepts are rare, and they arrive in bursts.
             - A fair benchmark interleaves methods on the same prompts after a warm-up, reports medians and
               checks the outputs: every greedy method here reproduced HF greedy exactly.
             - Wall-clock speedup ≈ τ ÷ (cost of verifying N tokens relative to one). That ratio makes small
