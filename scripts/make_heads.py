@@ -3,7 +3,7 @@
 Recipe (chosen from the learning curve, scripts/learning_curve.py):
 - self-distilled answers of SmolLM2-135M-Instruct to the 182 hand-written training prompts (256 new
   tokens each) and to --templates template prompts (data.template_prompts, 192 new tokens each);
-  greedy, batched; generated once and cached (about 90 tokens/s on 2 cores, so ~50 min for 1536 prompts);
+  greedy, batched; generated once and cached (about 60 answer tokens/s on 2 cores: ~57 min for 1536 prompts);
 - optionally KD on packed Python standard-library text (--text positions; 0 by default: it did not
   help chat heads in the curve);
 - 3 heads, 1 ResBlock each, shared lm_head, --draft draft vocabulary; Medusa-1 (backbone frozen).
