@@ -53,6 +53,7 @@ def template_prompts(n: int, seed: int = 0) -> list[Prompt]:
     They are never held out: every tau figure stays on the hand-written held-out prompts.
     """
     import random
+    from collections import Counter
 
     rng = random.Random(seed)
     spec = json.loads(TEMPLATES_FILE.read_text())
@@ -67,10 +68,9 @@ def template_prompts(n: int, seed: int = 0) -> list[Prompt]:
         "extraction": lambda t: t.format(d=rng.choice(docs)),
         "translation": lambda t: t.format(l=rng.choice(spec["languages"]), s=rng.choice(spec["sentences"])),
     }
-    shipped = {p.category: 0 for p in load_prompts()}
-    for p in load_prompts():
-        shipped[p.category] += 1
-    seen, out, misses = {p.prompt for p in load_prompts()}, [], 0
+    hand_written = load_prompts()
+    shipped = Counter(p.category for p in hand_written)  # the category mix to follow
+    seen, out, misses = {p.prompt for p in hand_written}, [], 0
     while len(out) < n and misses < 10_000:  # stop if the template space runs dry
         cat = rng.choices(list(shipped), weights=list(shipped.values()))[0]
         text = fill[cat](rng.choice(spec[cat]))
