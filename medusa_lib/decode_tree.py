@@ -3,4 +3,4 @@
 from medusa_lib.cli import decode_tree_main
 
 if __name__ == "__main__":
-    decode_tree_main()
+    raise SystemExit(decode_tree_main())

@@ -20,6 +20,7 @@ Modes:
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -73,6 +74,18 @@ def check_inputs(input_ids: torch.Tensor, mode: str, max_new_tokens: int) -> Non
         raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+
+
+def check_sampling(mode: str, temperature: float, max_new_tokens) -> None:
+    """Decoding settings that need no model: mode, a finite temperature > 0, an integer budget >= 1."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    if mode != "greedy" and not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
+                                 and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0 for mode={mode!r}, got {temperature!r} "
+                         f"(for deterministic output use mode='greedy')")
 
 
 def eos_set(eos_token_id, config) -> set[int]:

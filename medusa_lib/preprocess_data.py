@@ -3,4 +3,4 @@
 from medusa_lib.cli import preprocess_data_main
 
 if __name__ == "__main__":
-    preprocess_data_main()
+    raise SystemExit(preprocess_data_main())

@@ -6,51 +6,38 @@ Head k (1-based) at position t learns the token at t+k+1. Two losses per head, m
 - CE: cross-entropy against the base model's own greedy token at t+k+1 given the sequence
   so far (on self-distilled greedy data, simply the token at t+k+1);
 - KD: KL(teacher || head), the teacher being the base model's distribution at position t+k,
-  i.e. the distribution that token t+k+1 is drawn from.
+  i.e. the distribution that token t+k+1 comes from.
 
 Medusa-1 (`stage="heads"`) freezes the backbone. Its last hidden states are computed once and
-cached, so each epoch costs only the heads (and the shared projection). Medusa-2
-(`stage="joint"`) trains LoRA adapters with the heads. Its base LM loss is KD against the
-teacher, which is the same model with its adapters disabled, so the backbone's outputs stay close
-to the teacher's.
+cached (`medusa_lib.positions`), so each epoch costs only the heads. Medusa-2 (`stage="joint"`)
+trains LoRA adapters with the heads. Its base LM loss is KD against the teacher, which is the same
+model with its adapters disabled, so the backbone's outputs stay close to the teacher's.
 
-The KD loss is computed one head and one chunk at a time, so peak memory holds one head's logits.
+Memory: Medusa-1 backpropagates one head at a time. Medusa-2 runs the backbone once, then computes
+every loss term (base LM and each head) in chunks of positions, each chunk backpropagated into
+the detached last hidden state before the next is built; one backward through the backbone
+follows. The peak then holds one chunk's logits, not [B, T, V] per head (see `memory_budget`).
+Precision: heads hold fp32 weights, losses run in fp32, and an fp16 backbone gets a GradScaler.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from medusa_lib.config import TrainConfig
+from medusa_lib.config import TrainConfig, smoke
+from medusa_lib.data import draft_vocab, load_prompts, self_distill_data
+from medusa_lib.files import atomic_dir, atomic_write_text
 from medusa_lib.heads import MedusaModel
+from medusa_lib.positions import PositionBank, bank_accuracy, check_rows
 
-# ----------------------------------------------------------------------------- data -> positions
-
-
-def check_rows(rows, block_size: int, max_positions: int | None = None) -> list[torch.Tensor]:
-    """[(ids [T], loss_from)] from rows {"prompt_ids", "response_ids"}; clear errors on bad data."""
-    if not rows:
-        raise ValueError("no training data: the row list is empty (generate or preprocess data first)")
-    if max_positions is not None and block_size > max_positions:
-        raise ValueError(f"block_size={block_size} is above the model's context of {max_positions} tokens")
-    seqs = []
-    for r in rows:
-        ids = (list(r["prompt_ids"]) + list(r["response_ids"]))[:block_size]
-        start = max(0, len(r["prompt_ids"]) - 1)  # the first position that predicts a response token
-        if len(ids) - start >= 2:
-            seqs.append((torch.tensor(ids, dtype=torch.long), start))
-    if not seqs:
-        raise ValueError("no training data: every row is too short to give a head a target")
-    return seqs
+# ----------------------------------------------------------------------------- checks
 
 
 def check_offsets(offsets, num_heads: int) -> None:
@@ -58,54 +45,31 @@ def check_offsets(offsets, num_heads: int) -> None:
         raise ValueError(f"offsets must be 1..K for K={num_heads} heads (e.g. 1 2 3), got {list(offsets)}")
 
 
-class PositionBank:
-    """Last hidden states of a frozen backbone over many sequences, flattened to positions.
-
-    h[p] is the hidden state at global position p; tok[p] the token there; valid[p, k] says head
-    k (0-based) has a target at p (the token k+2 steps on lies in the same sequence's response).
-    Only positions from each sequence's `start` on are kept: the prompt's earlier states are never a
-    head's input nor a target, and dropping them saves memory and the greedy pass over them.
-    """
-
-    def __init__(self, mm: MedusaModel, seqs, num_heads: int, progress: bool = False):
-        from tqdm.auto import tqdm
-
-        hs, toks, valid = [], [], []
-        for ids, start in tqdm(seqs, desc="hidden states", disable=not progress):
-            with torch.no_grad():
-                h = mm.decoder(input_ids=ids[None].to(mm.lm_head.weight.device)).last_hidden_state[0, start:]
-            T = len(ids)
-            t = torch.arange(start, T)
-            v = torch.stack([t + k + 2 < T for k in range(num_heads)], 1)  # [T - start, K]
-            hs.append(h.float().cpu())
-            toks.append(ids[start:])
-            valid.append(v)
-        self.h, self.tok, self.valid = torch.cat(hs), torch.cat(toks), torch.cat(valid)
-        self.num_heads = num_heads
-        self.greedy = self._greedy(mm)  # [P] the base model's own greedy next token at each position
-
-    @torch.no_grad()
-    def _greedy(self, mm: MedusaModel, chunk: int = 512) -> torch.Tensor:
-        W = mm.lm_head.weight
-        return torch.cat([(W @ h.to(W.device).T).argmax(0).cpu() for h in self.h.split(chunk)])
-
-    def __len__(self) -> int:
-        return len(self.tok)
-
-    def trainable(self) -> torch.Tensor:
-        """Global positions where head 1 has a target."""
-        return self.valid[:, 0].nonzero().squeeze(1)
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse settings that would train nothing or silently do something else."""
+    if cfg.epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {cfg.epochs}: a run with no epoch saves no heads")
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1 (or unset), got {cfg.max_steps}")
+    for name in ("batch_size", "block_size", "grad_accum"):
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if not cfg.offsets or list(cfg.offsets) != list(range(1, len(cfg.offsets) + 1)):
+        raise ValueError(f"offsets must be 1..K (e.g. 1 2 3), got {list(cfg.offsets)}")
+    if cfg.stage not in ("heads", "joint"):
+        raise ValueError(f"stage must be 'heads' or 'joint', got {cfg.stage!r}")
 
 
 # ----------------------------------------------------------------------------- losses
 
 
 def head_loss(student_logits, target_ids, teacher_logits, kd_weight: float, mask=None):
-    """CE + KD for one head: logits [B, V], targets [B], teacher [B, V]; mask [B] bool."""
+    """CE + KD for one head, in fp32: logits [B, V], targets [B], teacher [B, V]; mask [B] bool."""
     if mask is not None:
         student_logits, target_ids, teacher_logits = student_logits[mask], target_ids[mask], teacher_logits[mask]
     if student_logits.shape[0] == 0:
-        return student_logits.sum() * 0.0
+        return student_logits.float().sum() * 0.0
     logp = F.log_softmax(student_logits.float(), -1)
     ce = F.nll_loss(logp, target_ids)
     if kd_weight == 0:
@@ -121,13 +85,15 @@ def draft_projection(mm: MedusaModel, k: int):
     if mm.draft_ids is None:
         return weight, None
     if not weight.requires_grad:  # a frozen (shared) projection: its draft rows are cached once
-        return mm._draft_w(k), mm.draft_ids
+        return mm.draft_weight(k), mm.draft_ids
     return weight[mm.draft_ids], mm.draft_ids
 
 
-def _base_draft_rows(mm: MedusaModel):
-    """The base lm_head's draft rows (the teacher's): cached when heads share it, else gathered."""
-    return mm._draft_w(0) if mm.heads.lm_heads is None else mm.lm_head.weight[mm.draft_ids]
+def teacher_rows(mm: MedusaModel):
+    """The base lm_head's rows that the heads rank: the draft rows, or the whole vocabulary."""
+    if mm.draft_ids is None:
+        return mm.lm_head.weight
+    return mm.draft_weight(0) if mm.heads.lm_heads is None else mm.lm_head.weight[mm.draft_ids].detach()
 
 
 def to_draft(target_ids, draft_ids, vocab_size: int):
@@ -138,24 +104,28 @@ def to_draft(target_ids, draft_ids, vocab_size: int):
     return mapped.clamp(min=0), mapped >= 0
 
 
+def head_term(mm: MedusaModel, k: int, h, target, teacher_h, mask, cfg: TrainConfig):
+    """Head k's weighted loss on hidden states h [B, H] (fp32 math, draft rows where set)."""
+    weight, draft = draft_projection(mm, k)
+    with torch.no_grad():  # the teacher's distribution at t+k, over the same rows as the student
+        W = teacher_rows(mm)
+        teacher = teacher_h.to(W.device, W.dtype) @ W.T  # [B, V']
+    if draft is not None:
+        target, in_draft = to_draft(target, draft, mm.heads.vocab_size)
+        mask = mask & in_draft
+    student = mm.heads.block(h, k).float() @ weight.T.float()  # [B, V']
+    return cfg.decay ** (k + 1) * head_loss(student, target, teacher, cfg.kd_weight, mask)
+
+
 def bank_batch_loss(mm: MedusaModel, bank: PositionBank, pos: torch.Tensor, cfg: TrainConfig,
                     backward: bool = True) -> list[float]:
     """Medusa-1 loss on positions `pos` of a PositionBank; backward one head at a time."""
-    dev, dt = mm.lm_head.weight.device, next(mm.heads.parameters()).dtype
-    h = bank.h[pos].to(dev, dt)  # [B, H] in the heads' dtype (the bank keeps fp32)
+    dev = mm.lm_head.weight.device
+    h = bank.inputs(pos, dev)  # [B, H] fp32
     losses = []
     for k in range(mm.num_heads):
-        mask = bank.valid[pos, k].to(dev)
-        target = bank.greedy[(pos + k + 1).clamp(max=len(bank) - 1)].to(dev)  # what the base says at t+k
-        weight, draft = draft_projection(mm, k)
-        with torch.no_grad():  # the teacher's distribution at t+k, over the same rows as the student
-            h_next = bank.h[(pos + k + 1).clamp(max=len(bank) - 1)].to(dev, mm.lm_head.weight.dtype)
-            teacher = h_next @ (mm.lm_head.weight if draft is None else _base_draft_rows(mm)).T  # [B, V']
-        if draft is not None:
-            target, in_draft = to_draft(target, draft, mm.heads.vocab_size)
-            mask = mask & in_draft
-        student = mm.heads.blocks[k](h) @ weight.T.to(dt)  # [B, V']
-        loss = cfg.decay ** (k + 1) * head_loss(student, target, teacher, cfg.kd_weight, mask)
+        target, mask = bank.target(pos, k)
+        loss = head_term(mm, k, h, target.to(dev), bank.teacher_state(pos, k), mask.to(dev), cfg)
         if backward and loss.requires_grad:
             loss.backward()
         losses.append(float(loss.detach()))
@@ -166,75 +136,78 @@ def bank_batch_loss(mm: MedusaModel, bank: PositionBank, pos: torch.Tensor, cfg:
 
 
 def save_checkpoint(mm: MedusaModel, directory: Path, state: dict, optimizer=None) -> None:
-    """Write a whole checkpoint folder atomically: a temp folder, then a rename."""
-    directory = Path(directory)
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    """Write a whole checkpoint folder atomically: a fresh temporary folder, then a rename."""
     summary = {k: v for k, v in state.items() if k not in ("history", "sched")}
-    mm.save_pretrained(tmp, extra={"training": summary})
-    torch.save({"state": state, "optimizer": optimizer.state_dict() if optimizer else None}, tmp / "trainer.pt")
-    if _is_peft(mm.base):
-        mm.base.save_pretrained(tmp / "adapter")
-    old = directory.with_name(directory.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_dir(directory) as tmp:
+        mm.save_pretrained(tmp, extra={"training": summary})
+        torch.save({"state": state, "optimizer": optimizer.state_dict() if optimizer else None}, tmp / "trainer.pt")
+        if is_peft(mm.base):
+            mm.base.save_pretrained(tmp / "adapter")
 
 
 def load_checkpoint(mm: MedusaModel, directory: Path, optimizer=None) -> dict:
-    """Restore heads (and optimizer) from a checkpoint folder; returns the trainer state."""
-    from safetensors.torch import load_file
-
+    """Restore heads (adapter, optimizer) from a checkpoint folder; returns the trainer state."""
     directory = Path(directory)
-    mm.heads.load_state_dict(load_file(str(directory / "heads.safetensors")))
-    if (directory / "draft_ids.pt").exists():
-        mm.set_draft_vocab(torch.load(directory / "draft_ids.pt", weights_only=True))
-    if (directory / "adapter").exists() and _is_peft(mm.base):
+    saved = json.loads((directory / "medusa_config.json").read_text())
+    mine = mm.heads.config_dict()
+    diff = [f"{k}={saved.get(k)} there, {v} here" for k, v in mine.items() if saved.get(k) != v]
+    if diff:
+        raise ValueError(f"cannot resume from {directory}: it holds other heads ({'; '.join(diff)}); "
+                         f"use a new --save_dir, or --overwrite to start again")
+    mm.load_weights(directory)
+    if (directory / "adapter").exists() and is_peft(mm.base):
         from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file as load_sf
+        from safetensors.torch import load_file
 
-        set_peft_model_state_dict(mm.base, load_sf(str(directory / "adapter" / "adapter_model.safetensors")))
+        set_peft_model_state_dict(mm.base, load_file(str(directory / "adapter" / "adapter_model.safetensors")))
     blob = torch.load(directory / "trainer.pt", weights_only=False)
     if optimizer is not None and blob["optimizer"] is not None:
         optimizer.load_state_dict(blob["optimizer"])
     return blob["state"]
 
 
-def check_save_dir(save_dir) -> Path | None:
+def check_save_dir(save_dir, resume: bool = False, overwrite: bool = False) -> Path | None:
+    """A writable folder that holds no earlier run, unless resuming or overwriting is asked for."""
     if save_dir is None:
         return None
     save_dir = Path(save_dir)
+    if save_dir.exists() and not save_dir.is_dir():
+        raise NotADirectoryError(f"save_dir {save_dir} is a file; give a folder")
+    if save_dir.exists() and any(save_dir.iterdir()) and not (resume or overwrite):
+        raise FileExistsError(f"save_dir {save_dir} already holds a run; pass --resume to continue it, "
+                              f"--overwrite to replace it, or choose another --save_dir")
     try:
         save_dir.mkdir(parents=True, exist_ok=True)
-        probe = save_dir / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        atomic_write_text(save_dir / ".write-test", "ok")
+        (save_dir / ".write-test").unlink()
     except OSError as e:
         raise PermissionError(f"save_dir {save_dir} is not writable: {e}") from e
     return save_dir
 
 
-def _is_peft(model) -> bool:
+def is_peft(model) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
+def write_record(save_dir, record: dict) -> None:
+    """training_record.json next to the weights: data, seed, time, accuracy, tau."""
+    atomic_write_text(Path(save_dir) / "training_record.json", json.dumps(record, indent=2))
 
 
 # ----------------------------------------------------------------------------- Medusa-1
 
 
 def train_heads(mm: MedusaModel, train_rows, eval_rows=None, cfg: TrainConfig | None = None, save_dir=None,
-                resume: bool = False, callback=None, progress: bool = True, max_steps: int | None = None) -> dict:
+                resume: bool = False, overwrite: bool = False, callback=None, progress: bool = True) -> dict:
     """Medusa-1: frozen backbone, cached hidden states, heads trained with CE + KD.
 
     Checkpoints (best by held-out head-1 top-1, and last) are written atomically each epoch;
-    `resume=True` continues from `save_dir/last` exactly where it stopped. Returns the history.
+    `resume=True` continues from `save_dir/last` exactly where it stopped. Returns the state.
     """
-    from tqdm.auto import tqdm
-
     cfg = cfg or TrainConfig()
+    check_config(cfg)
     check_offsets(cfg.offsets, mm.num_heads)
-    save_dir = check_save_dir(save_dir)
+    save_dir = check_save_dir(save_dir, resume, overwrite)
     seqs = check_rows(train_rows, cfg.block_size, getattr(mm.config, "max_position_embeddings", None))
     for p in mm.base.parameters():
         p.requires_grad_(False)
@@ -244,31 +217,105 @@ def train_heads(mm: MedusaModel, train_rows, eval_rows=None, cfg: TrainConfig | 
     eval_bank = _eval_bank(mm, eval_rows, cfg.block_size)
     opt = torch.optim.AdamW(mm.heads.parameters(), lr=cfg.lr, weight_decay=0.0)
     positions = bank.trainable()
-    steps_per_epoch = math.ceil(len(positions) / cfg.batch_tokens)
-    total = cfg.epochs * steps_per_epoch
-    state = {"epoch": 0, "batch": 0, "step": 0, "history": [], "evals": [], "best": -1.0, "seconds": 0.0,
-             "positions": int(len(positions)), "config": asdict(cfg)}
+    total = cfg.epochs * math.ceil(len(positions) / cfg.step_size())
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, total))
-    if resume and save_dir is not None and (save_dir / "last").exists():
-        state = load_checkpoint(mm, save_dir / "last", opt)
-        sched.load_state_dict(state["sched"])
-    state["sched"] = sched.state_dict()  # a live reference: saved with every checkpoint
+    state = _start_state(mm, cfg, positions, save_dir, resume, opt, sched)
     state["bank_seconds"] = bank_seconds  # what each epoch would cost again without the cache
-    bar = tqdm(total=total, initial=state["step"], desc="train heads", disable=not progress)
-    t0 = time.perf_counter() - state["seconds"]
+    loop = _Loop(mm, bank, positions, cfg, opt, sched, state, callback, progress, total)
     try:
-        while state["epoch"] < cfg.epochs and (max_steps is None or state["step"] < max_steps):
-            _heads_epoch(mm, bank, positions, cfg, opt, sched, state, bar, callback, max_steps)
-            if state["batch"] == 0:  # the epoch finished
-                _end_epoch(mm, eval_bank, state, save_dir, opt, callback, time.perf_counter() - t0)
+        loop.run(eval_bank, save_dir)
     except KeyboardInterrupt:
         if save_dir is not None:
-            state["seconds"] = time.perf_counter() - t0
+            state["seconds"] = loop.seconds()
             save_checkpoint(mm, save_dir / "last", state, opt)
         raise
-    bar.close()
-    state["seconds"] = time.perf_counter() - t0
+    state["seconds"] = loop.seconds()
     return state
+
+
+def _start_state(mm, cfg, positions, save_dir, resume, opt, sched) -> dict:
+    """A fresh trainer state, or the one saved in save_dir/last (checked against this run)."""
+    state = {"epoch": 0, "batch": 0, "step": 0, "history": [], "evals": [], "best": -1.0, "seconds": 0.0,
+             "positions": int(len(positions)), "config": asdict(cfg)}
+    if resume and save_dir is not None and (save_dir / "last").exists():
+        saved = load_checkpoint(mm, save_dir / "last", opt)
+        if saved["positions"] != state["positions"] or saved["config"]["offsets"] != list(cfg.offsets):
+            raise ValueError(f"cannot resume from {save_dir / 'last'}: it was trained on {saved['positions']} "
+                             f"positions with offsets {saved['config']['offsets']}, this run has "
+                             f"{state['positions']} with {list(cfg.offsets)}; use the same data, or --overwrite")
+        state = saved
+        sched.load_state_dict(state["sched"])
+    state["sched"] = sched.state_dict()
+    return state
+
+
+class _Loop:
+    """The Medusa-1 epoch loop: shuffled position batches, evaluation and checkpoints per epoch."""
+
+    def __init__(self, mm, bank, positions, cfg, opt, sched, state, callback, progress, total):
+        from tqdm.auto import tqdm
+
+        self.mm, self.bank, self.positions, self.cfg = mm, bank, positions, cfg
+        self.opt, self.sched, self.state, self.callback = opt, sched, state, callback
+        self.bar = tqdm(total=total, initial=state["step"], desc="train heads", disable=not progress)
+        self.t0 = time.perf_counter() - state["seconds"]
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def done(self) -> bool:
+        cfg, state = self.cfg, self.state
+        return state["epoch"] >= cfg.epochs or (cfg.max_steps is not None and state["step"] >= cfg.max_steps)
+
+    def run(self, eval_bank, save_dir) -> None:
+        while not self.done():
+            self.epoch()
+            if self.state["batch"] == 0:  # the epoch finished
+                self.end_epoch(eval_bank, save_dir)
+        if self.state["batch"] != 0 and save_dir is not None:  # stopped by max_steps mid-epoch
+            self.end_epoch(eval_bank, save_dir)
+        self.bar.close()
+
+    def epoch(self) -> None:
+        cfg, state = self.cfg, self.state
+        g = torch.Generator().manual_seed(cfg.seed * 1000 + state["epoch"])
+        batches = self.positions[torch.randperm(len(self.positions), generator=g)].split(cfg.step_size())
+        self.mm.heads.train()
+        for b in range(state["batch"], len(batches)):
+            if self.done():
+                return
+            self.step(batches[b], b)
+        state["epoch"] += 1
+        state["batch"] = 0
+
+    def step(self, pos, b: int) -> None:
+        state = self.state
+        self.opt.zero_grad(set_to_none=True)
+        losses = bank_batch_loss(self.mm, self.bank, pos, self.cfg)
+        self.opt.step()
+        self.sched.step()
+        state.update(sched=self.sched.state_dict(), step=state["step"] + 1, batch=b + 1)
+        event = {"step": state["step"], "epoch": state["epoch"], "loss": sum(losses), "head_losses": losses}
+        state["history"].append(event)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{sum(losses):.3f}")
+        if self.callback is not None:
+            self.callback(event)
+
+    def end_epoch(self, eval_bank, save_dir) -> None:
+        state = self.state
+        state["seconds"] = self.seconds()
+        if eval_bank is not None:
+            acc = bank_accuracy(self.mm, eval_bank, topk=5)
+            event = {"epoch": state["epoch"], "eval": True, "top1": acc[:, 0].tolist(), "top5": acc[:, 4].tolist()}
+            state["evals"].append(event)
+            if self.callback is not None:
+                self.callback(event)
+            if save_dir is not None and acc[0, 0] > state["best"]:
+                save_checkpoint(self.mm, save_dir / "best", {**state, "best": float(acc[0, 0])}, self.opt)
+                state["best"] = float(acc[0, 0])  # only once best/ holds these heads
+        if save_dir is not None:
+            save_checkpoint(self.mm, save_dir / "last", state, self.opt)
 
 
 def _eval_bank(mm, rows, block_size: int):
@@ -282,46 +329,6 @@ def _eval_bank(mm, rows, block_size: int):
         return None
 
 
-def _heads_epoch(mm, bank, positions, cfg, opt, sched, state, bar, callback, max_steps):
-    g = torch.Generator().manual_seed(cfg.seed * 1000 + state["epoch"])
-    order = positions[torch.randperm(len(positions), generator=g)]
-    batches = order.split(cfg.batch_tokens)
-    mm.heads.train()
-    for b in range(state["batch"], len(batches)):
-        if max_steps is not None and state["step"] >= max_steps:
-            return
-        opt.zero_grad(set_to_none=True)
-        losses = bank_batch_loss(mm, bank, batches[b], cfg)
-        opt.step()
-        sched.step()
-        state["sched"] = sched.state_dict()
-        state["step"] += 1
-        state["batch"] = b + 1
-        event = {"step": state["step"], "epoch": state["epoch"], "loss": sum(losses), "head_losses": losses}
-        state["history"].append(event)
-        bar.update(1)
-        bar.set_postfix(loss=f"{sum(losses):.3f}")
-        if callback is not None:
-            callback(event)
-    state["epoch"] += 1
-    state["batch"] = 0
-
-
-def _end_epoch(mm, eval_bank, state, save_dir, opt, callback, seconds):
-    state["seconds"] = seconds
-    if eval_bank is not None:
-        acc = bank_accuracy(mm, eval_bank, topk=5)
-        event = {"epoch": state["epoch"], "eval": True, "top1": acc[:, 0].tolist(), "top5": acc[:, 4].tolist()}
-        state["evals"].append(event)
-        if callback is not None:
-            callback(event)
-        if save_dir is not None and acc[0, 0] > state["best"]:
-            state["best"] = float(acc[0, 0])
-            save_checkpoint(mm, save_dir / "best", state, opt)
-    if save_dir is not None:
-        save_checkpoint(mm, save_dir / "last", state, opt)
-
-
 def _cosine(step: int, total: int, warmup: int = 20) -> float:
     warmup = min(warmup, max(1, total // 10))  # short runs must not spend themselves warming up
     if step < warmup:
@@ -329,107 +336,121 @@ def _cosine(step: int, total: int, warmup: int = 20) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
-@torch.no_grad()
-def bank_accuracy(mm: MedusaModel, bank: PositionBank, topk: int = 10, chunk: int = 1024) -> torch.Tensor:
-    """[K, topk] cumulative: P(head k's top-i holds the base model's greedy token k+1 steps on).
-
-    The target is the base argmax at position t+k (teacher forced); on self-distilled greedy
-    data it is the token k+2 steps on itself.
-    """
-    mm.heads.eval()
-    hits = torch.zeros(mm.num_heads, topk)
-    count = torch.zeros(mm.num_heads)
-    for pos in torch.arange(len(bank)).split(chunk):
-        h = bank.h[pos].to(mm.lm_head.weight.device, next(mm.heads.parameters()).dtype)
-        for k in range(mm.num_heads):
-            mask = bank.valid[pos, k]
-            if not mask.any():
-                continue
-            target = bank.greedy[(pos + k + 1).clamp(max=len(bank) - 1)][mask].to(h.device)
-            top = mm.head_topk(h[mask], topk)[k]  # [n, topk]
-            first = (top == target[:, None]).float().cumsum(-1).clamp(max=1)  # [n, topk]
-            hits[k] += first.sum(0).cpu()
-            count[k] += mask.sum()
-    return hits / count.clamp(min=1)[:, None]
-
-
 # ----------------------------------------------------------------------------- Medusa-2
 
 
-def add_lora(model, r: int = 16, alpha: int = 32, qlora: bool = False):
-    """Wrap a causal LM with LoRA adapters on every linear of the decoder (QLoRA: k-bit prep)."""
+def add_lora(model, cfg: TrainConfig | None = None, qlora: bool = False):
+    """Wrap a causal LM with LoRA adapters on every linear of the decoder (QLoRA: k-bit prep).
+
+    PEFT keeps the adapter weights in fp32 even on an fp16 backbone (`autocast_adapter_dtype`)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
+    cfg = cfg or TrainConfig(stage="joint")
     if qlora:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=targets,
+                        task_type="CAUSAL_LM")
+    return get_peft_model(model, config, autocast_adapter_dtype=True)
 
 
-def joint_loss(mm: MedusaModel, ids: torch.Tensor, attn: torch.Tensor, start: torch.Tensor,
-               cfg: TrainConfig) -> tuple[torch.Tensor, list[float]]:
-    """Medusa-2 loss on a padded batch ids [B, T]: KD of the base LM to the teacher + heads.
+def joint_loss(mm: MedusaModel, ids, attn, start, cfg: TrainConfig, chunk: int = 1024, backward: bool = True,
+               scaler=None, accum: int = 1) -> tuple[float, list[float]]:
+    """Medusa-2 loss on a padded batch ids [B, T]: KD of the base LM to the teacher + every head.
 
-    The teacher is the same model with its adapters disabled. Returns (loss, per-part floats).
+    The teacher is the same model with its adapters disabled (no KV cache is built). Every term is
+    computed in chunks of `chunk` positions, each backpropagated (divided by `accum`, scaled by an
+    fp16 GradScaler if given) into the detached last hidden state at once; then one backward runs
+    through the backbone. Returns (loss, per-term floats).
     """
     with torch.no_grad(), mm.base.disable_adapter():
-        teacher = mm.lm_head(mm.decoder(input_ids=ids, attention_mask=attn).last_hidden_state)  # [B, T, V]
-    h = mm.decoder(input_ids=ids, attention_mask=attn).last_hidden_state  # [B, T, H]
+        teacher_h = mm.decoder(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state  # [B, T, H]
+    h = mm.decoder(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state  # [B, T, H]
+    leaf = h.detach().requires_grad_(backward)
     B, T = ids.shape
     t = torch.arange(T, device=ids.device)[None]
     ok = attn.bool() & (t >= start[:, None])  # [B, T]
-    base = mm.lm_head(h)
-    lm = head_loss(base.flatten(0, 1), ids.roll(-1, 1).flatten(), teacher.flatten(0, 1), 1.0,
-                   (ok & (t + 1 < T)).flatten())
-    parts, total = [float(lm.detach())], lm
-    for k in range(mm.num_heads):
-        mask = (ok & (t + k + 2 < T)).flatten()
-        student = mm.heads.project(mm.heads.blocks[k](h), mm.lm_head, k).flatten(0, 1)
-        loss = cfg.decay ** (k + 1) * head_loss(student, ids.roll(-(k + 2), 1).flatten(),
-                                                teacher.roll(-(k + 1), 1).flatten(0, 1), cfg.kd_weight, mask)
-        parts.append(float(loss.detach()))
-        total = total + loss
-    return total, parts
+    parts = []
+    for p in range(mm.num_heads + 1):  # p = 0: the base LM at t+1; p = k+1: head k at t+k+2
+        where = (ok & (t + p + 1 < T)).flatten().nonzero().squeeze(1)  # flat positions with a target
+        parts.append(_joint_term(mm, p, leaf, teacher_h, ids, where, cfg, chunk, backward, scaler, accum))
+    if backward and leaf.grad is not None:
+        h.backward(leaf.grad)
+    return sum(parts), parts
+
+
+def _joint_term(mm, p, leaf, teacher_h, ids, where, cfg, chunk, backward, scaler, accum) -> float:
+    """One term of the joint loss (the base LM when p = 0, else head p-1), chunk by chunk."""
+    flat_h, flat_t, flat_ids = leaf.flatten(0, 1), teacher_h.flatten(0, 1), ids.flatten()
+    total = 0.0
+    for c in where.split(chunk):
+        share = len(c) / max(1, len(where))  # chunks add up to the mean over all positions
+        target = flat_ids[c + p + 1]
+        if p == 0:
+            with torch.no_grad():
+                teacher = mm.lm_head(flat_t[c]).float()  # [n, V]
+            loss = head_loss(mm.lm_head(flat_h[c]), target, teacher, 1.0) * share
+        else:
+            mask = torch.ones_like(c, dtype=torch.bool)
+            loss = head_term(mm, p - 1, flat_h[c], target, flat_t[c + p], mask, cfg) * share
+        if backward and loss.requires_grad:
+            scaled = loss / accum
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        total += float(loss.detach())
+    return total
 
 
 def train_joint(mm: MedusaModel, train_rows, cfg: TrainConfig | None = None, callback=None,
-                progress: bool = True, max_steps: int | None = None) -> dict:
+                progress: bool = True) -> dict:
     """Medusa-2: heads warmed alone for `warmup_head_steps`, then heads + LoRA together.
 
-    `mm.base` must be a PEFT model (see `add_lora`). Heads learn at lr * head_lr_mult.
+    `mm.base` must be a PEFT model (see `add_lora`). Heads learn at lr * head_lr_mult. Each optimizer
+    step accumulates `grad_accum` micro-batches of `batch_size` sequences; fp16 uses a GradScaler.
     """
     from tqdm.auto import tqdm
 
     cfg = cfg or TrainConfig(stage="joint")
-    if not _is_peft(mm.base):
-        raise TypeError("train_joint needs LoRA adapters on the base: MedusaModel(add_lora(model), heads)")
+    check_config(cfg)
+    if not is_peft(mm.base):
+        raise TypeError("train_joint needs LoRA adapters on the base: MedusaModel.from_base(add_lora(model), ...)")
     check_offsets(cfg.offsets, mm.num_heads)
     seqs = check_rows(train_rows, cfg.block_size, getattr(mm.config, "max_position_embeddings", None))
     if cfg.warmup_head_steps > 0:
-        warm = TrainConfig(**{**asdict(cfg), "epochs": 1})
-        train_heads(mm, train_rows, cfg=warm, progress=progress, max_steps=cfg.warmup_head_steps)
-    lora = [p for n, p in mm.base.named_parameters() if "lora_" in n]
-    for p in lora:
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW([{"params": lora, "lr": cfg.lr},
-                             {"params": mm.heads.parameters(), "lr": cfg.lr * cfg.head_lr_mult}])
-    steps = max_steps or cfg.epochs * math.ceil(len(seqs) / cfg.batch_size)
+        train_heads(mm, train_rows, cfg=replace(cfg, stage="heads", epochs=1, batch_size=None,
+                                               max_steps=cfg.warmup_head_steps), progress=progress)
+    opt, scaler = _joint_optimizer(mm, cfg)
+    steps = cfg.max_steps or cfg.epochs * math.ceil(len(seqs) / (cfg.step_size() * cfg.grad_accum))
     history, g = [], torch.Generator().manual_seed(cfg.seed)
     mm.train()
     for step in tqdm(range(steps), desc="train joint", disable=not progress):
-        batch = [seqs[i] for i in torch.randint(len(seqs), (cfg.batch_size,), generator=g).tolist()]
-        ids, attn, start = _pad(batch, mm.config.pad_token_id or 0, mm.lm_head.weight.device)
         opt.zero_grad(set_to_none=True)
-        loss, parts = joint_loss(mm, ids, attn, start, cfg)
-        loss.backward()
-        opt.step()
-        event = {"step": step + 1, "loss": float(loss), "lm_kd": parts[0], "head_losses": parts[1:]}
+        loss, parts = 0.0, [0.0] * (mm.num_heads + 1)
+        for _ in range(cfg.grad_accum):
+            batch = [seqs[i] for i in torch.randint(len(seqs), (cfg.step_size(),), generator=g).tolist()]
+            ids, attn, start = _pad(batch, mm.config.pad_token_id or 0, mm.lm_head.weight.device)
+            micro, micro_parts = joint_loss(mm, ids, attn, start, cfg, scaler=scaler, accum=cfg.grad_accum)
+            loss += micro / cfg.grad_accum
+            parts = [a + b / cfg.grad_accum for a, b in zip(parts, micro_parts)]
+        scaler.step(opt)
+        scaler.update()
+        event = {"step": step + 1, "loss": loss, "lm_kd": parts[0], "head_losses": parts[1:]}
         history.append(event)
         if callback is not None:
             callback(event)
     mm.eval()
     return {"history": history}
+
+
+def _joint_optimizer(mm: MedusaModel, cfg: TrainConfig):
+    """AdamW over LoRA (lr) and heads (lr * head_lr_mult); a GradScaler when the backbone is fp16."""
+    lora = [p for n, p in mm.base.named_parameters() if "lora_" in n]
+    for p in lora:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW([{"params": lora, "lr": cfg.lr},
+                             {"params": mm.heads.parameters(), "lr": cfg.lr * cfg.head_lr_mult}])
+    device = mm.lm_head.weight.device.type
+    fp16 = mm.lm_head.weight.dtype == torch.float16
+    return opt, torch.amp.GradScaler(device, enabled=fp16)
 
 
 def _pad(batch, pad_id: int, device):
@@ -448,47 +469,92 @@ def kl_to_teacher(mm: MedusaModel, rows, block_size: int = 512) -> float:
     total, n = 0.0, 0
     for ids, start in check_rows(rows, block_size):
         ids = ids[None].to(mm.lm_head.weight.device)
-        student = F.log_softmax(mm.lm_head(mm.decoder(input_ids=ids).last_hidden_state)[0, start:], -1)
+        student = F.log_softmax(mm.lm_head(mm.decoder(input_ids=ids).last_hidden_state)[0, start:].float(), -1)
         with mm.base.disable_adapter():
-            teacher = F.log_softmax(mm.lm_head(mm.decoder(input_ids=ids).last_hidden_state)[0, start:], -1)
+            teacher = F.log_softmax(mm.lm_head(mm.decoder(input_ids=ids).last_hidden_state)[0, start:].float(), -1)
         total += float(F.kl_div(student, teacher, log_target=True, reduction="sum"))
         n += student.shape[0]
     return total / max(1, n)
 
 
-def write_record(save_dir, record: dict) -> None:
-    """training_record.json next to the weights: data, seed, time, accuracy, tau."""
-    from medusa_lib.data import atomic_write_bytes
-
-    atomic_write_bytes(Path(save_dir) / "training_record.json", json.dumps(record, indent=2).encode())
+# ----------------------------------------------------------------------------- the quick recipe
 
 
-def quick_heads(model, tok, n_prompts: int = 24, max_new_tokens: int = 64, epochs: int = 2, num_heads: int = 3,
-                draft_size: int = 8192, progress: bool = True) -> MedusaModel:
-    """A small set of heads trained in a few minutes on CPU (for notebooks that start cold).
+def quick_heads(model, tok, n_prompts: int | None = None, max_new_tokens: int | None = None,
+                epochs: int | None = None, num_heads: int = 3, draft_size: int = 8192, save_dir=None,
+                progress: bool = True) -> tuple[MedusaModel, dict]:
+    """A small set of heads trained in a few minutes on a CPU: the one quick recipe.
 
-    Self-distils `n_prompts` training prompts (cached on disk), then Medusa-1 with a shared lm_head.
+    Self-distils `n_prompts` training prompts (cached on disk), then Medusa-1 with a shared lm_head
+    and a draft vocabulary. Used by notebooks that start without heads and by `demo --train`.
+    Returns (heads, trainer state).
     """
-    from medusa_lib.data import draft_vocab, load_prompts, self_distill_data
-
+    n_prompts, max_new_tokens = n_prompts or smoke(40, 4), max_new_tokens or smoke(128, 16)
     prompts = [p.prompt for p in load_prompts("train")[:n_prompts]]
-    rows = self_distill_data(model, tok, prompts, max_new_tokens, batch_size=8, progress=progress)
+    rows = self_distill_data(model, tok, prompts, max_new_tokens, batch_size=16, progress=progress)
     mm = MedusaModel.from_base(model, num_heads, share_lm_head=True)
-    mm.set_draft_vocab(draft_vocab(rows, draft_size, model.config.vocab_size))
-    cfg = TrainConfig(epochs=epochs, batch_tokens=256, offsets=tuple(range(1, num_heads + 1)))
-    train_heads(mm, rows, cfg=cfg, progress=progress)
-    return mm
+    if draft_size:
+        mm.set_draft_vocab(draft_vocab(rows, draft_size, model.config.vocab_size))
+    cfg = TrainConfig(epochs=epochs or smoke(3, 1), offsets=tuple(range(1, num_heads + 1)))
+    state = train_heads(mm, rows, cfg=cfg, save_dir=save_dir, overwrite=True, progress=progress)
+    return mm, state
 
 
-def get_heads(model, tok, heads_dir=None, **quick) -> MedusaModel:
-    """Trained heads for `model`: `heads_dir`, else the shipped ones (embedded model), else a quick
-    small set trained on the spot (`quick_heads`)."""
-    from medusa_lib.heads import SHIPPED_HEADS
+# ----------------------------------------------------------------------------- memory
 
-    folder = Path(heads_dir) if heads_dir else SHIPPED_HEADS
-    if (folder / "medusa_config.json").exists():
-        try:
-            return MedusaModel.from_pretrained(folder, base=model)
-        except ValueError as e:  # heads for another backbone: say so, then train a small set
-            print(f"cannot use {folder}: {e}; training a small set instead")
-    return quick_heads(model, tok, **quick)
+
+CONFIGS = Path(__file__).parent / "assets" / "configs"  # shapes of the profiles' backbones, no download
+GIB = 2**30
+
+
+def backbone_shapes(profile_name: str) -> dict:
+    """The config dict (hidden size, layers, vocab, ...) of a profile's backbone, from the shipped JSONs."""
+    from medusa_lib.config import get_profile
+
+    backbone = get_profile(profile_name).backbone
+    name = "SmolLM2-135M-Instruct" if backbone == "embedded" else backbone.split("/")[-1]
+    path = CONFIGS / f"{name}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no shipped config for {backbone!r} in {CONFIGS}; add {path.name} to estimate it")
+    return json.loads(path.read_text())
+
+
+def memory_budget(profile_name: str, batch_size: int | None = None, block_size: int | None = None,
+                  chunk: int = 1024) -> dict:
+    """Estimated peak GPU memory (GiB) of one Medusa-2 training step of a profile, from the code's shapes.
+
+    Parts: frozen weights (NF4 at ~0.52 byte/param, embeddings and lm_head in fp32 after PEFT's k-bit
+    prep; else the profile's dtype), LoRA and heads (fp32 weights, grads, AdamW's two moments),
+    activations (gradient checkpointing keeps one [B, T, H] per layer plus one layer's working set),
+    the hidden states `joint_loss` keeps, its largest chunk of logits, and the CUDA context.
+    """
+    from medusa_lib.config import get_profile
+
+    prof, c = get_profile(profile_name), backbone_shapes(profile_name)
+    B, T = batch_size or replace(prof.train, stage="joint").step_size(), block_size or prof.train.block_size
+    H, V, L, Fm = c["hidden_size"], c["vocab_size"], c["num_hidden_layers"], c["intermediate_size"]
+    kv = H * c["num_key_value_heads"] // c["num_attention_heads"]
+    per_layer = 2 * H * H + 2 * H * kv + 3 * H * Fm  # q, o, k, v, gate, up, down
+    embed = V * H * (1 if c.get("tie_word_embeddings") else 2)
+    half = 2  # bytes of fp16 / bf16
+    if prof.load_in_4bit:
+        weights = L * per_layer * 0.52 + embed * 4
+    else:
+        weights = (L * per_layer + embed) * (4 if prof.dtype == "float32" else half)
+    lora = L * prof.train.lora_r * (2 * (H + H) + 2 * (H + kv) + 3 * (H + Fm))
+    n_heads = prof.head.num_heads
+    heads = n_heads * (H * H + H + (0 if prof.head.share_lm_head else V * H))
+    rows = min(chunk, B * T)
+    parts = {
+        "weights": weights,
+        "lora (weights, grads, adam)": 16 * lora,
+        "heads (weights, grads, adam)": 16 * heads,
+        "activations (checkpointed)": L * B * T * H * half + B * T * (34 * H + 5 * c["num_attention_heads"] * T),
+        "hidden states (student, teacher, grad)": 4 * B * T * H * half,
+        "logits chunk (fp32)": 5 * rows * V * 4,
+        "cuda context": 0.5 * GIB,
+    }
+    out = {k: v / GIB for k, v in parts.items()}
+    out["total_gib"] = sum(out.values())
+    out.update(profile=profile_name, batch_size=B, block_size=T, grad_accum=prof.train.grad_accum)
+    return out

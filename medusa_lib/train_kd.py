@@ -3,4 +3,4 @@
 from medusa_lib.cli import train_kd_main
 
 if __name__ == "__main__":
-    train_kd_main()
+    raise SystemExit(train_kd_main())

@@ -1,0 +1,105 @@
+"""Training positions: a frozen backbone's last hidden states, flattened, with each head's target.
+
+Medusa-1 (Cai et al., 2024, Sec. 2.2.1) freezes the backbone, so its last hidden states can be
+computed once and reused every epoch: only the heads (and their projection) cost anything per
+step. Head k (0-based) at position t learns the base model's own greedy token at t+k+1, i.e.
+what the base model says k+2 steps after t (`PositionBank.target`). On self-distilled greedy
+data that is simply the token k+2 steps on.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from medusa_lib.heads import MedusaModel
+
+
+def check_rows(rows, block_size: int, max_positions: int | None = None) -> list[tuple[torch.Tensor, int]]:
+    """[(ids [T], loss_from)] from rows {"prompt_ids", "response_ids"}; clear errors on bad data."""
+    if not rows:
+        raise ValueError("no training data: the row list is empty (generate or preprocess data first)")
+    if block_size < 2:
+        raise ValueError(f"block_size must be >= 2, got {block_size}")
+    if max_positions is not None and block_size > max_positions:
+        raise ValueError(f"block_size={block_size} is above the model's context of {max_positions} tokens")
+    seqs = []
+    for r in rows:
+        ids = (list(r["prompt_ids"]) + list(r["response_ids"]))[:block_size]
+        start = max(0, len(r["prompt_ids"]) - 1)  # the first position that predicts a response token
+        if len(ids) - start >= 2:
+            seqs.append((torch.tensor(ids, dtype=torch.long), start))
+    if not seqs:
+        raise ValueError("no training data: every row is too short to give a head a target")
+    return seqs
+
+
+class PositionBank:
+    """Last hidden states of a frozen backbone over many sequences, flattened to positions.
+
+    h[p] is the hidden state at global position p (kept in fp32 on the CPU); tok[p] the token
+    there; valid[p, k] says head k (0-based) has a target at p (the token k+2 steps on lies in the
+    same sequence). Only positions from each sequence's `start` on are kept: the prompt's earlier
+    states are never a head's input nor a target.
+    """
+
+    def __init__(self, mm: MedusaModel, seqs, num_heads: int, progress: bool = False):
+        from tqdm.auto import tqdm
+
+        hs, toks, valid = [], [], []
+        device = mm.lm_head.weight.device
+        for ids, start in tqdm(seqs, desc="hidden states", disable=not progress):
+            with torch.no_grad():
+                h = mm.decoder(input_ids=ids[None].to(device)).last_hidden_state[0, start:]  # [T - start, H]
+            t = torch.arange(start, len(ids))
+            hs.append(h.float().cpu())
+            toks.append(ids[start:])
+            valid.append(torch.stack([t + k + 2 < len(ids) for k in range(num_heads)], 1))  # [T - start, K]
+        self.h, self.tok, self.valid = torch.cat(hs), torch.cat(toks), torch.cat(valid)
+        self.num_heads = num_heads
+        self.greedy = self._greedy(mm)  # [P] the base model's own greedy next token at each position
+
+    @torch.no_grad()
+    def _greedy(self, mm: MedusaModel, chunk: int = 512) -> torch.Tensor:
+        W = mm.lm_head.weight  # [V, H], in the backbone's dtype
+        return torch.cat([(h.to(W.device, W.dtype) @ W.T).argmax(-1).cpu() for h in self.h.split(chunk)])
+
+    def __len__(self) -> int:
+        return len(self.tok)
+
+    def trainable(self) -> torch.Tensor:
+        """Global positions where head 1 has a target."""
+        return self.valid[:, 0].nonzero().squeeze(1)
+
+    def inputs(self, pos: torch.Tensor, device, dtype=torch.float32) -> torch.Tensor:
+        """Hidden states at `pos`: [B] -> [B, H] on `device` in `dtype`."""
+        return self.h[pos].to(device, dtype)
+
+    def target(self, pos: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Head k's target at `pos` (the base argmax at t+k: the token k+2 steps on) and its mask [B]."""
+        at = (pos + k + 1).clamp(max=len(self) - 1)
+        return self.greedy[at], self.valid[pos, k]
+
+    def teacher_state(self, pos: torch.Tensor, k: int) -> torch.Tensor:
+        """The hidden state whose lm_head distribution head k imitates (position t+k): [B, H]."""
+        return self.h[(pos + k + 1).clamp(max=len(self) - 1)]
+
+
+@torch.no_grad()
+def bank_accuracy(mm: MedusaModel, bank: PositionBank, topk: int = 10, chunk: int = 1024) -> torch.Tensor:
+    """[K, topk] cumulative: P(head k's top-i holds the base model's greedy token k+1 steps on)."""
+    mm.heads.eval()
+    hits = torch.zeros(mm.num_heads, topk)
+    count = torch.zeros(mm.num_heads)
+    device = mm.lm_head.weight.device
+    for pos in torch.arange(len(bank)).split(chunk):
+        h = bank.inputs(pos, device)  # [B, H]
+        for k in range(mm.num_heads):
+            target, mask = bank.target(pos, k)
+            if not mask.any():
+                continue
+            top = mm.head_topk(h[mask.to(device)], topk)[k]  # [n, topk]
+            first = (top == target[mask].to(device)[:, None]).float().cumsum(-1).clamp(max=1)  # [n, topk]
+            hits[k] += first.sum(0).cpu()
+            count[k] += mask.sum()
+    return hits / count.clamp(min=1)[:, None]
+
