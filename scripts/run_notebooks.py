@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
-
-sys.path.insert(0, str(Path(__file__).parent))
-from clean_notebooks import main as clean_main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CELL_TIMEOUT = 900  # seconds per cell
@@ -54,7 +52,8 @@ def main(argv=None) -> dict[str, float]:
     summary = ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
     print(f"wall time: {summary}; total {sum(times.values()):.0f} s")
     if not args.no_clean:
-        clean_main([str(p) for p in paths])
+        cleaner = Path(__file__).parent / "clean_notebooks.py"
+        subprocess.run([sys.executable, str(cleaner), *map(str, paths)], check=True)
     return times
 
 

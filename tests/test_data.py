@@ -43,9 +43,7 @@ def test_load_corpus_local_and_offline_wikitext(tmp_path, monkeypatch):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.md").write_text("second text")
     assert data.load_corpus(tmp_path) == ["first text", "second text"]
-    import medusa_lib.models as models
-
-    monkeypatch.setattr(models, "hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(data, "hub_reachable", lambda *a, **k: False)
     with pytest.raises(OSError, match="--text_dir"):
         data.load_corpus("wikitext")
     with pytest.raises(FileNotFoundError, match="neither a local file"):

@@ -11,7 +11,7 @@ from medusa_lib.evaluate import (
     verify_costs,
 )
 from medusa_lib.heads import MedusaModel
-from medusa_lib.train import PositionBank, bank_accuracy, check_rows
+from medusa_lib.positions import PositionBank, bank_accuracy, check_rows
 from medusa_lib.tree import Tree
 
 

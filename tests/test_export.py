@@ -4,8 +4,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from medusa_lib.export import export_heads, load_foreign_heads, main, model_card
-from medusa_lib.heads import MedusaModel
+from medusa_lib.cli import export as main
+from medusa_lib.heads import MedusaModel, model_card
+from medusa_lib.interop import export_heads, load_foreign_heads, load_heads
 
 H, V, K, L = 64, 100, 3, 2  # tiny: hidden 64, vocab 100; 3 heads of 2 ResBlocks
 
@@ -61,7 +62,7 @@ def test_vllm_export_layout_and_roundtrip(tiny, tmp_path, share):
     if share:
         want["original_lm_head"] = True
     assert cfg == want
-    again = MedusaModel.from_pretrained(out, base=model)
+    again = load_heads(out, model)
     assert (again.heads.num_heads, again.heads.num_layers) == (cfg["num_heads"], cfg["num_hidden_layers"])
     assert again.heads.hidden_size == cfg["hidden_size"] and again.heads.vocab_size == cfg["vocab_size"]
     assert torch.equal(_head_logits(mm, tok), _head_logits(again, tok))
@@ -72,12 +73,12 @@ def test_vllm_export_layout_and_roundtrip(tiny, tmp_path, share):
 def test_medusa_export_layout_and_roundtrip(tiny, tmp_path, share):
     model, tok = tiny
     mm = _perturbed(model, share)
-    out = mm.export(tmp_path, format="medusa")
+    out = export_heads(mm, tmp_path, format="medusa")
     state = torch.load(out / "medusa_lm_head.pt", weights_only=True)
     assert {k: tuple(v.shape) for k, v in state.items()} == _medusa_shapes()
     cfg = json.loads((out / "config.json").read_text())
     assert cfg == {"medusa_num_heads": K, "medusa_num_layers": L, "base_model_name_or_path": "tiny"}
-    for again in (load_foreign_heads(out, model), MedusaModel.from_pretrained(out, base=model)):
+    for again in (load_foreign_heads(out, model), load_heads(out, model)):
         assert torch.equal(_head_logits(mm, tok), _head_logits(again, tok))
     assert not list(tmp_path.glob("*.tmp*"))
 
@@ -91,7 +92,7 @@ def test_faster_decoding_safetensors_loads(tiny, tmp_path):
     state = torch.load(out / "medusa_lm_head.pt", weights_only=True)
     save_file(state, str(out / "medusa_lm_head.safetensors"))
     (out / "medusa_lm_head.pt").unlink()
-    assert torch.equal(_head_logits(mm, tok), _head_logits(MedusaModel.from_pretrained(out, base=model), tok))
+    assert torch.equal(_head_logits(mm, tok), _head_logits(load_heads(out, model), tok))
 
 
 def test_wrong_hidden_size_names_key_and_shapes(tiny, tmp_path):
@@ -113,7 +114,7 @@ def test_missing_key_is_named(tiny, tmp_path):
     state.pop("1.1.linear.bias")
     torch.save(state, out / "medusa_lm_head.pt")
     with pytest.raises(KeyError, match=r"key '1.1.linear.bias' is missing \(the base model needs shape \[64\]\)"):
-        MedusaModel.from_pretrained(out, base=tiny[0])
+        load_heads(out, tiny[0])
 
 
 def test_wrong_vocab_in_vllm_export_names_key(tiny, tmp_path):
@@ -145,9 +146,9 @@ def test_cli_end_to_end(tiny, tmp_path, capsys):
     mm.save_pretrained(tmp_path / "heads")
     for format, weights in (("vllm", "model.safetensors"), ("medusa", "medusa_lm_head.pt")):
         out = tmp_path / format
-        main(["--heads", str(tmp_path / "heads"), "--format", format, "--out", str(out), "--base", "tiny"])
+        main(["--heads", str(tmp_path / "heads"), "--format", format, "--out", str(out), "--model", "tiny"])
         assert (out / weights).exists() and (out / "README.md").exists()
         assert weights in capsys.readouterr().out
-        assert torch.equal(_head_logits(mm, tok), _head_logits(MedusaModel.from_pretrained(out, base=model), tok))
+        assert torch.equal(_head_logits(mm, tok), _head_logits(load_heads(out, model), tok))
     main(["--heads", str(tmp_path / "heads"), "--out", str(tmp_path / "auto")])  # base from medusa_config.json
     assert (tmp_path / "auto" / "model.safetensors").exists()

@@ -5,17 +5,17 @@ import torch
 
 from medusa_lib.config import TrainConfig
 from medusa_lib.heads import MedusaModel
+from medusa_lib.positions import PositionBank, bank_accuracy, check_rows
 from medusa_lib.train import (
-    PositionBank,
     add_lora,
-    bank_accuracy,
-    check_rows,
     head_loss,
     joint_loss,
     kl_to_teacher,
     train_heads,
     train_joint,
 )
+
+LORA4 = TrainConfig(stage="joint", lora_r=4, lora_alpha=8)
 
 
 def tiny_rows(model, n=12, length=40, seed=0):
@@ -64,7 +64,7 @@ def test_heads_stage_freezes_backbone_and_lowers_loss(tiny, rows):
     model, _ = tiny
     mm = MedusaModel.from_base(model, 3, share_lm_head=False)
     before = {n: p.clone() for n, p in model.named_parameters()}
-    cfg = TrainConfig(epochs=4, batch_tokens=64, lr=3e-3)
+    cfg = TrainConfig(epochs=4, batch_size=64, lr=3e-3)
     state = train_heads(mm, rows, cfg=cfg, progress=False)
     losses = [e["loss"] for e in state["history"]]
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
@@ -77,7 +77,7 @@ def test_heads_learn_self_distilled_data(tiny, rows):
     mm = MedusaModel.from_base(model, 2, share_lm_head=False)
     bank = PositionBank(mm, check_rows(rows, 512), 2)
     before = bank_accuracy(mm, bank, topk=5)
-    train_heads(mm, rows, cfg=TrainConfig(epochs=6, batch_tokens=64, lr=3e-3, offsets=(1, 2)), progress=False)
+    train_heads(mm, rows, cfg=TrainConfig(epochs=6, batch_size=64, lr=3e-3, offsets=(1, 2)), progress=False)
     after = bank_accuracy(mm, bank, topk=5)
     assert after[0, 0] > before[0, 0] + 0.2  # training accuracy of head 1 rises
     assert (after[:, 4] >= after[:, 0]).all()  # cumulative top-k
@@ -85,15 +85,15 @@ def test_heads_learn_self_distilled_data(tiny, rows):
 
 def test_resume_equals_uninterrupted(tiny, rows, tmp_path):
     model, _ = tiny
-    cfg = TrainConfig(epochs=3, batch_tokens=64, lr=3e-3, seed=1)
+    cfg = TrainConfig(epochs=3, batch_size=64, lr=3e-3, seed=1)
     torch.manual_seed(0)
     full = MedusaModel.from_base(model, 3, share_lm_head=False)
     train_heads(full, rows, eval_rows=rows[:3], cfg=cfg, progress=False)
     torch.manual_seed(0)
     part = MedusaModel.from_base(model, 3, share_lm_head=False)
     steps_per_epoch = len(PositionBank(part, check_rows(rows, 512), 3).trainable()) // 64 + 1
-    train_heads(part, rows, eval_rows=rows[:3], cfg=cfg, save_dir=tmp_path, progress=False,
-                max_steps=steps_per_epoch + 2)  # "killed" mid-way through epoch 2
+    killed = TrainConfig(**{**cfg.__dict__, "max_steps": steps_per_epoch + 2})  # "killed" mid-way through epoch 2
+    train_heads(part, rows, eval_rows=rows[:3], cfg=killed, save_dir=tmp_path, progress=False)
     again = MedusaModel.from_base(model, 3, share_lm_head=False)
     state = train_heads(again, rows, eval_rows=rows[:3], cfg=cfg, save_dir=tmp_path, resume=True, progress=False)
     assert state["epoch"] == 3
@@ -111,7 +111,7 @@ def test_keyboard_interrupt_saves_last(tiny, rows, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_heads(mm, rows, cfg=TrainConfig(batch_tokens=64), save_dir=tmp_path, callback=stop, progress=False)
+        train_heads(mm, rows, cfg=TrainConfig(batch_size=64), save_dir=tmp_path, callback=stop, progress=False)
     from medusa_lib.train import load_checkpoint
 
     assert load_checkpoint(MedusaModel.from_base(model, 3), tmp_path / "last")["step"] == 3
@@ -124,7 +124,7 @@ def test_teacher_from_disable_adapter_equals_base(tiny):
     ids = torch.tensor([[5, 9, 13, 40]])
     with torch.no_grad():
         ref = base(ids).logits
-    peft = add_lora(base, r=4, alpha=8)
+    peft = add_lora(base, LORA4)
     for n, p in peft.named_parameters():  # make the adapters do something
         if "lora_B" in n:
             p.data.normal_(0, 0.1)
@@ -138,11 +138,11 @@ def test_joint_stage_trains_lora_and_heads_only(rows):
     from medusa_lib.models import load_base
 
     base, _ = load_base("tiny", device="cpu")
-    mm = MedusaModel.from_base(add_lora(base, r=4, alpha=8), 3, share_lm_head=False)
+    mm = MedusaModel.from_base(add_lora(base, LORA4), 3, share_lm_head=False)
     frozen = {n: p.clone() for n, p in mm.base.named_parameters() if "lora_" not in n}
     head0 = [p.clone() for p in mm.heads.parameters()]
-    cfg = TrainConfig(stage="joint", batch_size=4, lr=1e-3, warmup_head_steps=2, batch_tokens=64)
-    out = train_joint(mm, rows, cfg=cfg, progress=False, max_steps=4)
+    cfg = TrainConfig(stage="joint", batch_size=4, lr=1e-3, warmup_head_steps=2, max_steps=4)
+    out = train_joint(mm, rows, cfg=cfg, progress=False)
     assert len(out["history"]) == 4
     assert all(torch.equal(p, frozen[n]) for n, p in mm.base.named_parameters() if "lora_" not in n)
     lora_b = [p for n, p in mm.base.named_parameters() if "lora_B" in n]
@@ -156,7 +156,7 @@ def test_joint_loss_zero_lm_term_at_start(rows):
     from medusa_lib.train import _pad
 
     base, _ = load_base("tiny", device="cpu")
-    mm = MedusaModel.from_base(add_lora(base, r=4, alpha=8), 2, share_lm_head=False)
+    mm = MedusaModel.from_base(add_lora(base, LORA4), 2, share_lm_head=False)
     ids, attn, start = _pad(check_rows(rows[:2], 512), 0, "cpu")
     _, parts = joint_loss(mm, ids, attn, start, TrainConfig(offsets=(1, 2)))
     assert abs(parts[0]) < 1e-5  # fresh LoRA (B = 0): student == teacher
@@ -181,7 +181,7 @@ def test_qlora_step_on_cpu_or_skip(rows):
                 bnb_4bit_compute_dtype=torch.float32), device_map={"": "cpu"})
         except Exception as e:  # noqa: BLE001 - report why the CPU path is unsupported here
             pytest.skip(f"bitsandbytes 4-bit is not supported on this CPU: {e}")
-    mm = MedusaModel.from_base(add_lora(q, r=4, alpha=8, qlora=True), 2, share_lm_head=False)
+    mm = MedusaModel.from_base(add_lora(q, LORA4, qlora=True), 2, share_lm_head=False)
     out = train_joint(mm, rows[:4], cfg=TrainConfig(stage="joint", batch_size=2, warmup_head_steps=0,
-                                                     offsets=(1, 2)), progress=False, max_steps=1)
+                                                     offsets=(1, 2), max_steps=1), progress=False)
     assert len(out["history"]) == 1 and out["history"][0]["loss"] == out["history"][0]["loss"]  # not NaN
