@@ -115,11 +115,15 @@ def train_kd_parser(student: str = "embedded") -> argparse.ArgumentParser:
     return ap
 
 
-def parse_train_kd(argv=None) -> argparse.Namespace:
-    """Two passes: --student_name picks the profile whose values are the other flags' defaults."""
+def backbone_arg(argv, flag: str) -> str:
+    """The backbone named by `flag` (first pass): its profile gives the other flags' defaults."""
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--student_name", default="embedded")
-    args = train_kd_parser(pre.parse_known_args(argv)[0].student_name).parse_args(argv)
+    pre.add_argument(flag, default="embedded")
+    return getattr(pre.parse_known_args(argv)[0], flag.lstrip("-"))
+
+
+def parse_train_kd(argv=None) -> argparse.Namespace:
+    args = train_kd_parser(backbone_arg(argv, "--student_name")).parse_args(argv)
     if args.qlora:
         args.stage = "joint"
     return args
@@ -220,14 +224,18 @@ def parse_tree(spec: str, num_heads: int | None = None) -> Tree:
     return Tree.from_choices(choices, num_heads=num_heads)
 
 
-def decode_tree(argv=None) -> dict:
+def decode_tree_parser(base: str = "embedded") -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="decode_tree", description="Decode with Medusa heads and tree verification.")
-    ap.add_argument("--base_model_id", default="embedded", help="embedded, a profile, a hub id or a folder")
+    ap.add_argument("--base_model_id", default=base, help="embedded, a profile, a hub id or a folder")
     ap.add_argument("--adapter_dir", default=None, help="a PEFT adapter folder (Medusa-2; default: the heads' own)")
     ap.add_argument("--mtp_ckpt_path", default=None, help="heads folder or train_kd run (default: shipped heads)")
     ap.add_argument("--prompt", default="Explain what a hash table is in two sentences.")
-    add_arguments(ap, DecodeConfig)
-    args = ap.parse_args(argv)
+    add_arguments(ap, DecodeConfig, profile_for(base).decode)
+    return ap
+
+
+def decode_tree(argv=None) -> dict:
+    args = decode_tree_parser(backbone_arg(argv, "--base_model_id")).parse_args(argv)
     dec = from_arguments(DecodeConfig, args)
     parse_tree(dec.tree)  # the tree's shape, before any model loads
     check_sampling(dec.mode, dec.temperature, dec.max_new_tokens)

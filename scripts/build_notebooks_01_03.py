@@ -432,7 +432,7 @@ held_rows = self_distill_data(model, tok, held_prompts, SD_TOKENS, batch_size=16
 eval_rows = held_rows[::smoke(6, 1)]   # every 6th answer: 10 rows spread over the 7 categories
 print(f"{len(eval_rows)} held-out answers, {sum(len(r['response_ids']) for r in eval_rows):,} answer tokens")'''),
     md('''\
-The **trained** heads come from `get_heads`. For the embedded model it loads the heads shipped with \
+The **trained** heads come from `resolve_heads`. For the embedded model it loads the heads shipped with \
 `medusa_lib`, which `make heads` trains on the model's own answers to the 182 hand-written training \
 prompts and to about 1,500 template prompts (`data.template_prompts`); the next cell prints \
 their training record. If they are missing, it \
@@ -443,11 +443,11 @@ trains a quick small set on the spot: 24 train prompts with 64-token answers (ab
 import json
 
 from medusa_lib.heads import SHIPPED_HEADS
-from medusa_lib.train import get_heads
+from medusa_lib.interop import resolve_heads
 
 quick = smoke(dict(epochs=6), dict(n_prompts=4, max_new_tokens=16, epochs=1))   # only used without shipped heads
 print("shipped heads:", "found" if (SHIPPED_HEADS / "medusa_config.json").exists() else "not found, training a quick set")
-trained = get_heads(model, tok, **quick)
+trained = resolve_heads(model, tok, quick=True, **quick)
 print(f"{trained.num_heads} heads, draft vocabulary: "
       f"{'full' if trained.draft_ids is None else f'{len(trained.draft_ids):,} tokens'}")
 record = SHIPPED_HEADS / "training_record.json"
@@ -569,7 +569,7 @@ from medusa_lib.train import train_heads
 
 mm = MedusaModel.from_base(model, num_heads=3)
 mm.set_draft_vocab(draft)
-cfg1 = TrainConfig(epochs=smoke(3, 1), batch_tokens=512, lr=1e-3, block_size=256)
+cfg1 = TrainConfig(epochs=smoke(3, 1), batch_size=512, lr=1e-3, block_size=256)
 history, evals = [], []
 state = train_heads(mm, train_rows, eval_rows, cfg=cfg1,
                     callback=lambda event: (evals if event.get("eval") else history).append(event))
@@ -634,7 +634,7 @@ import warnings
 from medusa_lib.train import add_lora
 
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")   # a transformers deprecation inside peft
-student = add_lora(copy.deepcopy(model), r=16, alpha=32)   # LoRA on q,k,v,o,gate,up,down of every layer
+student = add_lora(copy.deepcopy(model), TrainConfig(stage="joint", lora_r=16, lora_alpha=32))   # LoRA on q,k,v,o,gate,up,down of every layer
 student.print_trainable_parameters()
 mm2 = MedusaModel(student, copy.deepcopy(mm.heads))
 mm2.set_draft_vocab(mm.draft_ids)'''),
@@ -644,12 +644,14 @@ steps of one 96-token block each: enough to watch the mechanics, not to train a 
 learning rate is small (5e-5, heads 4× that), because the backbone should move only as far as helps the heads.'''),
     code('''\
 # NBVAL_IGNORE_OUTPUT
+from dataclasses import replace
+
 from medusa_lib.train import train_joint
 
 warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
 cfg2 = TrainConfig(stage="joint", batch_size=1, block_size=smoke(96, 48), lr=5e-5, head_lr_mult=4.0,
                    warmup_head_steps=smoke(5, 1))
-joint = train_joint(mm2, train_rows[:16], cfg=cfg2, max_steps=smoke(20, 2))
+joint = train_joint(mm2, train_rows[:16], cfg=replace(cfg2, max_steps=smoke(20, 2)))
 first, last = joint["history"][0], joint["history"][-1]
 print(f"step {first['step']}: loss {first['loss']:.3f} (LM KD {first['lm_kd']:.4f}) -> "
       f"step {last['step']}: loss {last['loss']:.3f} (LM KD {last['lm_kd']:.4f})")'''),
@@ -700,11 +702,11 @@ if torch.cuda.is_available():
     qmodel, qtok = load_base(qname, load_in_4bit=True)
     print(f"{qname} in NF4: {qmodel.get_memory_footprint() / 2**30:.2f} GiB of weights")
     qrows = self_distill_data(qmodel, qtok, train_prompts[:8], 64, batch_size=8)   # its own answers, its own tokenizer
-    qmm = MedusaModel.from_base(add_lora(qmodel, r=16, alpha=32, qlora=True), num_heads=3)
+    qmm = MedusaModel.from_base(add_lora(qmodel, TrainConfig(stage="joint"), qlora=True), num_heads=3)
     qmm.base.print_trainable_parameters()
     torch.cuda.reset_peak_memory_stats()
     train_joint(qmm, qrows, cfg=TrainConfig(stage="joint", batch_size=4, block_size=256, lr=2e-4,
-                                            warmup_head_steps=0), max_steps=smoke(10, 2))   # a short demo: no warm-up
+                                            warmup_head_steps=0, max_steps=smoke(10, 2)))   # a short demo: no warm-up
     print(f"peak GPU memory while training: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
 else:
     print("QLoRA skipped: no CUDA GPU here. bitsandbytes' NF4 matmuls are fast only on a GPU; on a CPU they\\n"

@@ -41,15 +41,15 @@ print("backbone:", model.config.name_or_path, "|", model.dtype, "on", model.devi
 LOAD_HEADS = '''\
 # NBVAL_IGNORE_OUTPUT
 from medusa_lib.config import smoke
-from medusa_lib.train import get_heads
+from medusa_lib.interop import resolve_heads
 
 # the shipped heads when they fit this backbone, else a small set trained here (a few minutes on CPU)
-mm = get_heads(model, tok, **smoke({}, dict(n_prompts=4, max_new_tokens=16, epochs=1)))
+mm = resolve_heads(model, tok, quick=True, **smoke({}, dict(n_prompts=4, max_new_tokens=16, epochs=1)))
 print(f"{mm.num_heads} Medusa heads on {mm.base_name}")'''
 
 HEADS_MD = '''\
 The heads: the ones shipped with `medusa_lib` (trained by `make heads`, see notebook 03) when they
-fit this backbone; otherwise `get_heads` self-distils a few prompts and trains a small set on the
+fit this backbone; otherwise `resolve_heads` self-distils a few prompts and trains a small set on the
 spot. In smoke mode (`MEDUSA_SMOKE=1`, used by the tests) that set is tiny, so its numbers mean nothing.'''
 
 ACC_CONVERT_MD = '''\
@@ -69,7 +69,8 @@ assert torch.allclose(p_rank.double(), rank_probs(acc))
 print("p_rank == medusa_lib.tree.rank_probs(acc), which Tree.from_accuracies and expected_accept_length use")'''
 
 ACC_MEASURE = '''\
-from medusa_lib.evaluate import head_accuracy, heldout_rows
+from medusa_lib.data import heldout_rows
+from medusa_lib.evaluate import head_accuracy
 
 # the base model's own (cached) greedy answers to held-out prompts: what the heads should predict
 rows = heldout_rows(model, tok, smoke(8, 2))

@@ -50,3 +50,36 @@ def test_environment_yml_agrees_with_pyproject():
     assert {"qlora", "dev"} <= extras
     assert py["project"]["name"] == "medusa_lib"
     assert not any("==" in d for d in py["project"]["dependencies"]), "pyproject declares floors, not pins"
+
+
+def test_cli_parsers_are_built_from_the_dataclasses():
+    """Every dataclass field is a flag, and the flag's default is the profile's value."""
+    import dataclasses
+
+    from medusa_lib import cli
+
+    for name in ("embedded", "t4", "llama2-7b-qlora", "tiny"):
+        prof = config.get_profile(name)
+        args = cli.train_kd_parser(name).parse_args([])
+        assert config.from_arguments(config.TrainConfig, args) == prof.train
+        head = config.from_arguments(config.HeadConfig, args)
+        assert dataclasses.replace(head, num_heads=prof.head.num_heads) == prof.head
+        assert config.from_arguments(config.DecodeConfig, cli.decode_tree_parser(name).parse_args([])) == prof.decode
+    args = cli.train_kd_parser("embedded").parse_args(["--epochs", "5", "--no_share_lm_head", "--offsets", "1", "2"])
+    cfg = config.from_arguments(config.TrainConfig, args)
+    assert cfg.epochs == 5 and cfg.offsets == (1, 2) and not args.share_lm_head
+
+
+def test_every_profile_field_is_read():
+    """No setting that nothing reads: each Profile / config field name appears in the library's code."""
+    import dataclasses
+    from pathlib import Path
+
+    import medusa_lib
+
+    root = Path(medusa_lib.__file__).parent
+    sources = [p for p in root.glob("*.py") if p.name != "config.py"] + list(root.parent.glob("notebooks/*.ipynb"))
+    code = "\n".join(p.read_text() for p in sources) + config.TrainConfig.step_size.__code__.co_names.__repr__()
+    for cls in (config.Profile, config.HeadConfig, config.TrainConfig, config.DecodeConfig):
+        for f in dataclasses.fields(cls):
+            assert f".{f.name}" in code or f"'{f.name}'" in code, f"{cls.__name__}.{f.name} is never read"
