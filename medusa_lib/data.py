@@ -195,6 +195,9 @@ def load_corpus(name_or_path, max_chars: int | None = None) -> list[str]:
     path = Path(str(name_or_path))
     if path.exists():
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in TEXT_SUFFIXES)
+        if not files:
+            raise ValueError(f"{path} holds no text files ({', '.join(TEXT_SUFFIXES)}); "
+                             f"put UTF-8 text files there, or pass one file")
         return _read_texts(files, max_chars)
     if str(name_or_path) in WIKITEXT:
         return _load_wikitext(WIKITEXT[str(name_or_path)], max_chars)
@@ -202,7 +205,15 @@ def load_corpus(name_or_path, max_chars: int | None = None) -> list[str]:
 
 
 def _read_texts(files, max_chars):
-    texts = _take_chars((f.read_text(errors="ignore").strip() for f in files), max_chars)
+    """Read strictly as UTF-8 (a leading BOM is dropped): a Latin-1 or binary file fails, naming it."""
+    def read(f: Path) -> str:
+        try:
+            return f.read_text(encoding="utf-8-sig").strip()
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{f} is not UTF-8 text (byte {e.start}: {e.reason}); convert it to UTF-8 "
+                             f"(e.g. iconv -f latin1 -t utf-8) or remove it from the corpus") from None
+
+    texts = _take_chars(map(read, files), max_chars)
     if not texts:
         raise ValueError(f"no text found in {[str(f) for f in files[:3]]}...")
     return texts
@@ -259,7 +270,12 @@ def pack(tok, texts: list[str], block_size: int):
         return {"input_ids": [flat[i:i + block_size] for i in range(0, n, block_size)]}
 
     ds = ds.map(tokenize, batched=True, remove_columns=["text"])
-    return ds.map(chunk, batched=True, batch_size=1000, remove_columns=["ids"])
+    blocks = ds.map(chunk, batched=True, batch_size=1000, remove_columns=["ids"])
+    if len(blocks) == 0:
+        n = sum(map(len, ds["ids"]))
+        raise ValueError(f"the corpus has {n} tokens, fewer than one block of {block_size}; "
+                         f"use a smaller --block_size or more text")
+    return blocks
 
 
 def blocks_to_rows(blocks) -> list[dict]:

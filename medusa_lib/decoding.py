@@ -21,6 +21,7 @@ Modes:
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 
@@ -65,27 +66,49 @@ def logit_rows(weight: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return (weight @ h.T).T
 
 
-def check_inputs(input_ids: torch.Tensor, mode: str, max_new_tokens: int) -> None:
+def check_inputs(input_ids: torch.Tensor, mode: str, max_new_tokens: int, temperature: float = 1.0,
+                 vocab_size: int | None = None) -> None:
+    """Bad arguments fail here, before any forward pass, saying what to pass instead."""
+    if not isinstance(input_ids, torch.Tensor):
+        raise TypeError(f"input_ids must be a tensor [1, T], got {type(input_ids).__name__}; "
+                        f"use tok(text, return_tensors='pt').input_ids or torch.tensor([ids])")
     if input_ids.dim() != 2 or input_ids.shape[0] != 1:
         raise ValueError(f"batch size 1 only: input_ids must be [1, T], got {list(input_ids.shape)}")
     if input_ids.shape[1] == 0:
         raise ValueError("input_ids is empty: give at least one prompt token")
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    check_sampling(mode, temperature, max_new_tokens)
+    check_token_ids(input_ids, vocab_size)
 
 
 def check_sampling(mode: str, temperature: float, max_new_tokens) -> None:
-    """Decoding settings that need no model: mode, a finite temperature > 0, an integer budget >= 1."""
+    """Decoding settings that need no model (the CLI checks them before loading one)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
-    if mode != "greedy" and not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
-                                 and temperature > 0):
-        raise ValueError(f"temperature must be a finite number > 0 for mode={mode!r}, got {temperature!r} "
-                         f"(for deterministic output use mode='greedy')")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a whole number >= 1, got {max_new_tokens!r}; "
+                         f"e.g. max_new_tokens=64")
+    if mode != "greedy":
+        check_temperature(temperature, mode)
+
+
+def check_temperature(temperature: float, mode: str) -> None:
+    """Sampling divides the logits by the temperature: it must be a finite number > 0."""
+    ok = isinstance(temperature, numbers.Real) and not isinstance(temperature, bool)
+    if not (ok and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0 for mode={mode!r}, got {temperature!r}; "
+                         f"use e.g. temperature=0.7, or mode='greedy' for deterministic output")
+
+
+def check_token_ids(input_ids: torch.Tensor, vocab_size: int | None) -> None:
+    """Integer ids in [0, vocab_size): float ids or another tokenizer's ids fail here, not in the embedding."""
+    if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
+        raise TypeError(f"input_ids must be an integer tensor of token ids, got {input_ids.dtype}; "
+                        f"use tok(text, return_tensors='pt').input_ids, or input_ids.long()")
+    lo, hi = int(input_ids.min()), int(input_ids.max())
+    bad = lo if lo < 0 else hi if vocab_size is not None and hi >= vocab_size else None
+    if bad is not None:
+        raise ValueError(f"input_ids holds token id {bad}, outside the model's vocabulary [0, {vocab_size}) "
+                         f"(vocab_size={vocab_size}); encode the prompt with this model's own tokenizer")
 
 
 def eos_set(eos_token_id, config) -> set[int]:
@@ -219,10 +242,9 @@ def medusa_generate(mm, input_ids: torch.Tensor, tree: Tree | None = None, max_n
     Never emits past EOS or past `max_new_tokens`. `record=True` keeps each step's candidates
     and accepted nodes (for the notebooks' explorer).
     """
-    check_inputs(input_ids, mode, max_new_tokens)
+    check_inputs(input_ids, mode, max_new_tokens, temperature, mm.config.vocab_size)
     tree = tree or Tree.default(mm.num_heads)
-    if tree.depth > mm.num_heads:
-        raise ValueError(f"tree depth {tree.depth} needs {tree.depth} heads; the model has {mm.num_heads}")
+    check_tree(mm, tree)
     W = mm.lm_head.weight
     gen = torch.Generator(device=W.device).manual_seed(seed) if seed is not None else None
     opts = dict(temperature=temperature, posterior_threshold=posterior_threshold,
@@ -248,6 +270,20 @@ def medusa_generate(mm, input_ids: torch.Tensor, tree: Tree | None = None, max_n
         streamer.end()
     out.sequences = torch.cat([input_ids, torch.tensor([new], dtype=input_ids.dtype, device=input_ids.device)], 1)
     return out
+
+
+def check_tree(mm, tree: Tree) -> None:
+    """The tree must fit the heads: one head per depth, and top-k within what the heads can propose."""
+    if not isinstance(tree, Tree):
+        raise TypeError(f"tree must be a Tree, got {type(tree).__name__}; "
+                        f"build one with Tree.from_choices([[0], [0, 0], [1]]) or Tree.default(num_heads)")
+    if tree.depth > mm.num_heads:
+        raise ValueError(f"tree depth {tree.depth} needs {tree.depth} heads; the model has {mm.num_heads}")
+    proposed = mm.draft_ids.numel() if mm.draft_ids is not None else mm.heads.vocab_size
+    if tree.max_rank > proposed:
+        raise ValueError(f"tree rank {tree.max_rank - 1} needs top-{tree.max_rank} but the heads propose only "
+                         f"{proposed} tokens (draft vocabulary); use a tree with ranks below {proposed} "
+                         f"(e.g. Tree.default({mm.num_heads})) or a larger draft vocabulary (set_draft_vocab)")
 
 
 def medusa_step(mm, cache, tree: Tree, root: int, topk: torch.Tensor, accept, opts: dict):
@@ -284,7 +320,7 @@ def greedy_generate(model_or_mm, input_ids: torch.Tensor, max_new_tokens: int = 
     """Plain greedy decoding on the same cache code: the like-for-like baseline (tau = 1)."""
     from medusa_lib.heads import MedusaModel
 
-    check_inputs(input_ids, "greedy", max_new_tokens)
+    check_inputs(input_ids, "greedy", max_new_tokens, vocab_size=model_or_mm.config.vocab_size)
     mm = model_or_mm if isinstance(model_or_mm, MedusaModel) else MedusaModel.from_base(model_or_mm, 1)
     eos, W = eos_set(eos_token_id, mm.config), mm.lm_head.weight
     out = GenerateOutput(sequences=input_ids, prompt_len=input_ids.shape[1])

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -169,7 +170,7 @@ class MedusaModel(nn.Module):
         if not (directory / CONFIG_NAME).exists():
             raise FileNotFoundError(f"{directory} has no {CONFIG_NAME}; is it a Medusa heads folder? "
                                     f"(vLLM and FasterDecoding folders: medusa_lib.interop.load_heads)")
-        cfg = json.loads((directory / CONFIG_NAME).read_text())
+        cfg = read_config(directory / CONFIG_NAME)
         check_compatible(cfg, _core(base).config, source=str(directory))
         mm = cls.from_base(base, cfg["num_heads"], cfg["num_layers"], cfg["share_lm_head"])
         mm.load_weights(directory)
@@ -179,12 +180,12 @@ class MedusaModel(nn.Module):
     def load_weights(self, directory) -> None:
         """Heads weights (and draft vocabulary) from a folder written by `save_pretrained`."""
         directory = Path(directory)
-        state = load_file(str(directory / WEIGHTS_NAME))
+        state = _read_weights(directory / WEIGHTS_NAME)
         missing, unexpected = self.heads.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise KeyError(f"{directory / WEIGHTS_NAME}: missing keys {missing}, unexpected keys {unexpected}")
         if (directory / DRAFT_NAME).exists():
-            self.set_draft_vocab(torch.load(directory / DRAFT_NAME, weights_only=True))
+            self.set_draft_vocab(_read_draft_ids(directory / DRAFT_NAME, self.heads.vocab_size))
 
     # -- draft vocabulary (a CPU speed lever) -------------------------------------------------
 
@@ -290,6 +291,50 @@ def _how_to_load(mm: MedusaModel, info: dict) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- checks
+REQUIRED_KEYS = ("hidden_size", "vocab_size", "num_heads", "num_layers", "share_lm_head")
+RESAVE = "re-save the heads with MedusaModel.save_pretrained, or delete the folder and train them again"
+
+
+def read_config(path: Path) -> dict:
+    """medusa_config.json with every key `from_pretrained` needs; a damaged or partial file fails, naming it."""
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{path} is not valid JSON ({e}); {RESAVE}") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(cfg).__name__}; {RESAVE}")
+    missing = [k for k in REQUIRED_KEYS if k not in cfg]
+    if missing:
+        raise ValueError(f"{path} is missing {', '.join(missing)} (a Medusa heads config needs "
+                         f"{', '.join(REQUIRED_KEYS)}); {RESAVE}")
+    for key in REQUIRED_KEYS[:4]:
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ValueError(f"{path}: {key} must be a whole number >= 1, got {cfg[key]!r}; {RESAVE}")
+    if not isinstance(cfg["share_lm_head"], bool):
+        raise ValueError(f"{path}: share_lm_head must be true or false, got {cfg['share_lm_head']!r}; {RESAVE}")
+    return cfg
+
+
+def _read_weights(path: Path) -> dict:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing (the folder has a config but no weights); {RESAVE}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path} is damaged or not a safetensors file ({e}); {RESAVE}") from None
+
+
+def _read_draft_ids(path: Path, vocab_size: int) -> torch.Tensor:
+    """The saved draft vocabulary: a 1-D integer tensor of ids in [0, vocab_size)."""
+    fix = f"re-save the heads with MedusaModel.save_pretrained, or delete {path.name} to draft from the full vocabulary"
+    try:
+        ids = torch.load(path, weights_only=True)
+    except Exception as e:  # a damaged file fails in many ways: zip, pickle, EOF, ...
+        raise ValueError(f"{path} is damaged ({type(e).__name__}: {e}); {fix}") from None
+    ok = isinstance(ids, torch.Tensor) and ids.dim() == 1 and ids.numel() > 0 and not ids.dtype.is_floating_point
+    if not ok or int(ids.min()) < 0 or int(ids.max()) >= vocab_size:
+        raise ValueError(f"{path} must hold a 1-D tensor of token ids in [0, {vocab_size}); {fix}")
+    return ids
 
 
 def check_compatible(cfg: dict, base_config, source: str = "checkpoint") -> None:

@@ -15,9 +15,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import socket
+import sys
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from medusa_lib.config import PROFILES, get_device
@@ -49,7 +51,7 @@ def load_base(name: str = "embedded", *, dtype=None, device=None, load_in_4bit: 
         prof = PROFILES[name]
         name, load_in_4bit = prof.backbone, load_in_4bit or prof.load_in_4bit
         dtype = dtype if dtype is not None else (None if prof.dtype == "auto" else prof.dtype)
-    device = torch.device(device) if device is not None else get_device()
+    device = _as_device(device) if device is not None else get_device()
     dtype = _as_dtype(dtype) or pick_dtype(device)
     if name == "tiny":
         model, tok = _load_tiny(), _tiny_tokenizer()
@@ -67,10 +69,38 @@ def load_base(name: str = "embedded", *, dtype=None, device=None, load_in_4bit: 
     return model.eval(), tok
 
 
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "auto": None}
+
+
 def _as_dtype(dtype):
+    """A torch dtype, or its name ("float32", "bf16", ...); "auto" and None pick one for the device."""
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
-    return getattr(torch, str(dtype).replace("torch.", ""))
+    name = str(dtype).removeprefix("torch.")
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of float32, float16, bfloat16 (or fp32, fp16, bf16), "
+                         f"or leave dtype unset to pick one for the device")
+    return DTYPES[name]
+
+
+def _as_device(device) -> torch.device:
+    """The requested device, if this machine has it: a missing GPU fails here, not deep inside torch."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:0' or 'mps', "
+                         f"or leave device unset to pick one") from None
+    mps = getattr(torch.backends, "mps", None)
+    available = {"cuda": torch.cuda.is_available(), "mps": mps is not None and mps.is_available()}
+    names = {"cuda": "CUDA", "mps": "MPS (Apple GPU)"}
+    if not available.get(device.type, True):
+        raise ValueError(f"{names[device.type]} is not available on this machine; use device='cpu' "
+                         f"or leave device unset to pick one")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"{device} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                         f"use device='cuda:0' or leave device unset")
+    return device
 
 
 def _setup_tokenizer(tok) -> None:
@@ -102,13 +132,36 @@ def embedded_cache_path() -> Path:
 
 
 def _load_embedded(dtype):
+    """From the safetensors cache: a missing cache is built, an unreadable one (say, truncated) rebuilt once."""
     cached = embedded_cache_path()
     if not (cached / "model.safetensors").exists():
         _build_embedded_cache(cached)
+    try:
+        return _load_embedded_cache(cached)
+    except CACHE_ERRORS as e:
+        print(f"note: the embedded-model cache is unreadable ({_broken_file(cached, e)}: {e}); "
+              f"rebuilding it from the GGUF (about 30 s)", file=sys.stderr)
+    _build_embedded_cache(cached)
+    try:
+        return _load_embedded_cache(cached)
+    except CACHE_ERRORS as e:
+        raise ValueError(f"{_broken_file(cached, e)} is unreadable even after a rebuild ({e}); "
+                         f"delete the folder {cached} and try again") from e
+
+
+CACHE_ERRORS = (OSError, ValueError, SafetensorError)  # what a damaged cache file raises
+
+
+def _load_embedded_cache(cached: Path):
     tok = AutoTokenizer.from_pretrained(cached)
     model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
     model.config.name_or_path = EMBEDDED_NAME
     return model, tok
+
+
+def _broken_file(cached: Path, err: Exception) -> Path:
+    """The damaged file when the error tells (safetensors errors do not name it), else the cache folder."""
+    return cached / "model.safetensors" if isinstance(err, SafetensorError) else cached
 
 
 def _build_embedded_cache(target: Path) -> None:

@@ -12,6 +12,8 @@ expected accepted length (the paper's Sec. 2.3.3 tree search).
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -26,7 +28,7 @@ class Tree:
     _cache: dict = field(init=False, repr=False)
 
     def __post_init__(self):
-        self.paths = [tuple(int(r) for r in p) for p in self.paths]
+        self.paths = as_paths(self.paths)
         self._validate()
         self.paths = sorted(self.paths, key=lambda p: (len(p), p))
         self._index = {(): 0, **{p: i + 1 for i, p in enumerate(self.paths)}}
@@ -39,7 +41,7 @@ class Tree:
 
     @classmethod
     def from_choices(cls, choices, num_heads: int | None = None, topk: int = 10) -> "Tree":
-        return cls([tuple(c) for c in choices], num_heads=num_heads, topk=topk)
+        return cls(choices, num_heads=num_heads, topk=topk)
 
     def _validate(self):
         seen = set()
@@ -192,6 +194,32 @@ class Tree:
                 for i in range(topk):
                     frontier[best + (i,)] = value * p[len(best), i].item()
         return cls(chosen, num_heads=K, topk=topk)
+
+
+CHOICES_HINT = "choices must be a list of lists of ranks, e.g. [[0], [0, 0], [1]]"
+
+
+def as_paths(choices) -> list[tuple[int, ...]]:
+    """Choices -> paths as tuples of int ranks. Strings, numbers and float ranks fail, naming the fix."""
+    if isinstance(choices, (str, bytes)) or not isinstance(choices, Iterable):
+        raise TypeError(f"{CHOICES_HINT}; got {choices!r}")
+    paths = []
+    for p in choices:
+        if isinstance(p, (str, bytes)) or not isinstance(p, Iterable):
+            raise TypeError(f"{CHOICES_HINT}; got the path {p!r}")
+        paths.append(tuple(_as_rank(r, p) for r in p))
+    return paths
+
+
+def _as_rank(r, path) -> int:
+    """A rank is a whole number: 1.0, 0.5 and True are refused rather than truncated."""
+    if not isinstance(r, bool):
+        try:
+            return operator.index(r)  # int, numpy or 0-d tensor integers; never a float
+        except TypeError:
+            pass
+    raise TypeError(f"path {list(path)!r} has rank {r!r} ({type(r).__name__}); ranks are whole numbers "
+                    f"(0 = a head's top-1), e.g. [[0], [0, 0], [1]]")
 
 
 def rank_probs(acc) -> torch.Tensor:

@@ -50,6 +50,37 @@ def test_load_corpus_local_and_offline_wikitext(tmp_path, monkeypatch):
         data.load_corpus("no/such/corpus")
 
 
+def test_pack_refuses_a_corpus_shorter_than_one_block(tiny):
+    _, tok = tiny
+    with pytest.raises(ValueError, match=r"the corpus has 6 tokens, fewer than one block of 16; "
+                                         r"use a smaller --block_size or more text"):
+        data.pack(tok, ["hello"], block_size=16)  # 5 characters + EOS
+
+
+def test_load_corpus_reads_strict_utf8_and_names_a_bad_file(tmp_path):
+    import random
+
+    (tmp_path / "ok.txt").write_bytes("\ufeffCafé crème".encode("utf-8"))  # a BOM is dropped, accents kept
+    assert data.load_corpus(tmp_path / "ok.txt") == ["Café crème"]
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("Café".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1\.txt is not UTF-8 text .*convert it to UTF-8"):
+        data.load_corpus(latin)
+    with pytest.raises(ValueError, match=r"latin1\.txt is not UTF-8 text"):  # inside a folder too
+        data.load_corpus(tmp_path)
+    noise = tmp_path / "noise" / "random.txt"
+    noise.parent.mkdir()
+    noise.write_bytes(random.Random(0).randbytes(4096))
+    with pytest.raises(ValueError, match=r"random\.txt is not UTF-8 text"):
+        data.load_corpus(noise)
+
+
+def test_load_corpus_folder_without_text_files_says_which_suffixes(tmp_path):
+    (tmp_path / "data.bin").write_bytes(b"\x00\x01")
+    with pytest.raises(ValueError, match=r"holds no text files \(\.txt, \.md, \.rst, \.py\)"):
+        data.load_corpus(tmp_path)
+
+
 def test_self_distill_is_cached_and_resumes(tiny, tmp_path):
     model, tok = tiny
     prompts = ["abc", "hello", "what is up", "zz"]

@@ -231,3 +231,47 @@ def test_bad_inputs_fail_clearly(tiny):
         medusa_generate(mm, torch.ones(1, 4, dtype=torch.long), tree=Tree.chain(3))
     with pytest.raises(ValueError, match="max_new_tokens"):
         medusa_generate(mm, torch.ones(1, 4, dtype=torch.long), max_new_tokens=0)
+
+
+@pytest.mark.parametrize("kwargs,err,msg", [
+    (dict(mode="sample", temperature=-1.0), ValueError, r"temperature must be a finite number > 0.*got -1\.0"),
+    (dict(mode="sample", temperature=0), ValueError, r"temperature must be a finite number > 0.*got 0;"),
+    (dict(mode="typical", temperature=float("nan")), ValueError, r"temperature must be .*mode='typical', got nan"),
+    (dict(mode="sample", temperature=float("inf")), ValueError, r"temperature must be a finite number"),
+    (dict(max_new_tokens=2.5), ValueError, r"max_new_tokens must be a whole number >= 1, got 2\.5"),
+    (dict(max_new_tokens=True), ValueError, r"max_new_tokens must be a whole number >= 1, got True"),
+    (dict(input_ids=torch.tensor([[5.0, 6.0]])), TypeError, r"integer tensor of token ids, got torch\.float32"),
+    (dict(input_ids=torch.tensor([[5, 100]])), ValueError, r"token id 100, outside .*\[0, 100\) \(vocab_size=100\)"),
+    (dict(input_ids=torch.tensor([[-3, 5]])), ValueError, r"token id -3, outside"),
+    (dict(input_ids=[[5, 6]]), TypeError, r"input_ids must be a tensor \[1, T\], got list"),
+    (dict(tree=[[0], [1]]), TypeError, r"tree must be a Tree.*Tree\.from_choices"),
+], ids=["temp-negative", "temp-zero", "temp-nan", "temp-inf", "max-new-float", "max-new-bool", "float-ids",
+        "id-past-vocab", "id-negative", "ids-list", "tree-list"])
+def test_bad_numbers_and_ids_fail_before_decoding(tiny, kwargs, err, msg):
+    model, _ = tiny
+    mm = perturbed(model)
+    kwargs = {"input_ids": torch.tensor([[5, 6, 7]]), **kwargs}
+    with pytest.raises(err, match=msg):
+        medusa_generate(mm, **kwargs)
+    if "mode" not in kwargs and "tree" not in kwargs:  # the plain greedy baseline checks the same
+        with pytest.raises(err, match=msg):
+            greedy_generate(model, **kwargs)
+
+
+def test_greedy_ignores_temperature(tiny):
+    model, _ = tiny
+    ids = torch.tensor([[5, 6, 7]])
+    out = medusa_generate(perturbed(model), ids, max_new_tokens=4, temperature=0.0)
+    assert torch.equal(out.sequences, greedy_generate(model, ids, max_new_tokens=4).sequences)
+
+
+def test_tree_ranks_beyond_the_draft_vocab_fail_at_start(tiny):
+    model, _ = tiny
+    mm = perturbed(model)
+    mm.set_draft_vocab(torch.arange(8))
+    with pytest.raises(ValueError, match=r"tree rank 9 needs top-10 but the heads propose only 8 tokens "
+                                         r"\(draft vocabulary\)"):
+        medusa_generate(mm, torch.tensor([[5, 6, 7]]), tree=Tree.from_choices([[0], [9]]), max_new_tokens=4)
+    out = medusa_generate(mm, torch.tensor([[5, 6, 7]]), tree=Tree.from_choices([[0], [7]]), max_new_tokens=4,
+                          eos_token_id=[])
+    assert out.new_tokens.numel() == 4

@@ -91,3 +91,66 @@ def test_draft_vocab_topk_matches_full_when_it_covers_the_answer(tiny):
     assert set(mm.head_topk(h, 3).flatten().tolist()) <= {5, 7, 9, 11}
     with pytest.raises(ValueError, match="draft vocab"):
         mm.set_draft_vocab(torch.tensor([100]))
+
+
+def _saved(tiny, tmp_path, draft=False):
+    mm = MedusaModel.from_base(tiny[0], 3, share_lm_head=False)
+    if draft:
+        mm.set_draft_vocab(torch.arange(20))
+    mm.save_pretrained(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_corrupted_weights_name_the_file_and_the_fix(tiny, tmp_path, damage):
+    path = _saved(tiny, tmp_path) / "heads.safetensors"
+    blob = path.read_bytes()
+    path.write_bytes({"truncated": blob[: len(blob) // 2], "garbage": b"not a safetensors file", "empty": b""}[damage])
+    with pytest.raises(ValueError, match=r"heads\.safetensors is damaged or not a safetensors file .*"
+                                         r"re-save the heads with MedusaModel\.save_pretrained"):
+        MedusaModel.from_pretrained(tmp_path, base=tiny[0])
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match=r"heads\.safetensors is missing \(the folder has a config"):
+        MedusaModel.from_pretrained(tmp_path, base=tiny[0])
+
+
+@pytest.mark.parametrize("content", [b"junk junk", b"", None, "floats", "out-of-vocab"],
+                         ids=["junk", "empty", "truncated", "floats", "out-of-vocab"])
+def test_corrupted_draft_ids_name_the_file_and_the_fix(tiny, tmp_path, content):
+    path = _saved(tiny, tmp_path, draft=True) / "draft_ids.pt"
+    if content is None:
+        path.write_bytes(path.read_bytes()[:50])  # truncated
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(torch.tensor([0.5, 1.5]) if content == "floats" else torch.tensor([3, 100]), path)
+    with pytest.raises(ValueError, match=r"draft_ids\.pt (is damaged|must hold a 1-D tensor of token ids in \[0, 100\))"
+                                         r".*delete draft_ids\.pt to draft from the full vocabulary"):
+        MedusaModel.from_pretrained(tmp_path, base=tiny[0])
+    path.unlink()
+    assert MedusaModel.from_pretrained(tmp_path, base=tiny[0]).draft_ids is None  # the suggested fix works
+
+
+@pytest.mark.parametrize("edit,msg", [
+    (lambda cfg: cfg.pop("num_layers"), r"medusa_config\.json is missing num_layers \(a Medusa heads config needs"),
+    (lambda cfg: [cfg.pop(k) for k in ("num_heads", "share_lm_head")], r"is missing num_heads, share_lm_head"),
+    (lambda cfg: cfg.update(num_layers="two"), r"config\.json: num_layers must be a whole number >= 1, got 'two'"),
+    (lambda cfg: cfg.update(share_lm_head="no"), r"share_lm_head must be true or false, got 'no'"),
+], ids=["no-num_layers", "two-missing", "num_layers-string", "share-string"])
+def test_incomplete_config_names_the_missing_key(tiny, tmp_path, edit, msg):
+    path = _saved(tiny, tmp_path) / "medusa_config.json"
+    cfg = json.loads(path.read_text())
+    edit(cfg)
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=msg + r".*re-save the heads"):
+        MedusaModel.from_pretrained(tmp_path, base=tiny[0])
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("{not json", "is not valid JSON"), ("", "is not valid JSON"), ("[1, 2]", "must hold a JSON object, got list"),
+])
+def test_config_that_is_not_json_names_the_file(tiny, tmp_path, text, msg):
+    path = _saved(tiny, tmp_path) / "medusa_config.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=r"medusa_config\.json " + msg):
+        MedusaModel.from_pretrained(tmp_path, base=tiny[0])

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -74,3 +76,53 @@ def test_4bit_without_bitsandbytes_is_clear(monkeypatch):
 
 def test_dtype_choice():
     assert models.pick_dtype(torch.device("cpu")) == torch.float32
+
+
+@pytest.mark.parametrize("name,want", [
+    ("float32", torch.float32), ("fp16", torch.float16), ("bf16", torch.bfloat16), ("torch.bfloat16", torch.bfloat16),
+    ("auto", None), (torch.float16, torch.float16),
+])
+def test_dtype_names_and_aliases(name, want):
+    assert models._as_dtype(name) == want
+
+
+def test_unknown_dtype_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown dtype 'float99'; use one of float32, float16, bfloat16 "
+                                         r"\(or fp32, fp16, bf16\)"):
+        models.load_base("tiny", device="cpu", dtype="float99")
+
+
+@pytest.mark.parametrize("device,msg", [
+    ("cuda", r"CUDA is not available on this machine; use device='cpu' or leave device unset to pick one"),
+    ("cuda:1", r"CUDA is not available on this machine"),
+    ("mps", r"MPS \(Apple GPU\) is not available on this machine; use device='cpu'"),
+    ("gpu", r"unknown device 'gpu'; use 'cpu', 'cuda'"),
+], ids=["cuda", "cuda-1", "mps", "unknown"])
+def test_missing_device_fails_clearly(monkeypatch, device, msg):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=msg):
+        models.load_base("tiny", device=device)
+
+
+def test_corrupted_embedded_cache_is_rebuilt_once(embedded, tmp_path, monkeypatch, capsys):
+    """A truncated model.safetensors is rebuilt from the GGUF (with a note); if that fails too, the error says
+    which folder to delete."""
+    import shutil
+
+    good = models.embedded_cache_path()  # the session's cache, built by the `embedded` fixture
+    monkeypatch.setenv("MEDUSA_CACHE", str(tmp_path))
+    cached = models.embedded_cache_path()
+    shutil.copytree(good, cached)
+    weights = cached / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    model, tok = models.load_base("embedded", device="cpu")
+    assert "embedded-model cache is unreadable" in capsys.readouterr().err
+    ids = chat_ids(tok, "Tell me a fact.")
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, embedded[0](ids).logits)
+    weights.write_bytes(b"")
+    monkeypatch.setattr(models, "_build_embedded_cache", lambda target: None)  # a rebuild that does not help
+    with pytest.raises(ValueError, match=rf"model\.safetensors is unreadable even after a rebuild .*"
+                                         rf"delete the folder {re.escape(str(cached))}"):
+        models.load_base("embedded", device="cpu")

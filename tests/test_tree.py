@@ -56,6 +56,27 @@ def test_invalid_trees_fail_clearly(paths, msg):
         Tree.from_choices(paths, num_heads=3)
 
 
+@pytest.mark.parametrize("choices,msg", [
+    ([[0.5]], r"path \[0\.5\] has rank 0\.5 \(float\); ranks are whole numbers"),
+    ([[0], [1.0]], r"has rank 1\.0 \(float\)"),
+    ([[0], [0, True]], r"has rank True \(bool\)"),
+    (-3, r"choices must be a list of lists of ranks, e.g. \[\[0\], \[0, 0\], \[1\]\]; got -3"),
+    ("garbage", r"choices must be a list of lists of ranks.*got 'garbage'"),
+    ([0, 1], r"choices must be a list of lists of ranks.*got the path 0"),
+    ([[0], "01"], r"choices must be a list of lists of ranks.*got the path '01'"),
+], ids=["half-rank", "float-rank", "bool-rank", "number", "string", "flat-list", "string-path"])
+def test_non_integer_ranks_and_non_list_choices_fail_clearly(choices, msg):
+    with pytest.raises(TypeError, match=msg):
+        Tree.from_choices(choices)
+
+
+def test_integer_like_ranks_are_kept():
+    import numpy as np
+
+    tree = Tree.from_choices([[np.int64(0)], (torch.tensor(1),), [0, 0]])
+    assert tree.paths == [(0,), (1,), (0, 0)] and all(type(r) is int for p in tree.paths for r in p)
+
+
 def test_standard_trees_and_mc_sim():
     for k in range(1, 6):
         for n in (4, 8, 16, 32, 64):
