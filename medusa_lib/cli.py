@@ -123,7 +123,9 @@ def backbone_arg(argv, flag: str) -> str:
 
 
 def parse_train_kd(argv=None) -> argparse.Namespace:
-    args = train_kd_parser(backbone_arg(argv, "--student_name")).parse_args(argv)
+    student = backbone_arg(argv, "--student_name")
+    args = train_kd_parser(student).parse_args(argv)
+    args.qlora = args.qlora or profile_for(student).load_in_4bit  # a 4-bit profile always trains QLoRA
     if args.qlora:
         args.stage = "joint"
     return args

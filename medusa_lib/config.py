@@ -108,7 +108,7 @@ PROFILES: dict[str, Profile] = {
     "tiny": Profile(
         "tiny", "tiny", "float32",
         head=HeadConfig(num_heads=3, num_layers=1, share_lm_head=False, draft_size=0),
-        train=TrainConfig(block_size=64),
+        train=TrainConfig(block_size=256),  # chat prompts are ~100 characters: tiny tokens
         note="random-init 2-layer Llama for unit tests; never used for a reported number",
     ),
 }

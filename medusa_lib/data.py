@@ -122,10 +122,18 @@ def fingerprint(*parts) -> str:
 
 
 def distill_cache_dir(model, prompts: list[str], max_new_tokens: int, root=None) -> Path:
-    """Where the responses of `model` to `prompts` are cached, keyed by model and prompt hash."""
+    """Where the responses of `model` to `prompts` are cached, keyed by model, its weights, and prompt hash."""
     name = getattr(model.config, "name_or_path", "model")
-    key = fingerprint(name, model.config.vocab_size, model.config.hidden_size, prompts, max_new_tokens)
+    key = fingerprint(name, model.config.vocab_size, model.config.hidden_size, weights_fingerprint(model),
+                      str(model.dtype), prompts, max_new_tokens)
     return Path(root or cache_dir() / "distill") / f"{Path(str(name)).name}-{key}"
+
+
+@torch.no_grad()
+def weights_fingerprint(model) -> str:
+    """A cheap digest of the output projection: other weights (or another dtype) never reuse a cache."""
+    w = model.get_output_embeddings().weight
+    return f"{float(w[:16].double().sum()):.10e}/{float(w[-16:].double().abs().sum()):.10e}"
 
 
 def self_distill_data(model, tok, prompts: list[str], max_new_tokens: int = 256, batch_size: int = 16,

@@ -55,6 +55,13 @@ class GenerateOutput:
 # ----------------------------------------------------------------------------- small pieces
 
 
+def clock() -> float:
+    """perf_counter once queued GPU work is done: CUDA runs asynchronously, so a bare clock lies."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 def logit_rows(weight: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """lm_head logits of a few hidden states: [N, H] -> [N, V].
 
@@ -261,10 +268,10 @@ def medusa_generate(mm, input_ids: torch.Tensor, tree: Tree | None = None, max_n
         emitted, done = clip_emitted(cand[path].tolist(), eos, max_new_tokens - len(new))
         new += emitted
         _record(out, streamer, emitted, times, cand, path, record)  # stream before the heads run
-        t0 = time.perf_counter()
+        t0 = clock()
         if not done:  # the heads read the last accepted node's hidden state
             topk = mm.head_topk(hs[path[-1]][None], max(1, tree.max_rank))[:, 0]
-        times["heads"] = time.perf_counter() - t0
+        times["heads"] = clock() - t0
         times["total"] += times["heads"]
     if streamer is not None:
         streamer.end()
@@ -291,16 +298,16 @@ def medusa_step(mm, cache, tree: Tree, root: int, topk: torch.Tensor, accept, op
 
     Returns (candidates [N], accepted node path, next root token, hidden states [N, H], timings).
     """
-    t0 = time.perf_counter()
+    t0 = clock()
     past = cache.get_seq_length()
     cand = tree.candidates(root, topk)  # [N]
     hs = tree_forward(mm, cache, tree, cand)  # [N, H]
-    t1 = time.perf_counter()
+    t1 = clock()
     logits = logit_rows(mm.lm_head.weight, hs)  # [N, V]
-    t2 = time.perf_counter()
+    t2 = clock()
     path, bonus = accept(tree, cand, logits, **opts)
     keep_path(cache, past, path)
-    times = {"forward": t1 - t0, "lm_head": t2 - t1, "total": time.perf_counter() - t0}
+    times = {"forward": t1 - t0, "lm_head": t2 - t1, "total": clock() - t0}
     return cand, path, bonus, hs, times
 
 
@@ -329,18 +336,18 @@ def greedy_generate(model_or_mm, input_ids: torch.Tensor, max_new_tokens: int = 
     cache, h = prefill(mm, input_ids)
     new: list[int] = []
     while True:
-        t0 = time.perf_counter()
+        t0 = clock()
         tok = int(logit_rows(W, h)[0].argmax())
         new.append(tok)
         if streamer is not None:
             streamer.put(torch.tensor([tok]))
         out.accept_lengths.append(1)
         if tok in eos or len(new) >= max_new_tokens:
-            out.step_times.append({"total": time.perf_counter() - t0})
+            out.step_times.append({"total": clock() - t0})
             break
         h = mm.decoder(input_ids=torch.tensor([[tok]], device=W.device), cache=cache,
                        use_cache=True).last_hidden_state[0, -1:]
-        out.step_times.append({"total": time.perf_counter() - t0})
+        out.step_times.append({"total": clock() - t0})
     if streamer is not None:
         streamer.end()
     out.sequences = torch.cat([input_ids, torch.tensor([new], dtype=input_ids.dtype, device=input_ids.device)], 1)

@@ -18,7 +18,6 @@ import gzip
 import importlib.util
 import json
 import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import torch
 
 from medusa_lib import plots
 from medusa_lib.data import chat_ids, load_prompts
-from medusa_lib.decoding import greedy_generate, medusa_generate, prefill, tree_forward
+from medusa_lib.decoding import clock, greedy_generate, medusa_generate, prefill, tree_forward
 from medusa_lib.heads import MedusaModel
 from medusa_lib.positions import PositionBank, bank_accuracy, check_rows
 from medusa_lib.tree import Tree, expected_accept_length, fastest_tree
@@ -237,13 +236,6 @@ def verify_costs(mm: MedusaModel, sizes=(1, 2, 4, 8, 16, 32), context: int = 100
             cache.crop(-tree.num_nodes)
         seconds[tree.num_nodes] = statistics.median(times[1:])
     return {n: t / seconds[1] for n, t in seconds.items()}
-
-
-def clock() -> float:
-    """perf_counter after queued GPU work is done (CUDA runs asynchronously)."""
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter()
 
 
 # ----------------------------------------------------------------------------- the report

@@ -247,6 +247,7 @@ def _load_tiny(seed: int = 0) -> LlamaForCausalLM:
         model = LlamaForCausalLM(config)
         # scale logits up so that greedy choices are not near-ties everywhere
         torch.nn.init.normal_(model.lm_head.weight, std=0.5)
+        model.lm_head.weight.data[config.eos_token_id] = 0  # EOS (logit 0) is rarely the argmax: answers run on
     return model
 
 

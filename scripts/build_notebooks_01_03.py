@@ -428,7 +428,7 @@ from medusa_lib.data import self_distill_data
 
 SD_TOKENS = smoke(256, 16)
 held_prompts = [p.prompt for p in load_prompts("heldout")][:smoke(None, 2)]
-held_rows = self_distill_data(model, tok, held_prompts, SD_TOKENS, batch_size=16)   # cached by notebook 01
+held_rows = self_distill_data(model, tok, held_prompts, SD_TOKENS, batch_size=16)   # cached on disk; generated here if notebook 01 has not run on this machine (Colab: every VM is fresh)
 eval_rows = held_rows[::smoke(6, 1)]   # every 6th answer: 10 rows spread over the 7 categories
 print(f"{len(eval_rows)} held-out answers, {sum(len(r['response_ids']) for r in eval_rows):,} answer tokens")'''),
     md('''\
@@ -549,7 +549,7 @@ SD_TOKENS = smoke(256, 16)
 STRIDE = smoke(3, 1)
 train_prompts = [p.prompt for p in load_prompts("train")][:smoke(None, 3)]
 held_prompts = [p.prompt for p in load_prompts("heldout")][:smoke(None, 2)]
-all_train = self_distill_data(model, tok, train_prompts, SD_TOKENS, batch_size=16)   # cached by notebook 01
+all_train = self_distill_data(model, tok, train_prompts, SD_TOKENS, batch_size=16)   # cached on disk; generated here if notebook 01 has not run on this machine (Colab: every VM is fresh)
 held_rows = self_distill_data(model, tok, held_prompts, SD_TOKENS, batch_size=16)
 train_rows, eval_rows = all_train[::STRIDE], held_rows[::smoke(6, 1)]
 draft = draft_vocab(all_train, 8192, model.config.vocab_size)
@@ -602,8 +602,8 @@ within its top 5) while heads 2 and 3 are much weaker, and the limit is data: th
 notebook 02, trained on about 30× more positions (the answers to 182 hand-written and 1,536 template \
 prompts), reach about one in three (set `STRIDE = 1` to use all 182 answers here).
 
-Save the heads, with their draft vocabulary, so notebooks 04 and 05 can load them with \
-`MedusaModel.from_pretrained("runs/heads_03", base=model)`:'''),
+Save the heads, with their draft vocabulary, so that you can load them again on this machine with \
+`MedusaModel.from_pretrained("runs/heads_03", base=model)`. (Notebooks 04 and 05 stand alone: they load the shipped heads.)'''),
     code('''\
 # NBVAL_IGNORE_OUTPUT
 out = mm.save_pretrained("runs/heads_03")

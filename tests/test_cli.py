@@ -29,3 +29,132 @@ def test_train_kd_then_decode_tree(tmp_path, capsys):
                                 "--max_new_tokens", "12", "--prompt", "hello", "--tree", "chain"])
     assert 1 <= res["tokens"] <= 12 and res["tau"] >= 1.0
     assert "tokens/step" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- exit codes and errors (issue 15)
+
+import os  # noqa: E402
+import re  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+BIN = Path(sys.executable).parent  # the installed console scripts live next to the interpreter
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def script(name, *args, cwd=None):
+    """Run an installed console script; returns (exit code, stdout, stderr)."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "MEDUSA_SMOKE": "1"}
+    p = subprocess.run([str(BIN / name), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_readme_commands_run_as_written(tmp_path):
+    """The README's command block, against the tiny model, exits 0 line by line (chains with && too)."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- commands: .*?```bash\n(.*?)```", text, re.S).group(1)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "MEDUSA_SMOKE": "1",
+           "MEDUSA_CACHE": str(tmp_path / "cache")}
+    for line in block.strip().splitlines():
+        cmd = line.replace("embedded", "tiny").replace("--epochs 3", "--epochs 1")
+        p = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
+        assert p.returncode == 0, f"{cmd}\n{p.stderr[-2000:]}"
+    assert (tmp_path / "runs" / "vllm_heads" / "model.safetensors").exists()
+
+
+def test_user_errors_exit_2_with_one_line(tmp_path):
+    code, out, err = script("decode_tree", "--base_model_id", "tiny", "--mtp_ckpt_path", str(tmp_path / "nope"))
+    assert code == 2 and "does not exist" in err and "Traceback" not in err
+    code, _, err = script("train_kd", "--student_name", "tiny", "--epochs", "0", "--save_dir", str(tmp_path / "r"))
+    assert code == 2 and "epochs must be >= 1" in err
+
+
+def run_cli(command, *args):
+    return cli.run(command, list(args))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--epochs", "0"], "epochs must be >= 1"),
+    (["--max_steps", "0"], "max_steps must be >= 1"),
+    (["--batch_size", "-4"], "batch_size must be >= 1"),
+    (["--block_size", "-8"], "block_size must be >= 1"),
+    (["--draft_size", "-1"], "draft_size must be >= 0"),
+    (["--num_layers", "0"], "num_layers must be >= 1"),
+    (["--offsets", "2", "3"], "offsets must be 1..K"),
+    (["--qlora"], "cannot be"),
+    (["--data", "no/such/folder"], "no such folder"),
+])
+def test_train_kd_refuses_bad_arguments_before_loading(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.setattr(cli, "load_base", lambda *a, **k: pytest.fail("a model was loaded before the checks"))
+    assert run_cli(cli.train_kd, "--student_name", "tiny", "--save_dir", str(tmp_path / "run"), *args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_train_kd_refuses_a_save_dir_with_a_run(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "training_record.json").write_text("{}")
+    assert run_cli(cli.train_kd, "--student_name", "tiny", "--save_dir", str(tmp_path / "run")) == 2
+    assert "--resume" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert run_cli(cli.train_kd, "--student_name", "tiny", "--save_dir", str(tmp_path / "file")) == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tree", "garbage"], "JSON choices"),
+    (["--tree", "-3"], "at least 1 node"),
+    (["--mode", "sample", "--temperature", "-1"], "temperature must be a finite number > 0"),
+    (["--mode", "sample", "--temperature", "nan"], "temperature must be a finite number > 0"),
+    (["--max_new_tokens", "0"], "max_new_tokens must be"),
+])
+def test_decode_tree_refuses_bad_arguments_before_loading(capsys, monkeypatch, args, message):
+    monkeypatch.setattr(cli, "load_base", lambda *a, **k: pytest.fail("a model was loaded before the checks"))
+    assert run_cli(cli.decode_tree, "--base_model_id", "tiny", *args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_named_heads_never_become_other_heads(tiny, tmp_path, capsys):
+    """A wrong, truncated or foreign heads path fails with the reason; nothing is trained instead."""
+    from medusa_lib.heads import MedusaModel
+
+    (tmp_path / "file").write_text("x")
+    assert run_cli(cli.decode_tree, "--base_model_id", "tiny", "--mtp_ckpt_path", str(tmp_path / "file")) == 2
+    assert "is a file" in capsys.readouterr().err
+    MedusaModel.from_base(tiny[0], 3).save_pretrained(tmp_path / "heads")
+    (tmp_path / "heads" / "medusa_config.json").write_text('{"num_heads": 3')
+    assert run_cli(cli.decode_tree, "--base_model_id", "tiny", "--mtp_ckpt_path", str(tmp_path / "heads")) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+    assert run_cli(cli.decode_tree, "--base_model_id", "tiny") == 2  # no heads fit tiny: say so
+    assert "shipped heads are for another model" in capsys.readouterr().err
+
+
+def test_evaluate_out_must_be_a_folder_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "load_base", lambda *a, **k: pytest.fail("a model was loaded before the checks"))
+    (tmp_path / "out").write_text("x")
+    assert run_cli(cli.evaluate, "--model", "tiny", "--out", str(tmp_path / "out")) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_joint_run_decodes_from_its_save_dir(tmp_path):
+    """train_kd --stage joint writes best/ (heads + adapter); decode_tree on the run folder loads both."""
+    save = tmp_path / "joint"
+    cli.train_kd(["--student_name", "tiny", "--stage", "joint", "--max_steps", "2", "--warmup_head_steps", "1",
+                  "--batch_size", "2", "--save_dir", str(save), "--max_new_tokens", "8"])
+    assert (save / "best" / "adapter").is_dir() and (save / "best" / "heads.safetensors").exists()
+    res = cli.decode_tree(["--base_model_id", "tiny", "--mtp_ckpt_path", str(save), "--max_new_tokens", "6"])
+    assert res["tokens"] >= 1
+
+
+def test_batch_size_is_positions_per_step_in_the_heads_stage(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_train_heads(mm, rows, heldout, cfg, **kw):
+        seen["cfg"] = cfg
+        return {"evals": []}
+
+    monkeypatch.setattr(cli, "train_heads", fake_train_heads)
+    cli.train_kd(["--student_name", "tiny", "--batch_size", "48", "--save_dir", str(tmp_path / "r"),
+                  "--max_new_tokens", "4", "--n_prompts", "2"])
+    assert seen["cfg"].step_size() == 48 and seen["cfg"].stage == "heads"

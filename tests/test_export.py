@@ -152,3 +152,27 @@ def test_cli_end_to_end(tiny, tmp_path, capsys):
         assert torch.equal(_head_logits(mm, tok), _head_logits(load_heads(out, model), tok))
     main(["--heads", str(tmp_path / "heads"), "--out", str(tmp_path / "auto")])  # base from medusa_config.json
     assert (tmp_path / "auto" / "model.safetensors").exists()
+
+
+def test_export_round_trip_keeps_the_draft_vocab_and_sharing(tiny, tmp_path):
+    model, tok = tiny
+    mm = _perturbed(model, True)
+    mm.set_draft_vocab(torch.arange(0, V, 3))
+    for format in ("vllm", "medusa"):
+        again = load_heads(export_heads(mm, tmp_path / format, format=format), model)
+        assert torch.equal(again.draft_ids, mm.draft_ids) and again.heads.share_lm_head
+        h = torch.randn(5, H)
+        assert torch.equal(again.head_topk(h, 3), mm.head_topk(h, 3))
+
+
+def test_export_refuses_a_non_empty_folder_and_replaces_it_whole(tiny, tmp_path):
+    mm = _perturbed(tiny[0], False)
+    export_heads(mm, tmp_path / "out", format="medusa")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        export_heads(mm, tmp_path / "out", format="vllm")
+    export_heads(mm, tmp_path / "out", format="vllm", overwrite=True)  # no stale medusa_lm_head.pt left behind
+    assert not (tmp_path / "out" / "medusa_lm_head.pt").exists()
+    assert load_heads(tmp_path / "out", tiny[0]).heads.num_heads == K
+    mm.save_pretrained(tmp_path / "heads")
+    with pytest.raises(ValueError, match="heads folder itself"):
+        main(["--heads", str(tmp_path / "heads"), "--out", str(tmp_path / "heads"), "--overwrite"])

@@ -185,3 +185,37 @@ def test_qlora_step_on_cpu_or_skip(rows):
     out = train_joint(mm, rows[:4], cfg=TrainConfig(stage="joint", batch_size=2, warmup_head_steps=0,
                                                      offsets=(1, 2), max_steps=1), progress=False)
     assert len(out["history"]) == 1 and out["history"][0]["loss"] == out["history"][0]["loss"]  # not NaN
+
+
+def test_resume_refuses_other_heads_or_other_data(tiny, rows, tmp_path):
+    model, _ = tiny
+    cfg = TrainConfig(epochs=1, batch_size=64)
+    train_heads(MedusaModel.from_base(model, 3), rows, cfg=cfg, save_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="num_heads=3 there, 2 here"):
+        train_heads(MedusaModel.from_base(model, 2), rows, cfg=TrainConfig(epochs=1, batch_size=64, offsets=(1, 2)),
+                    save_dir=tmp_path, resume=True, progress=False)
+    with pytest.raises(ValueError, match="use the same data"):
+        train_heads(MedusaModel.from_base(model, 3), rows[:5], cfg=cfg, save_dir=tmp_path, resume=True,
+                    progress=False)
+    with pytest.raises(FileExistsError, match="--resume"):  # a second run never silently replaces best/
+        train_heads(MedusaModel.from_base(model, 3), rows, cfg=cfg, save_dir=tmp_path, progress=False)
+
+
+def test_a_failed_best_checkpoint_leaves_no_partial_folder(tiny, rows, tmp_path, monkeypatch):
+    import medusa_lib.train as train
+
+    model, _ = tiny
+    calls = []
+    real = train.save_checkpoint
+
+    def failing(mm, directory, state, opt=None):
+        calls.append(directory.name)
+        if directory.name == "best":
+            raise OSError("disk full")
+        return real(mm, directory, state, opt)
+
+    monkeypatch.setattr(train, "save_checkpoint", failing)
+    with pytest.raises(OSError):
+        train_heads(MedusaModel.from_base(model, 3), rows, eval_rows=rows[:3], cfg=TrainConfig(epochs=1, batch_size=64),
+                    save_dir=tmp_path, progress=False)
+    assert "best" in calls and not (tmp_path / "best").exists()
