@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints-cpu.txt
 TRAIN   ?= 0
 
-.PHONY: setup test lint demo bench heads notebooks stamp-notebooks clean-notebooks clean
+.PHONY: setup test lint demo bench heads notebooks sync-notebooks stamp-notebooks clean-notebooks clean
 
 setup: $(STAMP)
 
@@ -37,11 +37,16 @@ bench: setup
 heads: setup
 	$(BIN)/python scripts/make_heads.py
 
-notebooks: setup
+# notebooks/NN_name.py (jupytext percent format) and NN_name.ipynb are one notebook: edit either, then sync.
+sync-notebooks: setup
+	$(BIN)/jupytext --sync notebooks/*.ipynb
+
+notebooks: sync-notebooks
 	$(BIN)/python scripts/run_notebooks.py
 
 stamp-notebooks: setup
 	$(BIN)/python scripts/stamp_notebooks.py
+	$(BIN)/jupytext --sync notebooks/*.ipynb
 
 clean-notebooks: setup
 	$(BIN)/python scripts/clean_notebooks.py

@@ -23,7 +23,7 @@ ABS_PATH = re.compile(r"(?<![\w.~-])(/work/|/tmp/|/root\b|/home/[\w.-]+|/Users/[
 
 sys.path.insert(0, str(SCRIPTS))
 from clean_notebooks import WIDGET_MIME  # noqa: E402
-from stamp_notebooks import repo_slug, stamp  # noqa: E402
+from stamp_notebooks import repo_slug, setup_source, stamp  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not NOTEBOOKS, reason="no notebooks yet")
 ids = [p.name for p in NOTEBOOKS]
@@ -118,3 +118,22 @@ def test_stamp_cli_reads_pyproject(tmp_path):
     run = subprocess.run([sys.executable, str(SCRIPTS / "stamp_notebooks.py"), str(p)], capture_output=True, text=True,
                          check=True)
     assert f"stamped 0 of 1 notebooks for {repo_slug()}" in run.stdout
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_jupytext_pair_in_sync(path):
+    """Each notebook has one editable source, notebooks/NN_name.py (jupytext percent format), with the same
+    cells; edit either and run `make sync-notebooks` (jupytext --sync) to update the other."""
+    import jupytext
+
+    py = path.with_suffix(".py")
+    assert py.exists(), f"{py.name} is missing: run `jupytext --set-formats ipynb,py:percent {path}`"
+    paired = jupytext.read(py)
+    cells = [(c.cell_type, c.source.strip()) for c in _read(path).cells]
+    assert [(c.cell_type, c.source.strip()) for c in paired.cells] == cells, "run `make sync-notebooks`"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_setup_cell_is_the_shared_one(path):
+    setup = next(c for c in _read(path).cells if c.cell_type == "code")
+    assert setup.source == setup_source(), "the setup cell differs from scripts/stamp_notebooks.SETUP"

