@@ -388,25 +388,13 @@ def _no_base(heads_dir: Path) -> str:
 # ----------------------------------------------------------------------------- console scripts
 
 
-def preprocess_data_main(argv=None) -> int:
-    return run(preprocess_data, argv)
+def entry_point(command):
+    """`command` as a console script: `main(argv=None) -> exit status`."""
+    def main(argv=None) -> int:
+        return run(command, argv)
+    main.__name__ = f"{command.__name__}_main"
+    return main
 
 
-def train_kd_main(argv=None) -> int:
-    return run(train_kd, argv)
-
-
-def decode_tree_main(argv=None) -> int:
-    return run(decode_tree, argv)
-
-
-def evaluate_main(argv=None) -> int:
-    return run(evaluate, argv)
-
-
-def export_main(argv=None) -> int:
-    return run(export, argv)
-
-
-def demo_main(argv=None) -> int:
-    return run(demo, argv)
+preprocess_data_main, train_kd_main, decode_tree_main = map(entry_point, (preprocess_data, train_kd, decode_tree))
+evaluate_main, export_main, demo_main = map(entry_point, (evaluate, export, demo))

@@ -185,7 +185,7 @@ class MedusaModel(nn.Module):
         if missing or unexpected:
             raise KeyError(f"{directory / WEIGHTS_NAME}: missing keys {missing}, unexpected keys {unexpected}")
         if (directory / DRAFT_NAME).exists():
-            self.set_draft_vocab(_read_draft_ids(directory / DRAFT_NAME, self.heads.vocab_size))
+            self.set_draft_vocab(read_draft_ids(directory / DRAFT_NAME, self.heads.vocab_size))
 
     # -- draft vocabulary (a CPU speed lever) -------------------------------------------------
 
@@ -324,7 +324,7 @@ def _read_weights(path: Path) -> dict:
         raise ValueError(f"{path} is damaged or not a safetensors file ({e}); {RESAVE}") from None
 
 
-def _read_draft_ids(path: Path, vocab_size: int) -> torch.Tensor:
+def read_draft_ids(path: Path, vocab_size: int) -> torch.Tensor:
     """The saved draft vocabulary: a 1-D integer tensor of ids in [0, vocab_size)."""
     fix = f"re-save the heads with MedusaModel.save_pretrained, or delete {path.name} to draft from the full vocabulary"
     try:

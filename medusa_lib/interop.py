@@ -27,7 +27,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from medusa_lib.files import atomic_dir, atomic_write_text
-from medusa_lib.heads import CONFIG_NAME, DRAFT_NAME, SHIPPED_HEADS, MedusaModel, check_compatible, model_card
+from medusa_lib.heads import (
+    CONFIG_NAME,
+    DRAFT_NAME,
+    SHIPPED_HEADS,
+    MedusaModel,
+    check_compatible,
+    model_card,
+    read_draft_ids,
+)
 from medusa_lib.train import quick_heads
 
 FORMATS = ("vllm", "medusa")
@@ -150,7 +158,7 @@ def load_foreign_heads(directory, base) -> MedusaModel:
     mm.heads.load_state_dict({ok: state[fk] for fk, ok in names.items() if ok in mm.heads.state_dict()})
     mm.base_name = cfg.get("base_model_name_or_path") or mm.base_name
     if (directory / DRAFT_NAME).exists():  # written by export_heads: the draft vocabulary round-trips
-        mm.set_draft_vocab(torch.load(directory / DRAFT_NAME, weights_only=True))
+        mm.set_draft_vocab(read_draft_ids(directory / DRAFT_NAME, mm.heads.vocab_size))
     return mm
 
 

