@@ -291,6 +291,8 @@ def with_adapter(mm: MedusaModel, adapter_dir, heads_dir) -> MedusaModel:
 
 def measure_args(ap: argparse.ArgumentParser, out: str) -> None:
     ap.add_argument("--model", default="embedded", help="embedded, a profile, a hub id or a folder")
+    ap.add_argument("--dtype", default=None, help="float32 (exact), bfloat16 or float16; baselines run in it too "
+                    "(default: the profile's); divergences from HF greedy are explained or flagged")
     ap.add_argument("--heads", default=None, help="heads folder or train_kd run (default: the shipped heads)")
     ap.add_argument("--out", default=out)
     ap.add_argument("--per_group", type=int, default=smoke(2, 1), help="benchmark prompts per group")
@@ -313,7 +315,7 @@ def evaluate(argv=None) -> dict:
     ap.add_argument("--sweep", action="store_true", help="also run the tree-size sweep")
     args = ap.parse_args(argv)
     out = check_measure(args)
-    model, tok = load_base(args.model)
+    model, tok = load_base(args.model, dtype=args.dtype)
     mm = load_heads_arg(model, tok, args.heads)
     answers = heldout_rows(model, tok, smoke(24, 4), heads_dir=args.heads or SHIPPED_HEADS)
     res = report(mm, tok, answers, out, args.per_group, args.max_new_tokens, args.humaneval, args.sweep)
@@ -330,7 +332,7 @@ def demo(argv=None) -> dict:
     out = check_measure(args)
     set_seed(0)
     t0 = time.time()
-    model, tok = load_base(args.model, device="cpu")
+    model, tok = load_base(args.model, device="cpu", dtype=args.dtype)
     if args.train:
         print("[1/2] self-distil training prompts, then train 3 heads (Medusa-1)")
         mm, state = quick_heads(model, tok, save_dir=out / "heads")

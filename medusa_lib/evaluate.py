@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +149,50 @@ def benchmark(methods: dict, tok, prompts: list[BenchPrompt], max_new_tokens: in
     return {"runs": runs, "summary": summarize(runs, reference)}
 
 
+# ----------------------------------------------------------------------------- divergences
+
+
+def first_divergence(ref: list[int], got: list[int]) -> int | None:
+    """Index of the first token where `got` leaves `ref` (a shorter equal prefix counts too); None if equal."""
+    for i, (a, b) in enumerate(zip(ref, got)):
+        if a != b:
+            return i
+    return None if len(ref) == len(got) else min(len(ref), len(got))
+
+
+def logit_noise(dtype, logit: float) -> float:
+    """How far two logits near `logit` can move apart from rounding alone: two units in the last place of
+    `dtype` (bf16 near 17: 0.125 each), and never less than the 1e-4 that fp32 tests call a near-tie."""
+    ulp = torch.finfo(dtype).eps * 2.0 ** math.floor(math.log2(max(abs(logit), 1e-30)))
+    return max(2 * ulp, 1e-4)
+
+
+@torch.no_grad()
+def explain_divergence(model, prompt_ids, ref: list[int], got: list[int]) -> dict:
+    """Why `got` differs from the reference greedy output `ref`: the base model's top-2 logit gap at the first
+    differing token (on the reference's own context), against rounding noise in the model's dtype.
+    `explained` means a near-tie, which 1-row and N-row kernels may break either way; otherwise it is a bug."""
+    i = first_divergence(ref, got)
+    if i is None:
+        return {"at": None, "explained": True}
+    ids = torch.cat([prompt_ids[0].cpu(), torch.tensor(ref[:i], dtype=torch.long)])[None].to(model.device)
+    top2 = model(ids).logits[0, -1].float().topk(2).values  # [2]
+    gap, noise = float(top2[0] - top2[1]), logit_noise(model.dtype, float(top2[0]))
+    return {"at": i, "gap": gap, "noise": noise, "explained": gap <= noise}
+
+
+def account_divergences(model, tok, prompts: list[BenchPrompt], runs: list[dict], reference: str = "hf_greedy"):
+    """Every greedy run whose tokens differ from the reference's, explained (or not) by `explain_divergence`."""
+    ref = {r["prompt"]: r for r in runs if r["method"] == reference}
+    text = {p.id: p.text for p in prompts}
+    out = []
+    for r in runs:
+        if r["method"] != reference and not r["method"].endswith("pld") and r["tokens"] != ref[r["prompt"]]["tokens"]:
+            why = explain_divergence(model, chat_ids(tok, text[r["prompt"]]), ref[r["prompt"]]["tokens"], r["tokens"])
+            out.append({"method": r["method"], "prompt": r["prompt"], **why})
+    return out
+
+
 def summarize(runs: list[dict], reference: str = "hf_greedy") -> list[dict]:
     """One row per (method, group) and per method over all prompts."""
     ref = {r["prompt"]: r for r in runs if r["method"] == reference}
@@ -218,24 +263,37 @@ def tree_sweep(mm: MedusaModel, tok, prompts: list[BenchPrompt], acc, sizes=(2, 
 
 
 @torch.no_grad()
-def verify_costs(mm: MedusaModel, sizes=(1, 2, 4, 8, 16, 32), context: int = 100, repeats: int = 5) -> dict:
+def median_seconds(fn, repeats: int = 5, after=None) -> float:
+    """Median wall time of `fn()` over `repeats` calls after one warm-up; `after()` runs untimed after each."""
+    times = []
+    for _ in range(repeats + 1):
+        t0 = clock()
+        fn()
+        times.append(clock() - t0)
+        if after is not None:
+            after()
+    return statistics.median(times[1:])
+
+
+@torch.no_grad()
+def verify_costs(mm: MedusaModel, sizes=(1, 2, 4, 8, 16, 32), context: int = 100, repeats: int = 5,
+                 drafting: bool = False) -> dict:
     """{n: t(n) / t(1)}: one verification forward of an n-node tree over a `context`-token cache,
-    relative to a 1-token forward, measured here (medians). `tree.fastest_tree` turns it into a tree."""
+    relative to a 1-token forward, measured here (medians). `tree.fastest_tree` turns it into a tree.
+    With `drafting=True` the dict also holds "heads": one step of the heads' drafting, relative to t(1)."""
     g = torch.Generator().manual_seed(0)
     vocab, device = mm.config.vocab_size, mm.lm_head.weight.device
-    cache, _ = prefill(mm, torch.randint(0, vocab, (1, context), generator=g).to(device))
+    cache, h = prefill(mm, torch.randint(0, vocab, (1, context), generator=g).to(device))
     seconds = {}
     for n in sorted(set(sizes) | {1}):
         tree = Tree.standard(min(mm.num_heads, 5), n) if n > 1 else Tree([])
         cand = torch.randint(0, vocab, (tree.num_nodes,), generator=g).to(device)
-        times = []
-        for _ in range(repeats + 1):  # the first is a warm-up
-            t0 = clock()
-            tree_forward(mm, cache, tree, cand)
-            times.append(clock() - t0)
-            cache.crop(-tree.num_nodes)
-        seconds[tree.num_nodes] = statistics.median(times[1:])
-    return {n: t / seconds[1] for n, t in seconds.items()}
+        seconds[tree.num_nodes] = median_seconds(lambda: tree_forward(mm, cache, tree, cand), repeats,
+                                                 after=lambda: cache.crop(-tree.num_nodes))
+    costs = {n: t / seconds[1] for n, t in seconds.items()}
+    if drafting:
+        costs["heads"] = median_seconds(lambda: mm.head_topk(h, 10), repeats) / seconds[1]
+    return costs
 
 
 # ----------------------------------------------------------------------------- the report
@@ -243,10 +301,11 @@ def verify_costs(mm: MedusaModel, sizes=(1, 2, 4, 8, 16, 32), context: int = 100
 
 def choose_tree(mm: MedusaModel, acc, verbose: bool = True) -> tuple[Tree, list[dict]]:
     """The tree from accuracies `acc` [K, topk] with the best expected tau / verify cost on this machine."""
-    costs = verify_costs(mm)  # t(n)/t(1) here
-    tree, choices = fastest_tree(acc, {n: c for n, c in costs.items() if n > 1})
+    costs = verify_costs(mm, drafting=True)  # t(n)/t(1) here, and the heads' own cost per step
+    draft = costs.pop("heads")
+    tree, choices = fastest_tree(acc, {n: c for n, c in costs.items() if n > 1}, draft_cost=draft)
     if verbose:
-        print("tree size for this machine (expected tau / verify cost):")
+        print(f"tree size for this machine (expected tau / (verify cost + drafting {draft:.2f})):")
         for r in choices:
             mark = "  <- chosen" if r["nodes"] == tree.num_nodes else ""
             print(f"  {r['nodes']:>2} nodes: tau {r['expected_tau']:.2f} / cost {r['cost']:.2f} "
@@ -273,6 +332,11 @@ def report(mm: MedusaModel, tok, answers, out: Path, per_group: int, max_new_tok
     methods = {k: v for k, v in default_methods(mm, {f"acc-{tree.num_nodes}": tree}).items() if k != "our_greedy"}
     res = benchmark(methods, tok, prompts, max_new_tokens)
     res.update(head_accuracy=acc.tolist(), tree=[list(p) for p in tree.paths], tree_choice=choices)
+    res["divergences"] = account_divergences(mm.base, tok, prompts, res["runs"])
+    for d in res["divergences"]:
+        verdict = "a near-tie" if d["explained"] else "NOT a near-tie: a bug"
+        print(f"{d['method']} left HF greedy on {d['prompt']} at token {d['at']}: top-2 gap {d['gap']:.3g} "
+              f"vs {mm.base.dtype} noise {d['noise']:.3g}, {verdict}")
     if sweep:
         res["sweep"] = tree_sweep(mm, tok, bench_prompts(1, 0), acc, max_new_tokens=max_new_tokens)
     write_results(res, out)

@@ -243,12 +243,13 @@ def expected_accept_length(tree: Tree, acc) -> float:
     return total
 
 
-def fastest_tree(acc, costs: dict) -> tuple[Tree, list[dict]]:
+def fastest_tree(acc, costs: dict, draft_cost: float = 0.0) -> tuple[Tree, list[dict]]:
     """The tree grown from `acc` that is expected to decode fastest on the hardware behind `costs`.
 
-    costs[n] is the time of one verification forward over n nodes relative to one token
-    (`evaluate.verify_costs` measures it). Tokens per second relative to plain decoding are then
-    about E[tau](n) / costs[n]. A CPU's cost rises quickly with n and a GPU's hardly at all, so the
+    costs[n] is the time of one verification forward over n nodes relative to one token, and
+    `draft_cost` the heads' own drafting per step on the same scale (`evaluate.verify_costs` measures
+    both). Tokens per second relative to plain decoding are then about E[tau](n) / (costs[n] + draft).
+    A CPU's cost rises quickly with n and a GPU's hardly at all, so the
     same heads get a small tree on a CPU and a large one on a GPU (Medusa paper, Sec. 2.3.3 and
     Fig. 3b). Returns the tree and one row per size: nodes, cost, expected_tau, expected_speedup.
     """
@@ -257,7 +258,8 @@ def fastest_tree(acc, costs: dict) -> tuple[Tree, list[dict]]:
     rows = []
     for n, cost in sorted(costs.items()):
         tau = expected_accept_length(Tree.from_accuracies(acc, n), acc)
-        rows.append({"nodes": n, "cost": float(cost), "expected_tau": tau, "expected_speedup": tau / cost})
+        step = float(cost) + draft_cost
+        rows.append({"nodes": n, "cost": step, "expected_tau": tau, "expected_speedup": tau / step})
     best = max(rows, key=lambda r: r["expected_speedup"])
     return Tree.from_accuracies(acc, best["nodes"]), rows
 

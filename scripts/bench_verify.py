@@ -9,7 +9,6 @@ Prints, for the embedded model on CPU:
 """
 
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
@@ -17,18 +16,12 @@ import torch.nn.functional as F
 from medusa_lib import MedusaModel, Tree, load_base, medusa_generate
 from medusa_lib.data import chat_ids
 from medusa_lib.decoding import logit_rows
-from medusa_lib.evaluate import verify_costs
+from medusa_lib.evaluate import median_seconds, verify_costs
 from medusa_lib.interop import resolve_heads
 
 
 def median_ms(fn, repeats=9):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
+    return 1000 * median_seconds(fn, repeats)
 
 
 @torch.no_grad()

@@ -77,3 +77,31 @@ def test_verify_costs_are_relative_to_one_token(tiny):
     costs = verify_costs(mm, sizes=(4, 8), context=16, repeats=2)
     assert set(costs) == {1, 4, 8} and costs[1] == 1.0
     assert all(c > 0 for c in costs.values())
+
+
+class _Logits:
+    """A stand-in model whose next-token logits have a chosen top-2 gap (in a chosen dtype)."""
+
+    def __init__(self, top: float, gap: float, dtype):
+        self.device, self.dtype, self.top, self.gap = torch.device("cpu"), dtype, top, gap
+
+    def __call__(self, ids):
+        logits = torch.zeros(1, ids.shape[1], 10)
+        logits[0, -1, 3], logits[0, -1, 7] = self.top, self.top - self.gap
+        from types import SimpleNamespace
+
+        return SimpleNamespace(logits=logits.to(self.dtype))
+
+
+def test_divergence_accounting_finds_a_near_tie_and_flags_a_real_mismatch():
+    from medusa_lib.evaluate import explain_divergence, first_divergence
+
+    prompt, ref, got = torch.tensor([[1, 2, 3]]), [5, 6, 3, 9], [5, 6, 7, 9]
+    assert first_divergence(ref, got) == 2 and first_divergence(ref, ref) is None
+    tie = explain_divergence(_Logits(17.0, 0.125, torch.bfloat16), prompt, ref, got)  # one bf16 step at 17
+    assert tie["at"] == 2 and tie["explained"] and tie["gap"] <= tie["noise"]
+    real = explain_divergence(_Logits(17.0, 3.0, torch.bfloat16), prompt, ref, got)
+    assert not real["explained"]
+    fp32 = explain_divergence(_Logits(17.0, 0.125, torch.float32), prompt, ref, got)  # no tie at fp32's resolution
+    assert not fp32["explained"]
+    assert explain_divergence(_Logits(17.0, 3.0, torch.float32), prompt, ref, ref) == {"at": None, "explained": True}

@@ -126,3 +126,12 @@ def test_from_accuracies_always_valid(k, n):
     if n > 1:
         assert expected_accept_length(tree, typical_accuracies(k)) >= expected_accept_length(
             Tree.from_accuracies(typical_accuracies(k), n - 1), typical_accuracies(k))
+
+
+def test_fastest_tree_counts_the_heads_own_cost():
+    acc = typical_accuracies(3)
+    costs = {2: 1.1, 4: 1.2, 8: 1.5}
+    _, free = fastest_tree(acc, costs)
+    _, paid = fastest_tree(acc, costs, draft_cost=0.3)
+    for a, b in zip(free, paid):
+        assert b["cost"] == pytest.approx(a["cost"] + 0.3) and b["expected_speedup"] < a["expected_speedup"]
