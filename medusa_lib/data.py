@@ -12,12 +12,15 @@ import functools
 import hashlib
 import json
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from medusa_lib.decoding import batch_greedy
 from medusa_lib.files import atomic_write_bytes, cache_dir
+from medusa_lib.heads import MedusaModel
 from medusa_lib.models import hub_reachable
 
 ASSETS = Path(__file__).parent / "assets"
@@ -152,30 +155,24 @@ def self_distill_data(model, tok, prompts: list[str], max_new_tokens: int = 256,
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # less padding per batch
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     rows: dict[int, dict] = {}
-    for b, idx in enumerate(tqdm(batches, desc="self-distill", disable=not progress)):
+    bar, made, t0 = tqdm(batches, desc="self-distill", disable=not progress), 0, time.perf_counter()
+    for b, idx in enumerate(bar):
         shard = folder / f"shard-{b:05d}.json"
         if not shard.exists():
             got = _generate_batch(model, tok, [prompts[i] for i in idx], max_new_tokens)
             atomic_write_bytes(shard, json.dumps(dict(zip(map(str, idx), got))).encode())
+            made += sum(len(r["response_ids"]) for r in got)
+            bar.set_postfix(answer_tok_s=f"{made / (time.perf_counter() - t0):.0f}")  # useful tokens only
         rows.update({int(k): v for k, v in json.loads(shard.read_text()).items()})
     return [rows[i] for i in range(len(prompts))]
 
 
-@torch.no_grad()
 def _generate_batch(model, tok, prompts: list[str], max_new_tokens: int) -> list[dict]:
-    texts = [chat_text(tok, p) for p in prompts]
-    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-    out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                         pad_token_id=tok.pad_token_id)  # [B, T + new]
-    T = enc.input_ids.shape[1]
-    rows = []
-    for i in range(len(prompts)):
-        prompt = enc.input_ids[i][enc.attention_mask[i].bool()].tolist()
-        resp = out[i, T:].tolist()
-        if tok.eos_token_id in resp:
-            resp = resp[: resp.index(tok.eos_token_id) + 1]
-        rows.append({"prompt_ids": prompt, "response_ids": resp})
-    return rows
+    """Greedy answers on medusa_lib's own cache code: a row that reaches EOS leaves the batch at once."""
+    ids = [chat_ids(tok, p)[0].tolist() for p in prompts]
+    mm = MedusaModel.from_base(model, 1)  # the decoder and lm_head; the head itself is not used
+    answers = batch_greedy(mm, ids, max_new_tokens, {tok.eos_token_id}, tok.pad_token_id)
+    return [{"prompt_ids": p, "response_ids": a} for p, a in zip(ids, answers)]
 
 
 def draft_vocab(rows, size: int, vocab_size: int) -> torch.Tensor:
