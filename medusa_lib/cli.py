@@ -45,7 +45,7 @@ from medusa_lib.train import (
 )
 from medusa_lib.tree import Tree
 
-USER_ERRORS = (ValueError, OSError, ImportError)  # bad input, missing file, missing package: one line, exit 2
+USER_ERRORS = (ValueError, KeyError, OSError, ImportError)  # bad input, file, package: one line, exit 2
 
 
 def run(command, argv=None) -> int:
@@ -53,7 +53,7 @@ def run(command, argv=None) -> int:
     try:
         command(argv)
     except USER_ERRORS as e:
-        print(f"{command.__name__}: error: {e}", file=sys.stderr)
+        print(f"{command.__name__}: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 2
     return 0
 
@@ -126,6 +126,9 @@ def parse_train_kd(argv=None) -> argparse.Namespace:
     student = backbone_arg(argv, "--student_name")
     args = train_kd_parser(student).parse_args(argv)
     args.qlora = args.qlora or profile_for(student).load_in_4bit  # a 4-bit profile always trains QLoRA
+    if args.qlora and args.stage == "heads" and "--stage" in (argv if argv is not None else sys.argv):
+        raise ValueError("--stage heads cannot train a 4-bit (QLoRA) backbone; drop --stage, or use a "
+                         "full-precision model")
     if args.qlora:
         args.stage = "joint"
     return args
@@ -150,6 +153,9 @@ def check_train_kd(args) -> tuple[TrainConfig, HeadConfig]:
     if args.qlora and args.student_name in ("embedded", "tiny"):
         raise ValueError(f"--qlora needs a hub model that bitsandbytes can load in 4-bit; {args.student_name!r} "
                          f"cannot be (try --student_name llama2-7b-qlora on a GPU, or drop --qlora)")
+    if args.resume and cfg.stage == "joint":
+        raise ValueError("--resume continues Medusa-1 (heads stage) runs only; a joint run starts again with "
+                         "--overwrite")
     check_save_dir(args.save_dir, args.resume, args.overwrite)
     return cfg, head
 
@@ -316,7 +322,7 @@ def evaluate(argv=None) -> dict:
     args = ap.parse_args(argv)
     out = check_measure(args)
     model, tok = load_base(args.model, dtype=args.dtype)
-    mm = load_heads_arg(model, tok, args.heads)
+    mm = with_adapter(load_heads_arg(model, tok, args.heads), None, args.heads)
     answers = heldout_rows(model, tok, smoke(24, 4), heads_dir=args.heads or SHIPPED_HEADS)
     res = report(mm, tok, answers, out, args.per_group, args.max_new_tokens, args.humaneval, args.sweep)
     print("\n" + markdown_table(res["summary"]))
@@ -338,7 +344,7 @@ def demo(argv=None) -> dict:
         mm, state = quick_heads(model, tok, save_dir=out / "heads")
         plots.save_fig(plots.plot_loss_curves(state["history"]), out / "loss.png")
     else:
-        mm = load_heads_arg(model, tok, args.heads)
+        mm = with_adapter(load_heads_arg(model, tok, args.heads), None, args.heads)
     print("[2/2] measuring" if args.train else "measuring the heads")
     answers = heldout_rows(model, tok, smoke(24, 4), heads_dir=args.heads or SHIPPED_HEADS)
     res = report(mm, tok, answers, out, args.per_group, args.max_new_tokens, args.humaneval)
@@ -361,8 +367,11 @@ def export(argv=None) -> Path:
     ap.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     args = ap.parse_args(argv)
     heads_dir, out = Path(args.heads), check_out(args.out)
-    if out.resolve() == heads_dir.resolve():
-        raise ValueError(f"--out {out} is the heads folder itself; export into another folder")
+    if out.resolve() == heads_dir.resolve() or out.resolve() in heads_dir.resolve().parents:
+        raise ValueError(f"--out {out} is the heads folder or holds it; export into another folder")
+    if (heads_dir / "adapter").is_dir():
+        print(f"note: {heads_dir} was trained with a LoRA adapter (Medusa-2): serve the heads on the adapted "
+              f"model (merge {heads_dir / 'adapter'} into the base), or they will draft worse")
     saved = saved_config(heads_dir)
     base, _ = load_base(load_name(args.model or saved.get("base_model_name_or_path") or _no_base(heads_dir)),
                         device="cpu")

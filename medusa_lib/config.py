@@ -138,9 +138,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls, defaults=None, skip=()) 
         default = getattr(defaults, f.name) if defaults is not None else _field_default(f)
         kind = _field_type(f)
         kwargs = {"default": default, "help": f.metadata.get("help", ""), "dest": f.name}
-        if kind is bool:
-            flag = f"--no_{f.name}" if default else f"--{f.name}"
-            parser.add_argument(flag, action="store_false" if default else "store_true", **kwargs)
+        if kind is bool:  # --share_lm_head / --no-share_lm_head
+            parser.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, **kwargs)
         elif f.name == "offsets":
             parser.add_argument(f"--{f.name}", type=int, nargs="+", **kwargs)
         else:

@@ -124,11 +124,11 @@ def fingerprint(*parts) -> str:
 # ----------------------------------------------------------------------------- self-distillation
 
 
-def distill_cache_dir(model, prompts: list[str], max_new_tokens: int, root=None) -> Path:
+def distill_cache_dir(model, prompts: list[str], max_new_tokens: int, root=None, batch_size: int = 16) -> Path:
     """Where the responses of `model` to `prompts` are cached, keyed by model, its weights, and prompt hash."""
     name = getattr(model.config, "name_or_path", "model")
     key = fingerprint(name, model.config.vocab_size, model.config.hidden_size, weights_fingerprint(model),
-                      str(model.dtype), prompts, max_new_tokens)
+                      str(model.dtype), prompts, max_new_tokens, batch_size)  # shards are per batch
     return Path(root or cache_dir() / "distill") / f"{Path(str(name)).name}-{key}"
 
 
@@ -151,7 +151,7 @@ def self_distill_data(model, tok, prompts: list[str], max_new_tokens: int = 256,
 
     if not prompts:
         raise ValueError("self_distill_data needs at least one prompt")
-    folder = distill_cache_dir(model, prompts, max_new_tokens, root)
+    folder = distill_cache_dir(model, prompts, max_new_tokens, root, batch_size)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # less padding per batch
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     rows: dict[int, dict] = {}

@@ -35,9 +35,16 @@ def atomic_path(path):
     tmp = Path(name)
     try:
         yield tmp
+        tmp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; a plain open() would have followed the umask
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
@@ -62,9 +69,12 @@ def atomic_dir(directory):
     old = directory.with_name(f"{directory.name}.{tmp.name}.old")
     try:
         yield tmp
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
         if directory.exists():
             os.replace(directory, old)
         os.replace(tmp, directory)
     finally:
+        if old.exists() and not directory.exists():  # interrupted between the two renames: put the old one back
+            os.replace(old, directory)
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)

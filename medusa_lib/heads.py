@@ -156,6 +156,8 @@ class MedusaModel(nn.Module):
         if self.draft_ids is not None:
             with atomic_path(directory / DRAFT_NAME) as tmp:
                 torch.save(self.draft_ids.cpu(), tmp)
+        else:  # an earlier save's draft vocabulary must not restrict these heads
+            (directory / DRAFT_NAME).unlink(missing_ok=True)
         atomic_write_text(directory / CONFIG_NAME, json.dumps(cfg, indent=2))
         info = {**(extra or {}).get("training", {}), **(extra or {})}  # training records nest their figures
         atomic_write_text(directory / "README.md", model_card(self, info))

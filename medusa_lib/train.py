@@ -243,10 +243,24 @@ def _start_state(mm, cfg, positions, save_dir, resume, opt, sched) -> dict:
             raise ValueError(f"cannot resume from {save_dir / 'last'}: it was trained on {saved['positions']} "
                              f"positions with offsets {list(saved['config']['offsets'])}, this run has "
                              f"{state['positions']} with {list(cfg.offsets)}; use the same data, or --overwrite")
+        check_same_schedule(saved["config"], cfg, save_dir / "last")
         state = saved
         sched.load_state_dict(state["sched"])
     state["sched"] = sched.state_dict()
     return state
+
+
+def check_same_schedule(saved: dict, cfg: TrainConfig, where) -> None:
+    """Resuming mid-epoch needs the same shuffle, batches and schedule: batch size, seed, epochs, lr."""
+    mine = asdict(cfg)
+    saved = {**saved, "batch_size": TrainConfig(stage=saved.get("stage", "heads"),
+                                                 batch_size=saved.get("batch_size")).step_size()}
+    mine["batch_size"] = cfg.step_size()
+    diff = [f"{k} {saved.get(k)} there, {mine[k]} here" for k in ("batch_size", "seed", "epochs", "lr")
+            if saved.get(k) != mine[k]]
+    if diff:
+        raise ValueError(f"cannot resume from {where}: {'; '.join(diff)}; resume with the same settings, "
+                         f"or --overwrite to start again")
 
 
 class _Loop:
@@ -367,16 +381,22 @@ def joint_loss(mm: MedusaModel, ids, attn, start, cfg: TrainConfig, chunk: int =
         teacher_h = mm.decoder(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state  # [B, T, H]
     h = mm.decoder(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state  # [B, T, H]
     leaf = h.detach().requires_grad_(backward)
-    B, T = ids.shape
-    t = torch.arange(T, device=ids.device)[None]
-    ok = attn.bool() & (t >= start[:, None])  # [B, T]
     parts = []
     for p in range(mm.num_heads + 1):  # p = 0: the base LM at t+1; p = k+1: head k at t+k+2
-        where = (ok & (t + p + 1 < T)).flatten().nonzero().squeeze(1)  # flat positions with a target
+        where = joint_positions(attn, start, p)
         parts.append(_joint_term(mm, p, leaf, teacher_h, ids, where, cfg, chunk, backward, scaler, accum))
     if backward and leaf.grad is not None:
         h.backward(leaf.grad)
     return sum(parts), parts
+
+
+def joint_positions(attn, start, p: int) -> torch.Tensor:
+    """Flat indices into [B, T] of the positions t whose target t+p+1 is a real token of the same row
+    (right padding: a row's length is its mask's sum), from each row's `start` on."""
+    T = attn.shape[1]
+    t = torch.arange(T, device=attn.device)[None]  # [1, T]
+    ok = attn.bool() & (t >= start[:, None]) & (t + p + 1 < attn.sum(1, keepdim=True))  # [B, T]
+    return ok.flatten().nonzero().squeeze(1)
 
 
 def _joint_term(mm, p, leaf, teacher_h, ids, where, cfg, chunk, backward, scaler, accum) -> float:
@@ -449,8 +469,17 @@ def _joint_optimizer(mm: MedusaModel, cfg: TrainConfig):
     opt = torch.optim.AdamW([{"params": lora, "lr": cfg.lr},
                              {"params": mm.heads.parameters(), "lr": cfg.lr * cfg.head_lr_mult}])
     device = mm.lm_head.weight.device.type
-    fp16 = mm.lm_head.weight.dtype == torch.float16
-    return opt, torch.amp.GradScaler(device, enabled=fp16)
+    return opt, torch.amp.GradScaler(device, enabled=compute_dtype(mm.base) == torch.float16)
+
+
+def compute_dtype(model) -> torch.dtype:
+    """The dtype the backbone computes in: a 4-bit model's `bnb_4bit_compute_dtype` (PEFT's k-bit prep
+    casts lm_head to fp32, but the layers still run in it), else the lm_head's dtype."""
+    qc = getattr(model.config, "quantization_config", None)
+    dtype = qc.get("bnb_4bit_compute_dtype") if isinstance(qc, dict) else getattr(qc, "bnb_4bit_compute_dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype.replace("torch.", ""))
+    return dtype or model.get_output_embeddings().weight.dtype
 
 
 def _pad(batch, pad_id: int, device):

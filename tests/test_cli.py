@@ -158,3 +158,45 @@ def test_batch_size_is_positions_per_step_in_the_heads_stage(tmp_path, monkeypat
     cli.train_kd(["--student_name", "tiny", "--batch_size", "48", "--save_dir", str(tmp_path / "r"),
                   "--max_new_tokens", "4", "--n_prompts", "2"])
     assert seen["cfg"].step_size() == 48 and seen["cfg"].stage == "heads"
+
+
+def test_atomic_dir_puts_the_old_folder_back_when_interrupted(tmp_path, monkeypatch):
+    from medusa_lib import files
+
+    target = tmp_path / "run"
+    target.mkdir()
+    (target / "keep.txt").write_text("old")
+    real = files.os.replace
+    calls = []
+
+    def flaky(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:  # the rename of the new folder into place fails
+            raise KeyboardInterrupt
+        return real(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        with files.atomic_dir(target) as tmp:
+            (tmp / "new.txt").write_text("new")
+    monkeypatch.setattr(files.os, "replace", real)
+    assert (target / "keep.txt").read_text() == "old" and not list(tmp_path.glob("run.*"))
+
+
+def test_more_refusals(tiny, tmp_path, capsys):
+    from medusa_lib.heads import MedusaModel
+
+    assert run_cli(cli.train_kd, "--student_name", "tiny", "--stage", "joint", "--resume",
+                   "--save_dir", str(tmp_path / "j")) == 2
+    assert "--resume continues Medusa-1" in capsys.readouterr().err
+    MedusaModel.from_base(tiny[0], 2).save_pretrained(tmp_path / "run" / "best")
+    assert run_cli(cli.export, "--heads", str(tmp_path / "run" / "best"), "--out", str(tmp_path / "run"),
+                   "--overwrite", "--model", "tiny") == 2
+    assert "holds it" in capsys.readouterr().err and (tmp_path / "run" / "best").is_dir()
+    (tmp_path / "vllm").mkdir()
+    (tmp_path / "vllm" / "config.json").write_text('{"model_type": "medusa"}')
+    assert run_cli(cli.decode_tree, "--base_model_id", "tiny", "--mtp_ckpt_path", str(tmp_path / "vllm")) == 2
+    err = capsys.readouterr().err
+    assert "no 'num_heads'" in err and "Traceback" not in err
+    args = cli.train_kd_parser("tiny").parse_args(["--share_lm_head"])
+    assert args.share_lm_head and not cli.train_kd_parser("embedded").parse_args(["--no-share_lm_head"]).share_lm_head

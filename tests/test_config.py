@@ -65,7 +65,7 @@ def test_cli_parsers_are_built_from_the_dataclasses():
         head = config.from_arguments(config.HeadConfig, args)
         assert dataclasses.replace(head, num_heads=prof.head.num_heads) == prof.head
         assert config.from_arguments(config.DecodeConfig, cli.decode_tree_parser(name).parse_args([])) == prof.decode
-    args = cli.train_kd_parser("embedded").parse_args(["--epochs", "5", "--no_share_lm_head", "--offsets", "1", "2"])
+    args = cli.train_kd_parser("embedded").parse_args(["--epochs", "5", "--no-share_lm_head", "--offsets", "1", "2"])
     cfg = config.from_arguments(config.TrainConfig, args)
     assert cfg.epochs == 5 and cfg.offsets == (1, 2) and not args.share_lm_head
 

@@ -154,3 +154,14 @@ def test_config_that_is_not_json_names_the_file(tiny, tmp_path, text, msg):
     path.write_text(text)
     with pytest.raises(ValueError, match=r"medusa_config\.json " + msg):
         MedusaModel.from_pretrained(tmp_path, base=tiny[0])
+
+
+def test_resave_without_draft_vocab_drops_the_old_one(tiny, tmp_path):
+    mm = MedusaModel.from_base(tiny[0], 2)
+    mm.set_draft_vocab(torch.arange(10))
+    mm.save_pretrained(tmp_path)
+    mm.set_draft_vocab(None)
+    mm.save_pretrained(tmp_path)
+    assert MedusaModel.from_pretrained(tmp_path, base=tiny[0]).draft_ids is None
+    mode = (tmp_path / "heads.safetensors").stat().st_mode & 0o777
+    assert mode & 0o044, f"saved files follow the umask (readable by others), got {oct(mode)}"

@@ -229,3 +229,25 @@ def test_memory_budget_fits_a_t4_for_the_7b_qlora_profile():
     assert abs(sum(parts.values()) - budget["total_gib"]) < 1e-9 and budget["total_gib"] <= 15
     assert memory_budget("llama2-7b-qlora", batch_size=4, block_size=1024)["total_gib"] > budget["total_gib"]
     assert budget["weights"] > 3  # 6.5B NF4 weights plus fp32 embeddings: GiB, not MiB
+
+
+def test_joint_targets_never_fall_in_padding():
+    from medusa_lib.train import joint_positions
+
+    attn = torch.tensor([[1] * 10, [1] * 6 + [0] * 4])  # right-padded: lengths 10 and 6
+    start = torch.tensor([2, 1])
+    for p in range(4):
+        for flat in joint_positions(attn, start, p).tolist():
+            row, t = divmod(flat, 10)
+            assert t >= start[row] and t + p + 1 < int(attn[row].sum()), (p, row, t)
+    assert len(joint_positions(attn, start, 1)) == (10 - 2 - 2) + (6 - 1 - 2)
+
+
+def test_resume_refuses_another_batch_size_or_seed(tiny, rows, tmp_path):
+    model, _ = tiny
+    train_heads(MedusaModel.from_base(model, 3), rows, cfg=TrainConfig(epochs=1, batch_size=64, max_steps=2),
+                save_dir=tmp_path, progress=False)
+    for change in ({"batch_size": 32}, {"seed": 5}):
+        with pytest.raises(ValueError, match="resume with the same settings"):
+            cfg = TrainConfig(epochs=1, **{"batch_size": 64, **change})
+            train_heads(MedusaModel.from_base(model, 3), rows, cfg=cfg, save_dir=tmp_path, resume=True, progress=False)
