@@ -146,7 +146,7 @@ class HydraHeads(MedusaHeads):
         with self.precision(h):
             return self.blocks[k](self.inputs[k](x if x.is_cuda else x.float()))
 
-    def forward(self, h, base_lm_head: nn.Module, nxt=None):  # [B, T, H], [B, T, K, H] -> [K, B, T, V]
+    def forward(self, h, base_lm_head: nn.Module, nxt):  # [B, T, H], [B, T, K, H] -> [K, B, T, V]
         """Teacher-forced logits: head k at t reads nxt[:, t, :k+1], the embeddings of tokens t+1..t+k+1."""
         return torch.stack([self.project(self.block(h, k, nxt[..., : k + 1, :]), base_lm_head, k)
                             for k in range(self.num_heads)])
