@@ -3,7 +3,8 @@
 Follows Cai et al., 2024, Sec. 2.1.2 (tree attention) and 2.3.1 (typical acceptance). One step:
 
 1. the root is the token the base model itself chose last step (always correct);
-2. head k's top-k ids fill depth k of the tree (`Tree.candidates`);
+2. head k's top-k ids fill depth k of the tree (`Tree.candidates`); with Hydra heads each node's
+   children are instead its own top-k, drafted depth by depth from its path (`hydra_candidates`);
 3. one forward of all N nodes over the KV cache, under a float 4D tree mask, with position ids
    = past length + depth (plain HF `DynamicCache`; no patched modeling files);
 4. acceptance walks down the tree from the root (`greedy`, `typical` or `sample`);
@@ -261,16 +262,16 @@ def medusa_generate(mm, input_ids: torch.Tensor, tree: Tree | None = None, max_n
         streamer.put(input_ids.cpu())
     cache, h = prefill(mm, input_ids)
     root = choose_token(logit_rows(W, h)[0], "greedy" if mode == "greedy" else "sample", temperature, gen)
-    topk = mm.head_topk(h, max(1, tree.max_rank))[:, 0]  # [K, topk]
+    cand = draft(mm, tree, h, root)  # [N]
     done = False
     while not done:
-        cand, path, root, hs, times = medusa_step(mm, cache, tree, root, topk, ACCEPT[mode], opts)
+        path, root, hs, times = medusa_step(mm, cache, tree, cand, ACCEPT[mode], opts)
         emitted, done = clip_emitted(cand[path].tolist(), eos, max_new_tokens - len(new))
         new += emitted
         _record(out, streamer, emitted, times, cand, path, record)  # stream before the heads run
         t0 = clock()
         if not done:  # the heads read the last accepted node's hidden state
-            topk = mm.head_topk(hs[path[-1]][None], max(1, tree.max_rank))[:, 0]
+            cand = draft(mm, tree, hs[path[-1]][None], root)
         times["heads"] = clock() - t0
         times["total"] += times["heads"]
     if streamer is not None:
@@ -293,14 +294,39 @@ def check_tree(mm, tree: Tree) -> None:
                          f"(e.g. Tree.default({mm.num_heads})) or a larger draft vocabulary (set_draft_vocab)")
 
 
-def medusa_step(mm, cache, tree: Tree, root: int, topk: torch.Tensor, accept, opts: dict):
-    """Candidates -> one tree forward -> acceptance -> keep the accepted KV entries.
+def draft(mm, tree: Tree, h: torch.Tensor, root: int) -> torch.Tensor:
+    """[N] token of every node, from the root token and the heads at hidden state h [1, H].
 
-    Returns (candidates [N], accepted node path, next root token, hidden states [N, H], timings).
+    Medusa heads: head k's top-k fill depth k+1 (`Tree.candidates`). Hydra heads: node by node.
+    """
+    if mm.kind == "hydra":
+        return hydra_candidates(mm, tree, h, root)
+    topk = mm.head_topk(h, max(1, tree.max_rank))[:, 0]  # [K, topk]
+    return tree.candidates(root, topk)
+
+
+def hydra_candidates(mm, tree: Tree, h: torch.Tensor, root: int) -> torch.Tensor:
+    """[N] token of every node with Hydra heads: each node's children come from its own top-k.
+
+    Depth by depth: the nodes of depth d that have children feed head d with h and the embeddings
+    of their path (root .. the node itself, d+1 tokens), all as one batch; the child of rank r of
+    a node takes the rank-r token of that node's own distribution (Ankner et al., 2024).
+    """
+    cand = torch.full((tree.num_nodes,), root, dtype=torch.long, device=h.device)  # [N]
+    for d, (nodes, paths, row, rank) in enumerate(tree.levels()):  # nodes at depth d+1
+        prev = cand[paths.to(h.device)]  # [P, d+1] path tokens of the P parents at depth d
+        top = mm.hydra_topk(h.expand(len(paths), -1), d, prev, max(1, tree.max_rank))  # [P, topk]
+        cand[nodes.to(h.device)] = top[row.to(h.device), rank.to(h.device)]
+    return cand
+
+
+def medusa_step(mm, cache, tree: Tree, cand: torch.Tensor, accept, opts: dict):
+    """One tree forward of the candidates [N] -> acceptance -> keep the accepted KV entries.
+
+    Returns (accepted node path, next root token, hidden states [N, H], timings).
     """
     t0 = clock()
     past = cache.get_seq_length()
-    cand = tree.candidates(root, topk)  # [N]
     hs = tree_forward(mm, cache, tree, cand)  # [N, H]
     t1 = clock()
     logits = logit_rows(mm.lm_head.weight, hs)  # [N, V]
@@ -308,7 +334,7 @@ def medusa_step(mm, cache, tree: Tree, root: int, topk: torch.Tensor, accept, op
     path, bonus = accept(tree, cand, logits, **opts)
     keep_path(cache, past, path)
     times = {"forward": t1 - t0, "lm_head": t2 - t1, "total": clock() - t0}
-    return cand, path, bonus, hs, times
+    return path, bonus, hs, times
 
 
 def _record(out: GenerateOutput, streamer, emitted: list[int], times: dict, cand, path, record: bool) -> None:

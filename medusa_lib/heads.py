@@ -14,6 +14,17 @@ Precision: the heads always hold fp32 weights, whatever the backbone's dtype. Un
 backbone (a T4) plain fp16 weights would be turned into inf/NaN by the first AdamW update; so
 the heads' forward runs under autocast to the backbone's dtype on CUDA, and in fp32 elsewhere.
 
+Hydra heads (Ankner et al., 2024, arXiv 2402.05109), `kind="hydra"`: sequentially
+dependent heads. Head k (0-based) also reads the input embeddings of the draft tokens before it on
+its own tree path, x_{t+1} (the root: the base model's next token) .. x_{t+k+1}:
+
+    z_k = ResBlock_k(W_in_k · [h_t ; e(x_{t+1}) ; ... ; e(x_{t+k+1})]),   W_in_k: (k+2)H -> H
+
+then the same vocab projection as a Medusa head (shared `lm_head` or its own; draft vocabulary
+alike). e is the base model's own input embedding table, frozen. W_in_k starts as [I, 0, ..., 0]:
+it picks h_t, so a fresh Hydra head is exactly the fresh Medusa head. Drafting is then per node,
+not per depth (`decoding.hydra_candidates`); vLLM and FasterDecoding cannot load Hydra heads.
+
 Native save/load lives here (with the folder's model card); vLLM and FasterDecoding layouts,
 and finding heads for a model, live in `medusa_lib.interop`.
 """
@@ -34,6 +45,7 @@ from medusa_lib.files import atomic_path, atomic_write_text
 from medusa_lib.models import EMBEDDED_NAME
 
 SHIPPED_HEADS = Path(__file__).parent / "assets" / "heads" / "embedded"  # trained by `make heads`
+KINDS = ("medusa", "hydra")  # Medusa heads read h_t; Hydra heads also read their draft path's embeddings
 CONFIG_NAME = "medusa_config.json"
 WEIGHTS_NAME = "heads.safetensors"
 DRAFT_NAME = "draft_ids.pt"
@@ -54,6 +66,8 @@ class ResBlock(nn.Module):
 
 class MedusaHeads(nn.Module):
     """K heads, each `num_layers` ResBlocks then a vocab projection (own, or the shared base one)."""
+
+    kind = "medusa"
 
     def __init__(self, hidden_size: int, vocab_size: int, num_heads: int = 3, num_layers: int = 1,
                  share_lm_head: bool = True, lm_head: nn.Linear | None = None):
@@ -98,7 +112,44 @@ class MedusaHeads(nn.Module):
 
     def config_dict(self) -> dict:
         return {"hidden_size": self.hidden_size, "vocab_size": self.vocab_size, "num_heads": self.num_heads,
-                "num_layers": self.num_layers, "share_lm_head": self.share_lm_head}
+                "num_layers": self.num_layers, "share_lm_head": self.share_lm_head, "kind": self.kind}
+
+
+def picks_first(hidden_size: int, n_inputs: int) -> nn.Linear:
+    """W_in: n_inputs*H -> H, no bias, initialised to [I, 0, ..., 0] so that it returns its first input."""
+    proj = nn.Linear(n_inputs * hidden_size, hidden_size, bias=False)
+    with torch.no_grad():
+        proj.weight.zero_()
+        proj.weight[:, :hidden_size].copy_(torch.eye(hidden_size))
+    return proj
+
+
+class HydraHeads(MedusaHeads):
+    """Medusa heads whose head k first mixes h_t with the embeddings of the k+1 draft tokens before it."""
+
+    kind = "hydra"
+
+    def __init__(self, hidden_size: int, vocab_size: int, num_heads: int = 3, num_layers: int = 1,
+                 share_lm_head: bool = True, lm_head: nn.Linear | None = None):
+        super().__init__(hidden_size, vocab_size, num_heads, num_layers, share_lm_head, lm_head)
+        # head k reads [h ; e_1 ; ... ; e_{k+1}]: (k+2)H inputs
+        self.inputs = nn.ModuleList(picks_first(hidden_size, k + 2) for k in range(num_heads))
+
+    def hidden(self, h):
+        raise TypeError("Hydra heads also read the draft tokens before them: use MedusaModel.hydra_topk "
+                        "(decoding) or MedusaModel.hydra_state, not head_topk")
+
+    def block(self, h, k: int, prev=None):  # h [..., H], prev [..., k+1, H] -> [..., H]
+        if prev is None or prev.shape[-2] != k + 1:
+            raise ValueError(f"Hydra head {k} reads h and the embeddings of the {k + 1} tokens before it")
+        x = torch.cat([h, prev.flatten(-2).to(h.dtype)], -1)  # [..., (k+2)H]
+        with self.precision(h):
+            return self.blocks[k](self.inputs[k](x if x.is_cuda else x.float()))
+
+    def forward(self, h, base_lm_head: nn.Module, nxt):  # [B, T, H], [B, T, K, H] -> [K, B, T, V]
+        """Teacher-forced logits: head k at t reads nxt[:, t, :k+1], the embeddings of tokens t+1..t+k+1."""
+        return torch.stack([self.project(self.block(h, k, nxt[..., : k + 1, :]), base_lm_head, k)
+                            for k in range(self.num_heads)])
 
 
 class MedusaModel(nn.Module):
@@ -112,10 +163,15 @@ class MedusaModel(nn.Module):
         self._draft_weight = None
 
     @classmethod
-    def from_base(cls, base, num_heads: int = 3, num_layers: int = 1, share_lm_head: bool = True):
+    def from_base(cls, base, num_heads: int = 3, num_layers: int = 1, share_lm_head: bool = True,
+                  kind: str = "medusa"):
+        """Fresh heads on `base`: kind "medusa" (Cai et al.) or "hydra" (Ankner et al., sequentially dependent)."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         cfg = _core(base).config
-        heads = MedusaHeads(cfg.hidden_size, cfg.vocab_size, num_heads, num_layers, share_lm_head,
-                            lm_head=_core(base).lm_head)
+        heads_cls = HydraHeads if kind == "hydra" else MedusaHeads
+        heads = heads_cls(cfg.hidden_size, cfg.vocab_size, num_heads, num_layers, share_lm_head,
+                          lm_head=_core(base).lm_head)
         device = _core(base).lm_head.weight.device
         return cls(base, heads.to(device=device, dtype=torch.float32))  # fp32 master weights, always
 
@@ -138,11 +194,43 @@ class MedusaModel(nn.Module):
     def num_heads(self) -> int:
         return self.heads.num_heads
 
+    @property
+    def kind(self) -> str:
+        return self.heads.kind
+
     def forward(self, input_ids, attention_mask=None, **kwargs):
-        """Returns (base logits [B, T, V], head logits [K, B, T, V], decoder outputs)."""
+        """Returns (base logits [B, T, V], head logits [K, B, T, V], decoder outputs).
+
+        Hydra heads are teacher-forced on `input_ids` (zero embeddings past the end: see `next_embeds`)."""
         out = self.decoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         h = out.last_hidden_state  # [B, T, H]
+        if self.kind == "hydra":
+            return self.lm_head(h), self.heads(h, self.lm_head, self.next_embeds(input_ids)), out
         return self.lm_head(h), self.heads(h, self.lm_head), out
+
+    # -- Hydra: the draft tokens' embeddings ----------------------------------------------------
+
+    def embed(self, ids):  # [...] token ids -> [..., H], the base model's frozen input embeddings
+        table = _core(self.base).get_input_embeddings()
+        return table(ids.to(table.weight.device)).detach()
+
+    def next_embeds(self, input_ids):  # [B, T] -> [B, T, K, H]: e(x_{t+1}) .. e(x_{t+K}), zeros past the end
+        e = self.embed(input_ids)  # [B, T, H]
+        B, T, H = e.shape
+        padded = torch.cat([e, e.new_zeros(B, self.num_heads, H)], 1)  # [B, T + K, H]
+        return torch.stack([padded[:, j + 1: j + 1 + T] for j in range(self.num_heads)], 2)
+
+    def hydra_state(self, h, k: int, prev_ids):
+        """Hydra head k's state from h [N, H] and the ids of the k+1 tokens before it [N, k+1] -> [N, H]."""
+        return self.heads.block(h, k, self.embed(prev_ids))
+
+    def hydra_topk(self, h, k: int, prev_ids, topk: int):
+        """Top-k ids of Hydra head k given h [N, H] and the path's token ids [N, k+1] -> [N, topk]."""
+        z = self.hydra_state(h, k, prev_ids)  # [N, H]
+        if self.draft_ids is None:
+            return self.heads.project(z, self.lm_head, k).topk(topk, dim=-1).indices
+        w = self.draft_weight(k)  # [Vd, H]
+        return self.draft_ids[(z.to(w.dtype) @ w.T).topk(topk, dim=-1).indices]
 
     # -- save / load ----------------------------------------------------------------------------
 
@@ -174,7 +262,7 @@ class MedusaModel(nn.Module):
                                     f"(vLLM and FasterDecoding folders: medusa_lib.interop.load_heads)")
         cfg = read_config(directory / CONFIG_NAME)
         check_compatible(cfg, _core(base).config, source=str(directory))
-        mm = cls.from_base(base, cfg["num_heads"], cfg["num_layers"], cfg["share_lm_head"])
+        mm = cls.from_base(base, cfg["num_heads"], cfg["num_layers"], cfg["share_lm_head"], cfg["kind"])
         mm.load_weights(directory)
         mm.base_name = cfg.get("base_model_name_or_path", mm.base_name)
         return mm
@@ -237,8 +325,9 @@ def model_card(mm: MedusaModel, info: dict) -> str:
         front += f"base_model: {base}\n"
     n_params = sum(p.numel() for p in heads.parameters())
     proj = "share the base model's `lm_head`" if heads.share_lm_head else "each have their own vocab projection"
-    lines = [front + "---", "", f"# Medusa heads for {base}", "",
-             f"{heads.num_heads} Medusa heads (Cai et al., 2024), {heads.num_layers} ResBlock(s) each; "
+    name, paper = ("Hydra", "Ankner et al., 2024") if heads.kind == "hydra" else ("Medusa", "Cai et al., 2024")
+    lines = [front + "---", "", f"# {name} heads for {base}", "",
+             f"{heads.num_heads} {name} heads ({paper}), {heads.num_layers} ResBlock(s) each; "
              f"the heads {proj} ({n_params:,} trainable parameters).", "",
              "| | |", "|---|---|",
              f"| Base model | `{base}` |",
@@ -314,6 +403,9 @@ def read_config(path: Path) -> dict:
             raise ValueError(f"{path}: {key} must be a whole number >= 1, got {cfg[key]!r}; {RESAVE}")
     if not isinstance(cfg["share_lm_head"], bool):
         raise ValueError(f"{path}: share_lm_head must be true or false, got {cfg['share_lm_head']!r}; {RESAVE}")
+    cfg.setdefault("kind", "medusa")  # configs written before Hydra heads existed
+    if cfg["kind"] not in KINDS:
+        raise ValueError(f"{path}: kind must be one of {KINDS}, got {cfg['kind']!r}; {RESAVE}")
     return cfg
 
 

@@ -11,7 +11,8 @@ vLLM's `Medusa` model (vllm/model_executor/models/medusa.py) reads `config.json`
 model_type "medusa"; FasterDecoding's `MedusaModel` reads `medusa_num_heads`/`medusa_num_layers`.
 Both compute x + SiLU(W x + b) per layer, like our ResBlock. A draft vocabulary (which neither
 format knows) travels as an extra `draft_ids.pt` that `load_heads` restores, so a round trip
-through either layout gives the same heads, drafting the same tokens.
+through either layout gives the same heads, drafting the same tokens. Hydra heads have no
+vLLM or FasterDecoding layout: `export_heads` refuses them.
 
 `resolve_heads` is the one place that decides which heads a command or notebook uses.
 
@@ -96,6 +97,14 @@ def medusa_config(mm: MedusaModel) -> dict:
             "base_model_name_or_path": mm.base_name}
 
 
+def check_exportable(mm: MedusaModel) -> None:
+    """Only Medusa heads have a vLLM or FasterDecoding layout: Hydra heads also read draft tokens."""
+    if mm.kind != "medusa":
+        raise ValueError("vLLM and FasterDecoding load Medusa heads only; these are Hydra heads (each head also "
+                         "reads the draft tokens before it), which neither can run. Keep them in medusa_lib's "
+                         "own format (MedusaModel.save_pretrained) and decode with medusa_generate")
+
+
 def export_heads(mm: MedusaModel, directory, format: str = "vllm", info: dict | None = None,
                  overwrite: bool = False) -> Path:
     """Write `mm`'s heads in vLLM's or FasterDecoding's layout, plus config.json and a README.md card.
@@ -107,6 +116,7 @@ def export_heads(mm: MedusaModel, directory, format: str = "vllm", info: dict | 
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    check_exportable(mm)
     directory = Path(directory)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())) and not overwrite:
         raise FileExistsError(f"{directory} is not an empty folder; choose another --out or pass --overwrite")

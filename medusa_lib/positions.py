@@ -5,6 +5,10 @@ computed once and reused every epoch: only the heads (and their projection) cost
 step. Head k (0-based) at position t learns the base model's own greedy token at t+k+1, i.e.
 what the base model says k+2 steps after t (`PositionBank.target`). On self-distilled greedy
 data that is simply the token k+2 steps on.
+
+Hydra heads (Ankner et al., 2024) are teacher-forced: head k at t also reads the embeddings of
+the real tokens at t+1 .. t+k+1 (`PositionBank.path_ids`), which on self-distilled greedy data
+are exactly the tokens its tree path holds when that path is right.
 """
 
 from __future__ import annotations
@@ -79,6 +83,13 @@ class PositionBank:
         at = (pos + k + 1).clamp(max=len(self) - 1)
         return self.greedy[at], self.valid[pos, k]
 
+    def path_ids(self, pos: torch.Tensor, k: int) -> torch.Tensor:
+        """The tokens at t+1 .. t+k+1 that Hydra head k reads besides h_t: [B] -> [B, k+1].
+
+        Where valid[pos, k] they lie in the same sequence (elsewhere the head has no target anyway)."""
+        at = pos[:, None] + torch.arange(1, k + 2)  # [B, k+1]
+        return self.tok[at.clamp(max=len(self) - 1)]
+
     def teacher_state(self, pos: torch.Tensor, k: int) -> torch.Tensor:
         """The hidden state whose lm_head distribution head k imitates (position t+k): [B, H]."""
         return self.h[(pos + k + 1).clamp(max=len(self) - 1)]
@@ -86,7 +97,10 @@ class PositionBank:
 
 @torch.no_grad()
 def bank_accuracy(mm: MedusaModel, bank: PositionBank, topk: int = 10, chunk: int = 1024) -> torch.Tensor:
-    """[K, topk] cumulative: P(head k's top-i holds the base model's greedy token k+1 steps on)."""
+    """[K, topk] cumulative: P(head k's top-i holds the base model's greedy token k+1 steps on).
+
+    Hydra heads are scored teacher-forced (their path holds the true tokens), the accuracy that each
+    depth of a tree has once its path so far is right; so per-depth numbers compare with Medusa's."""
     mm.heads.eval()
     hits = torch.zeros(mm.num_heads, topk)
     count = torch.zeros(mm.num_heads)
@@ -97,7 +111,10 @@ def bank_accuracy(mm: MedusaModel, bank: PositionBank, topk: int = 10, chunk: in
             target, mask = bank.target(pos, k)
             if not mask.any():
                 continue
-            top = mm.head_topk(h[mask.to(device)], topk)[k]  # [n, topk]
+            if mm.kind == "hydra":  # teacher-forced along the true path: tokens t+1 .. t+k+1
+                top = mm.hydra_topk(h[mask.to(device)], k, bank.path_ids(pos[mask], k), topk)  # [n, topk]
+            else:
+                top = mm.head_topk(h[mask.to(device)], topk)[k]  # [n, topk]
             first = (top == target[mask].to(device)[:, None]).float().cumsum(-1).clamp(max=1)  # [n, topk]
             hits[k] += first.sum(0).cpu()
             count[k] += mask.sum()

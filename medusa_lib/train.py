@@ -8,6 +8,10 @@ Head k (1-based) at position t learns the token at t+k+1. Two losses per head, m
 - KD: KL(teacher || head), the teacher being the base model's distribution at position t+k,
   i.e. the distribution that token t+k+1 comes from.
 
+Hydra heads (`kind="hydra"`, Ankner et al., 2024) train the same way in Medusa-1, teacher-forced:
+head k (0-based) at t also reads the embeddings of the real tokens t+1 .. t+k+1. Medusa-2 is Medusa
+heads only.
+
 Medusa-1 (`stage="heads"`) freezes the backbone. Its last hidden states are computed once and
 cached (`medusa_lib.positions`), so each epoch costs only the heads. Medusa-2 (`stage="joint"`)
 trains LoRA adapters with the heads. Its base LM loss is KD against the teacher, which is the same
@@ -34,7 +38,7 @@ import torch.nn.functional as F
 from medusa_lib.config import TrainConfig, smoke
 from medusa_lib.data import draft_vocab, load_prompts, self_distill_data
 from medusa_lib.files import atomic_dir, atomic_write_text
-from medusa_lib.heads import MedusaModel
+from medusa_lib.heads import CONFIG_NAME, MedusaModel, read_config
 from medusa_lib.positions import PositionBank, bank_accuracy, check_rows
 
 # ----------------------------------------------------------------------------- checks
@@ -104,8 +108,10 @@ def to_draft(target_ids, draft_ids, vocab_size: int):
     return mapped.clamp(min=0), mapped >= 0
 
 
-def head_term(mm: MedusaModel, k: int, h, target, teacher_h, mask, cfg: TrainConfig):
-    """Head k's weighted loss on hidden states h [B, H] (fp32 math, draft rows where set)."""
+def head_term(mm: MedusaModel, k: int, h, target, teacher_h, mask, cfg: TrainConfig, prev=None):
+    """Head k's weighted loss on hidden states h [B, H] (fp32 math, draft rows where set).
+
+    Hydra heads also read `prev` [B, k+1], the ids of the tokens before the one they guess."""
     weight, draft = draft_projection(mm, k)
     with torch.no_grad():  # the teacher's distribution at t+k, over the same rows as the student
         W = teacher_rows(mm)
@@ -113,19 +119,21 @@ def head_term(mm: MedusaModel, k: int, h, target, teacher_h, mask, cfg: TrainCon
     if draft is not None:
         target, in_draft = to_draft(target, draft, mm.heads.vocab_size)
         mask = mask & in_draft
-    student = mm.heads.block(h, k).float() @ weight.T.float()  # [B, V']
+    z = mm.heads.block(h, k) if prev is None else mm.hydra_state(h, k, prev)  # [B, H]
+    student = z.float() @ weight.T.float()  # [B, V']
     return cfg.decay ** (k + 1) * head_loss(student, target, teacher, cfg.kd_weight, mask)
 
 
 def bank_batch_loss(mm: MedusaModel, bank: PositionBank, pos: torch.Tensor, cfg: TrainConfig,
                     backward: bool = True) -> list[float]:
-    """Medusa-1 loss on positions `pos` of a PositionBank; backward one head at a time."""
+    """Medusa-1 loss on positions `pos` of a PositionBank; backward one head at a time (Hydra: teacher-forced)."""
     dev = mm.lm_head.weight.device
     h = bank.inputs(pos, dev)  # [B, H] fp32
     losses = []
     for k in range(mm.num_heads):
         target, mask = bank.target(pos, k)
-        loss = head_term(mm, k, h, target.to(dev), bank.teacher_state(pos, k), mask.to(dev), cfg)
+        prev = bank.path_ids(pos, k) if mm.kind == "hydra" else None  # teacher forcing: tokens t+1 .. t+k+1
+        loss = head_term(mm, k, h, target.to(dev), bank.teacher_state(pos, k), mask.to(dev), cfg, prev)
         if backward and loss.requires_grad:
             loss.backward()
         losses.append(float(loss.detach()))
@@ -148,7 +156,7 @@ def save_checkpoint(mm: MedusaModel, directory: Path, state: dict, optimizer=Non
 def load_checkpoint(mm: MedusaModel, directory: Path, optimizer=None) -> dict:
     """Restore heads (adapter, optimizer) from a checkpoint folder; returns the trainer state."""
     directory = Path(directory)
-    saved = json.loads((directory / "medusa_config.json").read_text())
+    saved = read_config(directory / CONFIG_NAME)  # an old config without "kind" reads as Medusa heads
     mine = mm.heads.config_dict()
     diff = [f"{k}={saved.get(k)} there, {v} here" for k, v in mine.items() if saved.get(k) != v]
     if diff:
@@ -431,8 +439,7 @@ def train_joint(mm: MedusaModel, train_rows, cfg: TrainConfig | None = None, cal
 
     cfg = cfg or TrainConfig(stage="joint")
     check_config(cfg)
-    if not is_peft(mm.base):
-        raise TypeError("train_joint needs LoRA adapters on the base: MedusaModel.from_base(add_lora(model), ...)")
+    check_joint(mm)
     check_offsets(cfg.offsets, mm.num_heads)
     seqs = check_rows(train_rows, cfg.block_size, getattr(mm.config, "max_position_embeddings", None))
     if cfg.warmup_head_steps > 0:
@@ -459,6 +466,15 @@ def train_joint(mm: MedusaModel, train_rows, cfg: TrainConfig | None = None, cal
             callback(event)
     mm.eval()
     return {"history": history}
+
+
+def check_joint(mm: MedusaModel) -> None:
+    """Medusa-2 needs LoRA adapters on the base, and Medusa heads (Hydra heads train in Medusa-1 only)."""
+    if not is_peft(mm.base):
+        raise TypeError("train_joint needs LoRA adapters on the base: MedusaModel.from_base(add_lora(model), ...)")
+    if mm.kind != "medusa":
+        raise ValueError(f"train_joint (Medusa-2) trains Medusa heads only; these are {mm.kind} heads: "
+                         f"train them with train_heads (Medusa-1, frozen backbone)")
 
 
 def _joint_optimizer(mm: MedusaModel, cfg: TrainConfig):
@@ -510,10 +526,11 @@ def kl_to_teacher(mm: MedusaModel, rows, block_size: int = 512) -> float:
 
 
 def fresh_heads(model, rows, eval_rows=None, epochs: int = 2, num_heads: int = 3, draft=8192, save_dir=None,
-                seed: int = 0, progress: bool = True) -> tuple[MedusaModel, dict]:
+                seed: int = 0, progress: bool = True, kind: str = "medusa") -> tuple[MedusaModel, dict]:
     """The shipped recipe on given rows: fresh heads (1 ResBlock each, shared lm_head), a draft
-    vocabulary (`draft`: a size, or the token ids), Medusa-1. Returns (heads, trainer state)."""
-    mm = MedusaModel.from_base(model, num_heads, share_lm_head=True)
+    vocabulary (`draft`: a size, or the token ids), Medusa-1. `kind`: "medusa" or "hydra" heads.
+    Returns (heads, trainer state)."""
+    mm = MedusaModel.from_base(model, num_heads, share_lm_head=True, kind=kind)
     if isinstance(draft, int) and draft:
         draft = draft_vocab(rows, draft, model.config.vocab_size)
     if draft is not None and not isinstance(draft, int):

@@ -6,6 +6,9 @@ always correct. Node i > 0 is path i-1, at depth len(path), and may only attend 
 ancestors. All nodes are verified in one forward pass under a float 4D mask, with position ids
 given by depth, and the longest path the base model agrees with is kept.
 
+Medusa heads fill a whole depth from one top-k (`candidates`); Hydra heads draft node by node,
+each node's children from its own top-k (`levels` gives each depth's parents, paths and ranks).
+
 `Tree.from_accuracies` grows a tree greedily from measured head top-k accuracies, maximising the
 expected accepted length (the paper's Sec. 2.3.3 tree search).
 """
@@ -80,6 +83,25 @@ class Tree:
 
     def parents(self) -> list[int]:  # parent node of each node (root: -1)
         return self._cached("parents", lambda: [-1] + [self._index[p[:-1]] for p in self.paths])
+
+    def ranks(self) -> list[int]:  # rank of each node among its parent's proposals (root: -1)
+        return self._cached("ranks", lambda: [-1] + [p[-1] for p in self.paths])
+
+    def levels(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per depth d = 1..depth, what drafting node by node needs (Hydra heads): (nodes, paths, row, rank).
+
+        nodes [n]: the nodes at depth d; paths [P, d]: the root-to-parent node path of each of their P
+        distinct parents; node nodes[i] is the rank[i]-th proposal of the parent in row row[i] of paths.
+        """
+        return self._cached("levels", lambda: [self._level(d) for d in range(1, self.depth + 1)])
+
+    def _level(self, d: int):
+        parents, ranks = self.parents(), self.ranks()
+        nodes = [i for i in range(1, self.num_nodes) if len(self.paths[i - 1]) == d]
+        distinct = sorted({parents[i] for i in nodes})
+        row = {p: j for j, p in enumerate(distinct)}
+        return (torch.tensor(nodes), torch.tensor([self.ancestors(p) for p in distinct]),
+                torch.tensor([row[parents[i]] for i in nodes]), torch.tensor([ranks[i] for i in nodes]))
 
     def children(self) -> list[list[int]]:
         """Child nodes of every node, ordered by rank (what the acceptance walk tries first)."""

@@ -294,3 +294,105 @@ def test_batch_greedy_equals_one_prompt_greedy(tiny):
         stop = next((i + 1 for i, t in enumerate(ref) if t in eos), len(ref))
         assert answer == ref[:stop]
     assert len(got[2]) <= 11
+
+
+# ----------------------------------------------------------------------------- Hydra heads
+
+
+def perturbed_hydra(model, num_heads=3, seed=0, scale=0.05, share=False):
+    mm = MedusaModel.from_base(model, num_heads, share_lm_head=share, kind="hydra")
+    g = torch.Generator().manual_seed(seed)
+    for p in mm.heads.parameters():
+        p.data += scale * torch.randn(p.shape, generator=g)
+    return mm
+
+
+class HydraOracle(Oracle):
+    """Hydra heads that know the future: a node on the reference path proposes the reference token
+    after it (with probability `hit`), any other node random tokens. Only a right node-by-node
+    drafting (each node's children from its own path) gives long accepted paths."""
+
+    def __init__(self, mm, reference, prompt_len, hit=1.0, seed=0):
+        super().__init__(mm, reference, prompt_len, hit, seed)
+        mm.hydra_topk = self.hydra_topk
+
+    def hydra_topk(self, h, k, prev_ids, topk):
+        rows = []
+        for path in prev_ids.tolist():  # root .. parent: k+1 tokens
+            at = self.pos + k + 1
+            row = [self.rng.randrange(self.V) for _ in range(topk)]
+            if path == self.ref[self.pos: at] and at < len(self.ref) and self.rng.random() < self.hit:
+                row[0] = self.ref[at]
+            rows.append(row)
+        return torch.tensor(rows)
+
+
+@settings(max_examples=8 if SMOKE else 30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(paths=st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=3), min_size=0, max_size=12),
+       seed=st.integers(0, 10_000), n_new=st.integers(1, 40))
+def test_hydra_greedy_lossless_tiny_random_trees(tiny, paths, seed, n_new):
+    model, _ = tiny
+    closed = sorted({tuple(p[:d]) for p in paths for d in range(1, len(p) + 1)})
+    tree = Tree.from_choices(closed, num_heads=3)
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, 100, (1, 3 + seed % 9), generator=g)
+    ref = hf_greedy(model, ids, n_new)
+    mm = perturbed_hydra(model, seed=seed, share=seed % 3 == 0)
+    if seed % 2:
+        stream = HydraOracle(mm, ref, ids.shape[1], hit=0.9, seed=seed)
+        out = medusa_generate(mm, ids, tree=tree, max_new_tokens=n_new, streamer=stream)
+    else:
+        out = medusa_generate(mm, ids, tree=tree, max_new_tokens=n_new)
+    assert sum(out.accept_lengths) == out.sequences.shape[1] - ids.shape[1] <= n_new
+    assert_same_or_near_tie(model, out.sequences, ref)
+
+
+def test_hydra_candidates_come_from_each_nodes_own_path(tiny):
+    """Every node's token is the rank-r token of head d-1 reading h and its parent's path, node by node."""
+    from medusa_lib.decoding import hydra_candidates
+
+    model, _ = tiny
+    mm = perturbed_hydra(model, scale=0.3)
+    mm.set_draft_vocab(torch.arange(3, 90))
+    h = torch.randn(1, 64, generator=torch.Generator().manual_seed(3))
+    for tree in (Tree.standard(3, 16), Tree.from_choices([[0], [2], [2, 1], [2, 1, 0], [0, 3], [2, 0], [2, 0, 3]])):
+        cand = hydra_candidates(mm, tree, h, root=42)
+        assert cand[0] == 42
+        for node in range(1, tree.num_nodes):
+            parent, rank = tree.parents()[node], tree.ranks()[node]
+            path = cand[tree.ancestors(parent)][None]  # [1, depth of node]
+            top = mm.hydra_topk(h, path.shape[1] - 1, path, tree.max_rank)[0]
+            assert cand[node] == top[rank], f"node {node}"
+        siblings = [cand[kids].tolist() for kids in tree.children() if kids]
+        assert all(len(set(s)) == len(s) for s in siblings)  # one node's top-k: distinct tokens
+
+
+def test_hydra_oracle_gives_long_paths(tiny):
+    model, _ = tiny
+    ids = torch.tensor([[5, 6, 7, 8]])
+    ref = hf_greedy(model, ids, 30, eos=[])
+    mm = perturbed_hydra(model)
+    out = medusa_generate(mm, ids, tree=Tree.standard(3, 16), max_new_tokens=30, eos_token_id=[],
+                          streamer=HydraOracle(mm, ref, 4, hit=1.0))
+    assert torch.equal(out.sequences, ref)
+    assert out.tau > 3.0  # the true token is proposed under the right node only: depth 3 + bonus
+
+
+def test_hydra_sample_and_typical_modes_run(tiny):
+    model, _ = tiny
+    mm = perturbed_hydra(model, scale=0.0)
+    for mode in ("sample", "typical"):
+        out = medusa_generate(mm, torch.tensor([[10, 20, 30]]), tree=Tree.standard(3, 8), max_new_tokens=9,
+                              mode=mode, seed=0, eos_token_id=[])
+        assert out.new_tokens.numel() == 9
+
+
+@pytest.mark.parametrize("tree", [Tree.chain(3), Tree.standard(3, 16)], ids=["chain4", "standard16"])
+def test_hydra_greedy_lossless_embedded(embedded, tree):
+    model, tok = embedded
+    mm = perturbed_hydra(model, scale=0.01, share=True)
+    for prompt in PROMPTS[:2]:
+        ids = chat_ids(tok, prompt)
+        ref = hf_greedy(model, ids, 24)
+        out = medusa_generate(mm, ids, tree=tree, max_new_tokens=24)
+        assert_same_or_near_tie(model, out.sequences, ref)

@@ -174,5 +174,16 @@ def test_export_refuses_a_non_empty_folder_and_replaces_it_whole(tiny, tmp_path)
     assert not (tmp_path / "out" / "medusa_lm_head.pt").exists()
     assert load_heads(tmp_path / "out", tiny[0]).heads.num_heads == K
     mm.save_pretrained(tmp_path / "heads")
-    with pytest.raises(ValueError, match="heads folder itself"):
+    with pytest.raises(ValueError, match="is the heads folder or holds it"):
         main(["--heads", str(tmp_path / "heads"), "--out", str(tmp_path / "heads"), "--overwrite"])
+
+
+def test_export_refuses_hydra_heads(tiny, tmp_path):
+    mm = MedusaModel.from_base(tiny[0], K, kind="hydra")
+    for format in ("vllm", "medusa"):
+        with pytest.raises(ValueError, match=r"vLLM and FasterDecoding load Medusa heads only; these are Hydra heads"):
+            export_heads(mm, tmp_path / format, format=format)
+        assert not (tmp_path / format).exists()
+    mm.save_pretrained(tmp_path / "heads")
+    with pytest.raises(ValueError, match="load Medusa heads only.*MedusaModel.save_pretrained"):
+        main(["--heads", str(tmp_path / "heads"), "--out", str(tmp_path / "out")])

@@ -95,3 +95,19 @@ def test_fp16_decoding_and_benchmark_on_the_models_device(device):
     prompts = [BenchPrompt("p1", "chat", "hello"), BenchPrompt("p2", "code", "def f():")]
     res = benchmark(default_methods(mm, {"default": tree}), tok, prompts, max_new_tokens=8, progress=False)
     assert {r["method"] for r in res["summary"]} >= {"hf_greedy", "medusa[default]"}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_hydra_heads_train_and_decode_in_fp16(device):
+    model, tok = fp16_tiny(device)
+    rows = rows_from(model)
+    mm = MedusaModel.from_base(model, 3, share_lm_head=True, kind="hydra")
+    mm.set_draft_vocab(torch.arange(0, 100, 2))
+    state = train_heads(mm, rows, cfg=TrainConfig(epochs=2, batch_size=64, lr=3e-3, block_size=64), progress=False)
+    assert finite(mm) and all(loss == loss for e in state["history"] for loss in e["head_losses"])
+    assert all(p.dtype == torch.float32 for p in mm.heads.parameters())
+    for text in ("hello there", "0123 456"):
+        ids = tok(text, return_tensors="pt").input_ids.to(device)
+        ref = greedy_generate(mm, ids, max_new_tokens=20, eos_token_id=[]).sequences
+        out = medusa_generate(mm, ids, tree=Tree.standard(3, 8), max_new_tokens=20, eos_token_id=[])
+        assert torch.equal(out.sequences, ref)

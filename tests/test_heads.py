@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from medusa_lib.heads import MedusaHeads, MedusaModel, ResBlock
+from medusa_lib.heads import HydraHeads, MedusaHeads, MedusaModel, ResBlock
 
 
 def test_resblock_starts_as_identity():
@@ -53,7 +53,7 @@ def test_save_load_roundtrip_identical_logits(tiny, tmp_path):
     mm.save_pretrained(tmp_path)
     cfg = json.loads((tmp_path / "medusa_config.json").read_text())
     assert cfg == {"base_model_name_or_path": "tiny", "hidden_size": 64, "vocab_size": 100, "num_heads": 3,
-                   "num_layers": 2, "share_lm_head": False}
+                   "num_layers": 2, "share_lm_head": False, "kind": "medusa"}
     again = MedusaModel.from_pretrained(tmp_path, base=model)
     ids = tok("round trip", return_tensors="pt").input_ids
     with torch.no_grad():
@@ -165,3 +165,64 @@ def test_resave_without_draft_vocab_drops_the_old_one(tiny, tmp_path):
     assert MedusaModel.from_pretrained(tmp_path, base=tiny[0]).draft_ids is None
     mode = (tmp_path / "heads.safetensors").stat().st_mode & 0o777
     assert mode & 0o044, f"saved files follow the umask (readable by others), got {oct(mode)}"
+
+
+# ----------------------------------------------------------------------------- Hydra heads
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_fresh_hydra_head_equals_fresh_medusa_head(tiny, share):
+    model, tok = tiny
+    hydra = MedusaModel.from_base(model, 3, num_layers=2, share_lm_head=share, kind="hydra")
+    medusa = MedusaModel.from_base(model, 3, num_layers=2, share_lm_head=share)
+    ids = tok("abc def ghi", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.allclose(hydra(ids)[1], medusa(ids)[1], atol=1e-6)  # [K, B, T, V], teacher-forced
+        h, prev = torch.randn(4, 64), torch.randint(0, 100, (4, 3))
+        for k in range(3):  # whatever the draft tokens, a fresh head reads only h
+            assert torch.equal(hydra.hydra_topk(h, k, prev[:, : k + 1], 5), medusa.head_topk(h, 5)[k])
+
+
+def test_hydra_heads_read_the_draft_tokens(tiny):
+    model, _ = tiny
+    mm = _perturb(MedusaModel.from_base(model, 3, kind="hydra"))
+    assert isinstance(mm.heads, HydraHeads) and mm.kind == "hydra"
+    assert [tuple(p.weight.shape) for p in mm.heads.inputs] == [(64, 128), (64, 192), (64, 256)]  # (k+2)H -> H
+    h = torch.randn(1, 64).expand(2, -1)
+    with torch.no_grad():
+        z = mm.hydra_state(h, 2, torch.tensor([[5, 6, 7], [5, 6, 8]]))  # same h, last draft token differs
+    assert not torch.allclose(z[0], z[1])
+    assert not mm.embed(torch.tensor([5, 6])).requires_grad  # the base model's table, frozen: no gradient
+    with pytest.raises(TypeError, match="Hydra heads also read the draft tokens"):
+        mm.head_topk(h, 3)
+    with pytest.raises(ValueError, match="Hydra head 1 reads h and the embeddings of the 2 tokens before it"):
+        mm.heads.block(h, 1, mm.embed(torch.tensor([[5], [6]])))
+    with pytest.raises(ValueError, match=r"kind must be one of \('medusa', 'hydra'\), got 'eagle'"):
+        MedusaModel.from_base(model, 3, kind="eagle")
+
+
+def test_hydra_save_load_roundtrip_keeps_kind(tiny, tmp_path):
+    model, tok = tiny
+    mm = _perturb(MedusaModel.from_base(model, 3, num_layers=2, share_lm_head=False, kind="hydra"))
+    mm.set_draft_vocab(torch.arange(0, 100, 2))
+    mm.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "medusa_config.json").read_text())["kind"] == "hydra"
+    assert "# Hydra heads for tiny" in (tmp_path / "README.md").read_text()
+    again = MedusaModel.from_pretrained(tmp_path, base=model)
+    assert again.kind == "hydra" and torch.equal(again.draft_ids, mm.draft_ids)
+    ids = tok("round trip", return_tensors="pt").input_ids
+    h, prev = torch.randn(3, 64), torch.randint(0, 100, (3, 2))
+    with torch.no_grad():
+        assert torch.equal(mm(ids)[1], again(ids)[1])
+        assert torch.equal(mm.hydra_topk(h, 1, prev, 4), again.hydra_topk(h, 1, prev, 4))
+
+
+def test_old_config_without_kind_loads_as_medusa(tiny, tmp_path):
+    path = _saved(tiny, tmp_path) / "medusa_config.json"
+    cfg = json.loads(path.read_text())
+    cfg.pop("kind")
+    path.write_text(json.dumps(cfg))
+    assert MedusaModel.from_pretrained(tmp_path, base=tiny[0]).kind == "medusa"
+    path.write_text(json.dumps({**cfg, "kind": "eagle"}))
+    with pytest.raises(ValueError, match=r"medusa_config\.json: kind must be one of .*got 'eagle'.*re-save"):
+        MedusaModel.from_pretrained(tmp_path, base=tiny[0])

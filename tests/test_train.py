@@ -251,3 +251,51 @@ def test_resume_refuses_another_batch_size_or_seed(tiny, rows, tmp_path):
         with pytest.raises(ValueError, match="resume with the same settings"):
             cfg = TrainConfig(epochs=1, **{"batch_size": 64, **change})
             train_heads(MedusaModel.from_base(model, 3), rows, cfg=cfg, save_dir=tmp_path, resume=True, progress=False)
+
+
+# ----------------------------------------------------------------------------- Hydra heads
+
+
+def test_hydra_teacher_forcing_reads_the_true_tokens(tiny, rows):
+    model, _ = tiny
+    bank = PositionBank(MedusaModel.from_base(model, 3), check_rows(rows, 512), 3)
+    pos = bank.valid[:, 2].nonzero().squeeze(1)[:50]
+    for k in range(3):
+        path = bank.path_ids(pos, k)  # [B, k+1]: the tokens at t+1 .. t+k+1
+        assert path.shape == (len(pos), k + 1)
+        assert all(torch.equal(path[:, j], bank.tok[pos + 1 + j]) for j in range(k + 1))
+    assert torch.equal(bank.path_ids(pos, 0)[:, 0], bank.greedy[pos])  # self-distilled: t+1 is the base's token
+
+
+def test_fresh_hydra_bank_accuracy_equals_fresh_medusa(tiny, rows):
+    model, _ = tiny
+    hydra = MedusaModel.from_base(model, 3, kind="hydra")
+    bank = PositionBank(hydra, check_rows(rows, 512), 3)
+    assert torch.equal(bank_accuracy(hydra, bank, topk=5), bank_accuracy(MedusaModel.from_base(model, 3), bank, topk=5))
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_hydra_heads_stage_lowers_loss(tiny, rows, share):
+    model, _ = tiny
+    mm = MedusaModel.from_base(model, 3, share_lm_head=share, kind="hydra")
+    if share:
+        mm.set_draft_vocab(torch.arange(2, 100))
+    bank = PositionBank(mm, check_rows(rows, 512), 3)
+    before = bank_accuracy(mm, bank, topk=5)
+    frozen = {n: p.clone() for n, p in model.named_parameters()}
+    state = train_heads(mm, rows, cfg=TrainConfig(epochs=4, batch_size=64, lr=3e-3), progress=False)
+    losses = [e["loss"] for e in state["history"]]
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters())  # embeddings included
+    assert any(p.weight[:, 64:].abs().sum() > 0 for p in mm.heads.inputs)  # the draft tokens' columns learned
+    after = bank_accuracy(mm, bank, topk=5)
+    assert after[0, 0] > before[0, 0] + 0.2
+
+
+def test_joint_training_refuses_hydra_heads(rows):
+    from medusa_lib.models import load_base
+
+    base, _ = load_base("tiny", device="cpu")
+    mm = MedusaModel.from_base(add_lora(base, LORA4), 2, kind="hydra")
+    with pytest.raises(ValueError, match=r"train_joint \(Medusa-2\) trains Medusa heads only; these are hydra heads"):
+        train_joint(mm, rows, cfg=TrainConfig(stage="joint", max_steps=1, warmup_head_steps=0), progress=False)

@@ -28,6 +28,17 @@ def test_from_choices_buffers_small_tree():
     assert heads.tolist() == [0, 0, 1] and ranks.tolist() == [0, 1, 0]
 
 
+def test_levels_give_each_depth_parents_paths_and_ranks():
+    tree = Tree.from_choices([[0], [1], [0, 0], [0, 2], [1, 1], [0, 2, 0]])
+    assert tree.ranks() == [-1, 0, 1, 0, 2, 1, 0]
+    (n1, p1, r1, k1), (n2, p2, r2, k2), (n3, p3, r3, k3) = tree.levels()
+    assert n1.tolist() == [1, 2] and p1.tolist() == [[0]] and r1.tolist() == [0, 0] and k1.tolist() == [0, 1]
+    assert n2.tolist() == [3, 4, 5] and p2.tolist() == [[0, 1], [0, 2]]  # parents: nodes 1 and 2, root first
+    assert r2.tolist() == [0, 0, 1] and k2.tolist() == [0, 2, 1]
+    assert n3.tolist() == [6] and p3.tolist() == [[0, 1, 4]] and r3.tolist() == [0] and k3.tolist() == [0]
+    assert Tree([]).levels() == []
+
+
 def test_attention_mask_is_float_with_prefix_visible():
     tree = Tree.from_choices([[0], [1], [0, 0]])
     mask = tree.attention_mask(past_len=3)
