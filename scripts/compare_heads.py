@@ -1,0 +1,88 @@
+"""Medusa heads against Hydra heads (Ankner et al., 2024) on the embedded model, with one recipe.
+
+Both kinds get the same data and training: self-distilled answers of the embedded model to the
+hand-written training prompts (`data.selfdistill_rows`, cached), then `train.fresh_heads` (3 heads,
+1 ResBlock each, shared lm_head, 8192-token draft vocabulary, Medusa-1, 2 epochs). Reported:
+
+- per-head top-1 / top-5 on the self-distilled held-out answers (`evaluate.head_accuracy`; Hydra
+  heads teacher-forced along the true path, i.e. the accuracy each depth has once its path is right);
+- tau (tokens per base forward) of greedy decoding on a few held-out prompts (`evaluate.measure_tau`)
+  with a tree grown from each kind's own accuracies (8 nodes) and with the chain of 3, and the wall
+  time of those runs (greedy is lossless, so both kinds emit the same tokens).
+
+    OMP_NUM_THREADS=1 python scripts/compare_heads.py
+"""
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from medusa_lib.config import set_seed
+from medusa_lib.data import load_prompts, selfdistill_rows
+from medusa_lib.evaluate import head_accuracy, measure_tau
+from medusa_lib.models import load_base
+from medusa_lib.train import fresh_heads
+from medusa_lib.tree import Tree, expected_accept_length
+
+
+def run_kind(kind, model, tok, train, heldout, prompts, args) -> dict:
+    """Train fresh heads of one kind, then measure held-out accuracy and tau."""
+    set_seed(args.seed)
+    t0 = time.perf_counter()
+    mm, state = fresh_heads(model, train, epochs=args.epochs, num_heads=3, draft=args.draft, seed=args.seed,
+                            progress=False, kind=kind)
+    train_s = time.perf_counter() - t0
+    acc = head_accuracy(mm, heldout, topk=10)  # [3, 10] cumulative
+    row = {"kind": kind, "train_s": train_s, "positions": state["positions"],
+           "top1": acc[:, 0].tolist(), "top5": acc[:, 4].tolist()}
+    trees = {"acc-8": Tree.from_accuracies(acc, 8), "chain-4": Tree.chain(3)}
+    for name, tree in trees.items():
+        t0 = time.perf_counter()
+        taus = measure_tau(mm, tok, tree, prompts, args.max_new_tokens)
+        row[f"tau {name}"] = statistics.mean(taus)
+        row[f"decode_s {name}"] = time.perf_counter() - t0
+        row[f"E[tau] {name}"] = expected_accept_length(tree, acc)
+    row["tree acc-8"] = [list(p) for p in trees["acc-8"].paths]
+    return row
+
+
+def print_table(rows: list[dict]) -> None:
+    cols = ["kind"] + [f"head {k + 1} top-1/top-5" for k in range(3)]
+    cols += ["tau acc-8", "E[tau] acc-8", "tau chain-4", "E[tau] chain-4", "decode s acc-8", "decode s chain-4",
+             "train s"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        cells = [r["kind"]] + [f"{r['top1'][k]:.3f} / {r['top5'][k]:.3f}" for k in range(3)]
+        cells += [f"{r['tau acc-8']:.3f}", f"{r['E[tau] acc-8']:.3f}", f"{r['tau chain-4']:.3f}",
+                  f"{r['E[tau] chain-4']:.3f}", f"{r['decode_s acc-8']:.1f}", f"{r['decode_s chain-4']:.1f}",
+                  f"{r['train_s']:.0f}"]
+        print("| " + " | ".join(cells) + " |")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--draft", type=int, default=8192, help="draft vocabulary the heads rank")
+    ap.add_argument("--prompts", type=int, default=6, help="held-out prompts to measure tau on")
+    ap.add_argument("--max_new_tokens", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None, help="also write the rows here")
+    args = ap.parse_args()
+    model, tok = load_base("embedded", device="cpu")
+    train, heldout = selfdistill_rows(model, tok, "train"), selfdistill_rows(model, tok, "heldout")
+    prompts = [p.prompt for p in load_prompts("heldout")][: args.prompts]
+    print(f"train: {len(train)} answers, held-out: {len(heldout)} answers, tau on {len(prompts)} prompts "
+          f"x {args.max_new_tokens} tokens")
+    rows = [run_kind(kind, model, tok, train, heldout, prompts, args) for kind in ("medusa", "hydra")]
+    print_table(rows)
+    for r in rows:
+        print(f"{r['kind']}: acc-8 tree {r['tree acc-8']}, {r['positions']} training positions")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
