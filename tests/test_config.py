@@ -83,3 +83,13 @@ def test_every_profile_field_is_read():
     for cls in (config.Profile, config.HeadConfig, config.TrainConfig, config.DecodeConfig):
         for f in dataclasses.fields(cls):
             assert f".{f.name}" in code or f"'{f.name}'" in code, f"{cls.__name__}.{f.name} is never read"
+
+
+def test_a_4bit_profile_trains_qlora_joint_with_its_own_batch_and_lr():
+    from medusa_lib import cli
+
+    args = cli.parse_train_kd(["--student_name", "llama2-7b-qlora"])
+    prof = config.get_profile("llama2-7b-qlora")
+    assert args.qlora and args.stage == "joint"
+    assert (args.batch_size, args.lr, args.grad_accum, args.block_size) == (
+        prof.train.batch_size, prof.train.lr, prof.train.grad_accum, prof.train.block_size)
