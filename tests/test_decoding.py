@@ -71,31 +71,37 @@ def assert_same_or_near_tie(model, ours, ref, tol=1e-4):
 @given(paths=st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=3), min_size=0, max_size=12),
        seed=st.integers(0, 10_000), n_new=st.integers(1, 40))
 def test_greedy_lossless_tiny_random_trees(tiny, paths, seed, n_new):
-    model, tok = tiny
+    def oracle(mm, ref, ids):
+        return Oracle(mm, ref, ids.shape[1], hit=0.9, seed=seed, spread=seed % 4 == 1)
+
+    check_lossless_random_tree(tiny[0], paths, seed, n_new, perturbed(tiny[0], seed=seed), oracle)
+
+
+def check_lossless_random_tree(model, paths, seed, n_new, mm, oracle):
+    """Greedy on the tree closed under prefixes of `paths` equals HF greedy; odd seeds use oracle heads."""
     closed = sorted({tuple(p[:d]) for p in paths for d in range(1, len(p) + 1)})
     tree = Tree.from_choices(closed, num_heads=3)
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(4, 100, (1, 3 + seed % 9), generator=g)
     ref = hf_greedy(model, ids, n_new)
-    mm = perturbed(model, seed=seed)
-    if seed % 2:
-        stream = Oracle(mm, ref, ids.shape[1], hit=0.9, seed=seed, spread=seed % 4 == 1)
-        out = medusa_generate(mm, ids, tree=tree, max_new_tokens=n_new, streamer=stream)
-    else:
-        out = medusa_generate(mm, ids, tree=tree, max_new_tokens=n_new)
+    stream = oracle(mm, ref, ids) if seed % 2 else None
+    out = medusa_generate(mm, ids, tree=tree, max_new_tokens=n_new, streamer=stream)
     assert sum(out.accept_lengths) == out.sequences.shape[1] - ids.shape[1] <= n_new
     assert_same_or_near_tie(model, out.sequences, ref)
 
 
 def test_oracle_heads_give_long_paths(tiny):
-    model, _ = tiny
+    check_oracle_long_paths(tiny[0], perturbed(tiny[0]), Oracle)
+
+
+def check_oracle_long_paths(model, mm, oracle):
+    """Heads that always propose the true next tokens: every step takes depth 3 + the bonus token."""
     ids = torch.tensor([[5, 6, 7, 8]])
     ref = hf_greedy(model, ids, 30, eos=[])
-    mm = perturbed(model)
     out = medusa_generate(mm, ids, tree=Tree.standard(3, 16), max_new_tokens=30, eos_token_id=[],
-                          streamer=Oracle(mm, ref, 4, hit=1.0))
+                          streamer=oracle(mm, ref, 4, hit=1.0))
     assert torch.equal(out.sequences, ref)
-    assert out.tau > 3.0  # depth 3 + bonus: nearly every step takes 4 tokens
+    assert out.tau > 3.0
 
 
 PROMPTS = ["What is the capital of France?", "Write a Python function that checks if a number is prime.",
@@ -331,20 +337,11 @@ class HydraOracle(Oracle):
 @given(paths=st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=3), min_size=0, max_size=12),
        seed=st.integers(0, 10_000), n_new=st.integers(1, 40))
 def test_hydra_greedy_lossless_tiny_random_trees(tiny, paths, seed, n_new):
-    model, _ = tiny
-    closed = sorted({tuple(p[:d]) for p in paths for d in range(1, len(p) + 1)})
-    tree = Tree.from_choices(closed, num_heads=3)
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(4, 100, (1, 3 + seed % 9), generator=g)
-    ref = hf_greedy(model, ids, n_new)
-    mm = perturbed_hydra(model, seed=seed, share=seed % 3 == 0)
-    if seed % 2:
-        stream = HydraOracle(mm, ref, ids.shape[1], hit=0.9, seed=seed)
-        out = medusa_generate(mm, ids, tree=tree, max_new_tokens=n_new, streamer=stream)
-    else:
-        out = medusa_generate(mm, ids, tree=tree, max_new_tokens=n_new)
-    assert sum(out.accept_lengths) == out.sequences.shape[1] - ids.shape[1] <= n_new
-    assert_same_or_near_tie(model, out.sequences, ref)
+    def oracle(mm, ref, ids):
+        return HydraOracle(mm, ref, ids.shape[1], hit=0.9, seed=seed)
+
+    mm = perturbed_hydra(tiny[0], seed=seed, share=seed % 3 == 0)
+    check_lossless_random_tree(tiny[0], paths, seed, n_new, mm, oracle)
 
 
 def test_hydra_candidates_come_from_each_nodes_own_path(tiny):
@@ -368,14 +365,7 @@ def test_hydra_candidates_come_from_each_nodes_own_path(tiny):
 
 
 def test_hydra_oracle_gives_long_paths(tiny):
-    model, _ = tiny
-    ids = torch.tensor([[5, 6, 7, 8]])
-    ref = hf_greedy(model, ids, 30, eos=[])
-    mm = perturbed_hydra(model)
-    out = medusa_generate(mm, ids, tree=Tree.standard(3, 16), max_new_tokens=30, eos_token_id=[],
-                          streamer=HydraOracle(mm, ref, 4, hit=1.0))
-    assert torch.equal(out.sequences, ref)
-    assert out.tau > 3.0  # the true token is proposed under the right node only: depth 3 + bonus
+    check_oracle_long_paths(tiny[0], perturbed_hydra(tiny[0]), HydraOracle)  # the true token under the right node
 
 
 def test_hydra_sample_and_typical_modes_run(tiny):
