@@ -112,7 +112,7 @@ print("position ids:", small.position_ids(past_len).tolist())
 
 # %% [markdown]
 # Why a *float* mask? With a boolean 4D mask and eager attention, transformers computes wrong
-# logits without raising any error (see `shared/DESIGN.md`). With the float mask, tree logits match
+# logits without raising any error (this project met that bug). With the float mask, tree logits match
 # sequential decoding to within 1e-4, which `tests/test_decoding.py` checks.
 
 # %%

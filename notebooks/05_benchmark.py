@@ -220,16 +220,13 @@ print("saved", save_fig(fig, "figures/05_tree_sweep.png"))
 #
 # Medusa's bet is that verifying N tokens in one forward costs about as much as decoding one. On a
 # GPU that holds for dozens of tokens: a small batch is limited by memory bandwidth, not arithmetic.
-# On a CPU it does not. Measured on this project's 2-core CPU (`shared/DESIGN.md`), one forward of
-# k tokens over a 100-token cache, relative to one token:
+# On a CPU it does not: one forward of k tokens costs clearly more than one token, and more as k grows.
+# This section measures that cost on your machine (`evaluate.verify_costs`); `python scripts/bench_verify.py`
+# prints the full table.
 #
-# | tokens k | 4 | 8 | 16 | 32 | 64 |
-# | --- | --- | --- | --- | --- | --- |
-# | cost | ×1.85 | ×1.9 | ×2.2 | ×2.8 | ×3.9 |
-#
-# So **speedup ≈ τ ÷ cost ratio**. An 8-node tree needs τ ≈ 1.9 just to break even, and the shipped
-# heads, trained on the answers to about 1,700 prompts, give τ ≈ 1.4–1.8. From the benchmark above: the time per step
-# of Medusa against our plain greedy loop (same cache code), and what τ ÷ ratio predicts:
+# So **speedup ≈ τ ÷ cost ratio**: a tree pays only when its τ beats its verification cost. From the
+# benchmark above: the time per step of Medusa against our plain greedy loop (same cache code), and what
+# τ ÷ ratio predicts:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
