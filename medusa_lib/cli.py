@@ -33,12 +33,13 @@ from medusa_lib.evaluate import markdown_table, report
 from medusa_lib.heads import SHIPPED_HEADS, MedusaModel
 from medusa_lib.interop import FORMATS, export_heads, load_heads, resolve_heads
 from medusa_lib.models import EMBEDDED_NAME, load_base
-from medusa_lib.positions import check_rows
+from medusa_lib.positions import check_block_size
 from medusa_lib.train import (
     add_lora,
     check_config,
     check_save_dir,
     quick_heads,
+    save_checkpoint,
     train_heads,
     train_joint,
     write_record,
@@ -167,8 +168,7 @@ def train_kd(argv=None) -> dict:
     cfg, head = check_train_kd(args)
     set_seed(cfg.seed)
     model, tok = load_base(args.student_name, device=Accelerator().device, load_in_4bit=args.qlora)
-    check_rows([{"prompt_ids": [0], "response_ids": [0, 0]}], cfg.block_size,
-               getattr(model.config, "max_position_embeddings", None))  # the context, before generating
+    check_block_size(cfg.block_size, getattr(model.config, "max_position_embeddings", None))  # before generating
     rows = training_rows(args, model, tok)
     heldout = [r for r in heldout_rows(model, tok, smoke(None, 4)) if len(r["response_ids"]) >= 3] or None
     if cfg.stage == "joint":
@@ -190,8 +190,6 @@ def train_kd(argv=None) -> dict:
 
 def fit(mm: MedusaModel, rows, heldout, cfg: TrainConfig, args) -> dict:
     """Medusa-1 writes best/ and last/; Medusa-2 writes its heads and adapter to best/ as well."""
-    from medusa_lib.train import save_checkpoint
-
     if cfg.stage == "heads":
         return train_heads(mm, rows, heldout, cfg, save_dir=args.save_dir, resume=args.resume,
                            overwrite=args.overwrite)

@@ -22,10 +22,7 @@ def check_rows(rows, block_size: int, max_positions: int | None = None) -> list[
     """[(ids [T], loss_from)] from rows {"prompt_ids", "response_ids"}; clear errors on bad data."""
     if not rows:
         raise ValueError("no training data: the row list is empty (generate or preprocess data first)")
-    if block_size < 2:
-        raise ValueError(f"block_size must be >= 2, got {block_size}")
-    if max_positions is not None and block_size > max_positions:
-        raise ValueError(f"block_size={block_size} is above the model's context of {max_positions} tokens")
+    check_block_size(block_size, max_positions)
     seqs = []
     for r in rows:
         ids = (list(r["prompt_ids"]) + list(r["response_ids"]))[:block_size]
@@ -35,6 +32,14 @@ def check_rows(rows, block_size: int, max_positions: int | None = None) -> list[
     if not seqs:
         raise ValueError("no training data: every row is too short to give a head a target")
     return seqs
+
+
+def check_block_size(block_size: int, max_positions: int | None = None) -> None:
+    """A training sequence of `block_size` tokens fits the model's context (`max_position_embeddings`)."""
+    if block_size < 2:
+        raise ValueError(f"block_size must be >= 2, got {block_size}")
+    if max_positions is not None and block_size > max_positions:
+        raise ValueError(f"block_size={block_size} is above the model's context of {max_positions} tokens")
 
 
 class PositionBank:

@@ -200,3 +200,9 @@ def test_more_refusals(tiny, tmp_path, capsys):
     assert "no 'num_heads'" in err and "Traceback" not in err
     args = cli.train_kd_parser("tiny").parse_args(["--share_lm_head"])
     assert args.share_lm_head and not cli.train_kd_parser("embedded").parse_args(["--no-share_lm_head"]).share_lm_head
+
+
+def test_block_size_beyond_the_context_fails_before_self_distillation(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "training_rows", lambda *a: pytest.fail("data was generated before the check"))
+    assert run_cli(cli.train_kd, "--student_name", "tiny", "--block_size", "1000", "--save_dir", str(tmp_path / "r")) == 2
+    assert "above the model's context of 512" in capsys.readouterr().err
