@@ -204,5 +204,6 @@ def test_more_refusals(tiny, tmp_path, capsys):
 
 def test_block_size_beyond_the_context_fails_before_self_distillation(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(cli, "training_rows", lambda *a: pytest.fail("data was generated before the check"))
-    assert run_cli(cli.train_kd, "--student_name", "tiny", "--block_size", "1000", "--save_dir", str(tmp_path / "r")) == 2
+    save = str(tmp_path / "r")
+    assert run_cli(cli.train_kd, "--student_name", "tiny", "--block_size", "1000", "--save_dir", save) == 2
     assert "above the model's context of 512" in capsys.readouterr().err
