@@ -156,10 +156,11 @@ def self_distill_data(model, tok, prompts: list[str], max_new_tokens: int = 256,
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     rows: dict[int, dict] = {}
     bar, made, t0 = tqdm(batches, desc="self-distill", disable=not progress), 0, time.perf_counter()
+    mm = MedusaModel.from_base(model, 1)  # the decoder and lm_head batch_greedy runs; the head is not used
     for b, idx in enumerate(bar):
         shard = folder / f"shard-{b:05d}.json"
         if not shard.exists():
-            got = _generate_batch(model, tok, [prompts[i] for i in idx], max_new_tokens)
+            got = _generate_batch(mm, tok, [prompts[i] for i in idx], max_new_tokens)
             atomic_write_bytes(shard, json.dumps(dict(zip(map(str, idx), got))).encode())
             made += sum(len(r["response_ids"]) for r in got)
             bar.set_postfix(answer_tok_s=f"{made / (time.perf_counter() - t0):.0f}")  # useful tokens only
@@ -167,10 +168,9 @@ def self_distill_data(model, tok, prompts: list[str], max_new_tokens: int = 256,
     return [rows[i] for i in range(len(prompts))]
 
 
-def _generate_batch(model, tok, prompts: list[str], max_new_tokens: int) -> list[dict]:
+def _generate_batch(mm: MedusaModel, tok, prompts: list[str], max_new_tokens: int) -> list[dict]:
     """Greedy answers on medusa_lib's own cache code: a row that reaches EOS leaves the batch at once."""
     ids = [chat_ids(tok, p)[0].tolist() for p in prompts]
-    mm = MedusaModel.from_base(model, 1)  # the decoder and lm_head; the head itself is not used
     answers = batch_greedy(mm, ids, max_new_tokens, {tok.eos_token_id}, tok.pad_token_id)
     return [{"prompt_ids": p, "response_ids": a} for p, a in zip(ids, answers)]
 
