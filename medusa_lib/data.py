@@ -9,6 +9,7 @@ files offline) is chunked and packed into fixed blocks for KD on soft teacher ta
 from __future__ import annotations
 
 import functools
+import gzip
 import hashlib
 import json
 import random
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from medusa_lib.decoding import batch_greedy
+from medusa_lib.batching import stream_greedy
 from medusa_lib.files import atomic_write_bytes, cache_dir
 from medusa_lib.heads import MedusaModel
 from medusa_lib.models import hub_reachable
@@ -140,39 +141,61 @@ def weights_fingerprint(model) -> str:
 
 
 def self_distill_data(model, tok, prompts: list[str], max_new_tokens: int = 256, batch_size: int = 16,
-                      root=None, progress: bool = True) -> list[dict]:
+                      root=None, progress: bool = True, shard_size: int = 64) -> list[dict]:
     """The base model's own greedy answers to `prompts` (Medusa paper Sec. 2.3.2).
 
-    Batched and left-padded with the chat template. Each batch is written to its own shard as soon
-    as it is done, so an interrupted run resumes where it stopped. Returns one dict per prompt:
-    `{"prompt_ids": [...], "response_ids": [...]}` (token ids; the response ends at EOS if reached).
+    Continuous batching (`batching.stream_greedy`) with the chat template: `batch_size` rows
+    generate at every step, a finished row is replaced by the next prompt. Finished answers are
+    written `shard_size` at a time to gzipped shards, so an interrupted run keeps them and the next
+    call resumes with the rest. Returns one dict per prompt: `{"prompt_ids": [...], "response_ids":
+    [...]}` (token ids; the response ends at EOS if reached).
     """
-    from tqdm.auto import tqdm
-
     if not prompts:
         raise ValueError("self_distill_data needs at least one prompt")
     folder = distill_cache_dir(model, prompts, max_new_tokens, root, batch_size)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # less padding per batch
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    rows: dict[int, dict] = {}
-    bar, made, t0 = tqdm(batches, desc="self-distill", disable=not progress), 0, time.perf_counter()
-    mm = MedusaModel.from_base(model, 1)  # the decoder and lm_head batch_greedy runs; the head is not used
-    for b, idx in enumerate(bar):
-        shard = folder / f"shard-{b:05d}.json"
-        if not shard.exists():
-            got = _generate_batch(mm, tok, [prompts[i] for i in idx], max_new_tokens)
-            atomic_write_bytes(shard, json.dumps(dict(zip(map(str, idx), got))).encode())
-            made += sum(len(r["response_ids"]) for r in got)
-            bar.set_postfix(answer_tok_s=f"{made / (time.perf_counter() - t0):.0f}")  # useful tokens only
-        rows.update({int(k): v for k, v in json.loads(shard.read_text()).items()})
+    rows = read_shards(folder)
+    todo = [i for i in range(len(prompts)) if i not in rows]
+    if todo:
+        rows.update(_generate(model, tok, [prompts[i] for i in todo], todo, max_new_tokens, batch_size, folder,
+                              progress, shard_size))
     return [rows[i] for i in range(len(prompts))]
 
 
-def _generate_batch(mm: MedusaModel, tok, prompts: list[str], max_new_tokens: int) -> list[dict]:
-    """Greedy answers on medusa_lib's own cache code: a row that reaches EOS leaves the batch at once."""
+def read_shards(folder: Path) -> dict[int, dict]:
+    """Every finished answer saved under `folder`: {prompt index: row}."""
+    rows = {}
+    for shard in sorted(Path(folder).glob("shard-*.json.gz")):
+        rows.update({int(k): v for k, v in json.loads(gzip.decompress(shard.read_bytes())).items()})
+    return rows
+
+
+def _generate(model, tok, prompts, index, max_new_tokens, batch_size, folder, progress, shard_size) -> dict:
+    """Answers to `prompts` (global ids `index`), saved as they finish; useful tokens/s on the bar."""
+    from tqdm.auto import tqdm
+
     ids = [chat_ids(tok, p)[0].tolist() for p in prompts]
-    answers = batch_greedy(mm, ids, max_new_tokens, {tok.eos_token_id}, tok.pad_token_id)
-    return [{"prompt_ids": p, "response_ids": a} for p, a in zip(ids, answers)]
+    bar, t0, done, made = tqdm(total=len(ids), desc="self-distill", disable=not progress), time.perf_counter(), {}, [0]
+    pending = {}
+
+    def finished(i: int, answer: list[int]) -> None:
+        pending[index[i]] = done[index[i]] = {"prompt_ids": ids[i], "response_ids": list(answer)}
+        made[0] += len(answer)
+        bar.update(1)
+        bar.set_postfix(answer_tok_s=f"{made[0] / (time.perf_counter() - t0):.0f}")  # useful tokens only
+        if len(pending) >= shard_size or len(done) == len(ids):
+            _write_shard(folder, pending)
+
+    mm = MedusaModel.from_base(model, 1)  # the decoder and lm_head stream_greedy runs; the head is not used
+    stream_greedy(mm, ids, max_new_tokens, {tok.eos_token_id}, tok.pad_token_id, batch_size, on_done=finished)
+    bar.close()
+    return done
+
+
+def _write_shard(folder: Path, pending: dict) -> None:
+    """Save and forget the pending answers (named by their first prompt index, so never overwritten)."""
+    name = f"shard-{min(pending):06d}-{len(pending):04d}.json.gz"
+    atomic_write_bytes(Path(folder) / name, gzip.compress(json.dumps({str(k): v for k, v in pending.items()}).encode()))
+    pending.clear()
 
 
 def draft_vocab(rows, size: int, vocab_size: int) -> torch.Tensor:

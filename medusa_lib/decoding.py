@@ -378,38 +378,3 @@ def greedy_generate(model_or_mm, input_ids: torch.Tensor, max_new_tokens: int = 
         streamer.end()
     out.sequences = torch.cat([input_ids, torch.tensor([new], dtype=input_ids.dtype, device=input_ids.device)], 1)
     return out
-
-
-# ----------------------------------------------------------------------------- batched greedy (for data)
-
-
-@torch.no_grad()
-def batch_greedy(mm, prompts: list[list[int]], max_new_tokens: int, eos: set[int], pad_id: int = 0) -> list[list[int]]:
-    """Greedy answers to several prompts at once, on the same cache code as decoding.
-
-    Prompts are left-padded (a 2D mask; position ids count real tokens only). A row that emits EOS leaves the
-    batch at once (`DynamicCache.batch_select_indices`), so no compute goes to finished answers. Sort prompts
-    by length before calling, so little goes to padding either. Returns each prompt's new tokens.
-    """
-    device = mm.lm_head.weight.device
-    T = max(len(p) for p in prompts)
-    ids = torch.tensor([[pad_id] * (T - len(p)) + list(p) for p in prompts], device=device)  # [B, T]
-    mask = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts], device=device)  # [B, T]
-    cache = DynamicCache(config=mm.config)
-    h = mm.decoder(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
-                   cache=cache, use_cache=True).last_hidden_state[:, -1]  # [B, H]
-    out, alive = [[] for _ in prompts], torch.arange(len(prompts), device=device)
-    for _ in range(max_new_tokens):
-        tok = mm.lm_head(h).argmax(-1)  # [b]
-        for row, t in zip(alive.tolist(), tok.tolist()):
-            out[row].append(t)
-        keep = torch.tensor([t not in eos for t in tok.tolist()], device=device)  # [b]
-        if not keep.all():
-            alive, tok, mask = alive[keep], tok[keep], mask[keep]
-            cache.batch_select_indices(keep.nonzero().squeeze(1))
-        if len(alive) == 0:
-            break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)  # [b, T + 1]
-        h = mm.decoder(input_ids=tok[:, None], attention_mask=mask, position_ids=mask.sum(1, keepdim=True) - 1,
-                       cache=cache, use_cache=True).last_hidden_state[:, -1]
-    return out

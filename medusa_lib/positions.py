@@ -42,6 +42,33 @@ def check_block_size(block_size: int, max_positions: int | None = None) -> None:
         raise ValueError(f"block_size={block_size} is above the model's context of {max_positions} tokens")
 
 
+@torch.no_grad()
+def hidden_states(mm: MedusaModel, seqs, progress: bool = False, batch_tokens: int = 8192) -> list[torch.Tensor]:
+    """Last hidden states [T - start, H] (fp32, CPU) of each (ids, start) in `seqs`, in order.
+
+    Sequences of similar length are batched, right-padded, about `batch_tokens` tokens a forward;
+    padding sits after every real token, so causal attention never sees it."""
+    from tqdm.auto import tqdm
+
+    device = mm.lm_head.weight.device
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))
+    out: list[torch.Tensor | None] = [None] * len(seqs)
+    bar = tqdm(total=sum(len(ids) for ids, _ in seqs), desc="hidden states", unit="tok", disable=not progress)
+    while order:
+        T = len(seqs[order[-1]][0])
+        group = [order.pop() for _ in range(min(len(order), max(1, batch_tokens // T)))]  # longest first
+        ids = torch.zeros(len(group), T, dtype=torch.long)
+        mask = torch.zeros(len(group), T, dtype=torch.long)
+        for row, i in enumerate(group):
+            ids[row, : len(seqs[i][0])], mask[row, : len(seqs[i][0])] = seqs[i][0], 1
+        h = mm.decoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state  # [b, T, H]
+        for row, i in enumerate(group):
+            out[i] = h[row, seqs[i][1]: len(seqs[i][0])].float().cpu()
+        bar.update(int(mask.sum()))
+    bar.close()
+    return out
+
+
 class PositionBank:
     """Last hidden states of a frozen backbone over many sequences, flattened to positions.
 
@@ -51,16 +78,11 @@ class PositionBank:
     states are never a head's input nor a target.
     """
 
-    def __init__(self, mm: MedusaModel, seqs, num_heads: int, progress: bool = False):
-        from tqdm.auto import tqdm
-
-        hs, toks, valid = [], [], []
-        device = mm.lm_head.weight.device
-        for ids, start in tqdm(seqs, desc="hidden states", disable=not progress):
-            with torch.no_grad():
-                h = mm.decoder(input_ids=ids[None].to(device)).last_hidden_state[0, start:]  # [T - start, H]
+    def __init__(self, mm: MedusaModel, seqs, num_heads: int, progress: bool = False, batch_tokens: int = 8192):
+        hs = hidden_states(mm, seqs, progress, batch_tokens)
+        toks, valid = [], []
+        for ids, start in seqs:
             t = torch.arange(start, len(ids))
-            hs.append(h.float().cpu())
             toks.append(ids[start:])
             valid.append(torch.stack([t + k + 2 < len(ids) for k in range(num_heads)], 1))  # [T - start, K]
         self.h, self.tok, self.valid = torch.cat(hs), torch.cat(toks), torch.cat(valid)

@@ -84,12 +84,13 @@ def test_load_corpus_folder_without_text_files_says_which_suffixes(tmp_path):
 def test_self_distill_is_cached_and_resumes(tiny, tmp_path):
     model, tok = tiny
     prompts = ["abc", "hello", "what is up", "zz"]
-    rows = data.self_distill_data(model, tok, prompts, max_new_tokens=6, batch_size=2, root=tmp_path, progress=False)
+    rows = data.self_distill_data(model, tok, prompts, max_new_tokens=6, batch_size=2, root=tmp_path, progress=False,
+                                  shard_size=2)
     assert len(rows) == 4 and all(1 <= len(r["response_ids"]) <= 6 for r in rows)
     folder = data.distill_cache_dir(model, prompts, 6, tmp_path, batch_size=2)
-    shards = sorted(folder.glob("shard-*.json"))
-    assert len(shards) == 2
-    shards[1].unlink()  # an interrupted run: one batch missing
+    shards = sorted(folder.glob("shard-*.json.gz"))
+    assert len(shards) == 2 and len(data.read_shards(folder)) == 4
+    shards[1].unlink()  # an interrupted run: the last two answers missing
     again = data.self_distill_data(model, tok, prompts, max_new_tokens=6, batch_size=2, root=tmp_path,
                                    progress=False)
     assert again == rows

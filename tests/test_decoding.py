@@ -283,25 +283,6 @@ def test_tree_ranks_beyond_the_draft_vocab_fail_at_start(tiny):
     assert out.new_tokens.numel() == 4
 
 
-def test_batch_greedy_equals_one_prompt_greedy(tiny):
-    """The bucketed batch generator (self-distillation data) gives exactly one-prompt greedy's tokens in fp32,
-    and a row that hits EOS stops there while the others go on."""
-    from medusa_lib.decoding import batch_greedy
-
-    model, _ = tiny
-    mm = MedusaModel.from_base(model, 1)
-    g = torch.Generator().manual_seed(3)
-    prompts = sorted((torch.randint(4, 100, (n,), generator=g).tolist() for n in (3, 5, 7, 9, 12, 4)), key=len)
-    refs = [greedy_generate(mm, torch.tensor([p]), max_new_tokens=25, eos_token_id=[]).new_tokens.tolist()
-            for p in prompts]
-    eos = {refs[2][10]}  # a token the third answer emits mid-way: it (and any other) must stop at it
-    got = batch_greedy(mm, prompts, 25, eos)
-    for ref, answer in zip(refs, got):
-        stop = next((i + 1 for i, t in enumerate(ref) if t in eos), len(ref))
-        assert answer == ref[:stop]
-    assert len(got[2]) <= 11
-
-
 # ----------------------------------------------------------------------------- Hydra heads
 
 

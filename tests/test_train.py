@@ -72,6 +72,20 @@ def test_heads_stage_freezes_backbone_and_lowers_loss(tiny, rows):
     assert all(not p.requires_grad for p in model.parameters())
 
 
+def test_bank_batches_hidden_states_like_one_sequence_at_a_time(tiny, rows):
+    """Right-padded batches (several per pass, longest first) give each sequence's own states, in order."""
+    from medusa_lib.positions import hidden_states
+
+    model, _ = tiny
+    mm = MedusaModel.from_base(model, 2)
+    seqs = check_rows(rows, 512)
+    batched = hidden_states(mm, seqs, batch_tokens=3 * max(len(ids) for ids, _ in seqs))
+    for (ids, start), h in zip(seqs, batched):
+        with torch.no_grad():
+            ref = mm.decoder(input_ids=ids[None]).last_hidden_state[0, start:]
+        torch.testing.assert_close(h, ref, atol=1e-4, rtol=1e-4)
+
+
 def test_heads_learn_self_distilled_data(tiny, rows):
     model, _ = tiny
     mm = MedusaModel.from_base(model, 2, share_lm_head=False)

@@ -1,0 +1,51 @@
+import torch
+
+from medusa_lib.batching import Running, join, keep_rows, stream_greedy
+from medusa_lib.decoding import greedy_generate
+from medusa_lib.heads import MedusaModel
+
+
+def _prompts(lengths, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(4, 100, (n,), generator=g).tolist() for n in lengths]
+
+
+def _refs(mm, prompts, n):
+    return [greedy_generate(mm, torch.tensor([p]), max_new_tokens=n, eos_token_id=[]).new_tokens.tolist()
+            for p in prompts]
+
+
+def test_stream_greedy_equals_one_prompt_greedy_with_refills(tiny):
+    """Continuous batching (3 slots for 7 prompts, so rows leave at EOS and new prompts join a running,
+    longer or shorter cache) gives exactly one-prompt greedy's tokens in fp32."""
+    model, _ = tiny
+    mm = MedusaModel.from_base(model, 1)
+    prompts = _prompts((12, 3, 5, 30, 7, 9, 4))
+    refs = _refs(mm, prompts, 25)
+    eos = {refs[1][6], refs[4][12]}  # tokens two answers emit mid-way: every answer must stop at its first
+    done = {}
+    got = stream_greedy(mm, prompts, 25, eos, batch_size=3, refill=1, on_done=lambda i, t: done.update({i: list(t)}))
+    for ref, answer in zip(refs, got):
+        stop = next((i + 1 for i, t in enumerate(ref) if t in eos), len(ref))
+        assert answer == ref[:stop]
+    assert any(len(a) < 25 for a in got), "no row stopped early: the test would not exercise a refill"
+    assert done == dict(enumerate(got))
+
+
+def test_stream_greedy_budget_and_one_slot(tiny):
+    model, _ = tiny
+    mm = MedusaModel.from_base(model, 1)
+    prompts = _prompts((6, 2, 9))
+    assert stream_greedy(mm, prompts, 5, set(), batch_size=1) == _refs(mm, prompts, 5)
+
+
+def test_keep_rows_trims_columns_no_row_attends_to(tiny):
+    model, _ = tiny
+    mm = MedusaModel.from_base(model, 1)
+    from medusa_lib.batching import _prefill
+
+    run = join(_prefill(mm, _prompts((9,)), [0], 0), _prefill(mm, _prompts((3,), seed=4), [1], 0))
+    assert run.mask.shape == (2, 9) and run.cache.get_seq_length() == 9
+    keep_rows(run, torch.tensor([False, True]))
+    assert isinstance(run, Running) and run.rows == [1]
+    assert run.mask.shape == (1, 3) and run.cache.get_seq_length() == 3 and bool(run.mask.all())
