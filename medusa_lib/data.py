@@ -332,14 +332,22 @@ def heldout_rows(model, tok, n: int | None = None, heads_dir=None) -> list[dict]
 
 
 def template_rows(model, tok, n: int, chunk: int = 256, max_new_tokens: int = 192, batch_size: int = 64,
-                  progress: bool = True) -> list[dict]:
-    """Self-distilled answers to `n` template prompts, generated (and cached) `chunk` prompts at a time,
-    so a long run that is stopped keeps every finished chunk and the next call resumes."""
+                  progress: bool = True, root=None, start: int = 0) -> list[dict]:
+    """Self-distilled answers to template prompts `start` .. `n`, generated (and cached under `root`)
+    `chunk` prompts at a time, so a long run that is stopped keeps every finished answer."""
     prompts = [p.prompt for p in template_prompts(n)]
     rows = []
-    for i in range(0, n, chunk):
-        rows += self_distill_data(model, tok, prompts[i:i + chunk], max_new_tokens, batch_size, progress=progress)
+    for i in range(start, n, chunk):
+        rows += self_distill_data(model, tok, prompts[i:i + chunk], max_new_tokens, batch_size, root=root,
+                                  progress=progress)
     return rows
+
+
+def saved_rows(root) -> list[dict]:
+    """Every self-distilled answer saved under `root` (one folder per model and prompt chunk), in a
+    stable order; what `scripts/generate_data.py` commits, read back without regenerating."""
+    return [row for folder in sorted(Path(root).iterdir()) if folder.is_dir()
+            for _, row in sorted(read_shards(folder).items())]
 
 
 def text_rows(tok, positions: int, block_size: int = 256, seed: int = 0) -> list[dict]:
