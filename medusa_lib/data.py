@@ -77,9 +77,12 @@ def template_prompts(n: int, seed: int = 0) -> list[Prompt]:
     hand_written = load_prompts()
     shipped = Counter(p.category for p in hand_written)  # the category mix to follow
     seen, out, misses = {p.prompt for p in hand_written}, [], 0
-    while len(out) < n and misses < 10_000:  # stop if the template space runs dry
+    while len(out) < n and misses < 100:  # stop if the template space runs dry
         cat = rng.choices(list(shipped), weights=list(shipped.values()))[0]
-        text = fill[cat](rng.choice(spec[cat]))
+        for _ in range(200):  # redraw within the category, so a crowded one keeps its share of the mix
+            text = fill[cat](rng.choice(spec[cat]))
+            if text not in seen:
+                break
         misses = misses + 1 if text in seen else 0
         if text not in seen:
             seen.add(text)

@@ -25,6 +25,39 @@ def test_template_prompts_are_distinct_training_prompts_in_every_category():
     assert not any(re.search(r"\{[a-z]\}", p.prompt) for p in ps)  # every slot filled
 
 
+def test_template_file_has_the_right_slots_in_plain_ascii():
+    import json
+    import string
+
+    spec = json.loads(data.TEMPLATES_FILE.read_text())
+    slots = {"chat": {"t"}, "qa": {"t"}, "code": {"c"}, "translation": {"l", "s"}, "summarization": {"d"},
+             "extraction": {"d"}}
+    for key, items in spec.items():
+        assert len({x.lower() for x in items}) == len(items), key  # no repeated entry
+        for x in items:
+            assert x.isascii(), x
+            names = {f for _, f, _, _ in string.Formatter().parse(x) if f is not None}
+            if key == "math":
+                assert names and names <= {"a", "b", "c", "p"}, x
+            elif key in slots:
+                assert names == slots[key], x
+            else:  # fillers (topics, code_tasks, sentences, languages) hold no braces
+                assert "{" not in x and "}" not in x, x
+
+
+def test_template_prompts_keep_the_hand_written_mix_at_15000():
+    from collections import Counter
+
+    hand = data.load_prompts()
+    mix = Counter(p.category for p in hand)
+    ps = data.template_prompts(15000)
+    assert len({p.prompt for p in ps}) == 15000
+    assert not {p.prompt for p in ps} & {p.prompt for p in hand}
+    got = Counter(p.category for p in ps)
+    shares = {c: (round(got[c] / len(ps), 3), round(mix[c] / len(hand), 3)) for c in data.CATEGORIES}
+    assert all(abs(g - h) <= 0.02 for g, h in shares.values()), shares  # (templates, hand-written)
+
+
 def test_pack_conserves_tokens(tiny):
     _, tok = tiny
     texts = ["hello world", "a much longer text about packing " * 5, "x"]
