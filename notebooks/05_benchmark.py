@@ -41,6 +41,14 @@ from medusa_lib.notebook import setup
 
 device, PROFILE = setup("embedded")   # offline, with shipped heads, anywhere; on a T4 try "t4" or "llama2-7b-qlora"
 
+# %% [markdown]
+# **Where we are** in one Medusa decoding step (notebook 00 draws it): how many tokens we *accept* per step, and what the whole step buys in wall-clock time.
+
+# %%
+from medusa_lib.plots import plot_schematic
+
+plot_schematic(highlight="accept");
+
 # %%
 # NBVAL_IGNORE_OUTPUT
 from medusa_lib.notebook import load_model

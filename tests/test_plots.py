@@ -54,6 +54,7 @@ FIGURES = {
         for h in (1, 2) for s in ("shareGPT", "self") for i, p in enumerate((1e3, 1e4, 1e5))]),
     "loss_curves": lambda: plots.plot_loss_curves([
         {"step": s, "loss": 5 / (s + 1), "head_losses": [2 / (s + 1), 3 / (s + 1)]} for s in range(10)]),
+    "verify_cost": lambda: plots.plot_verify_cost({1: 1.0, 2: 1.1, 4: 1.2, 8: 1.5, 16: 2.2}),
     "loss_curves_total_only": lambda: plots.plot_loss_curves([{"step": s, "loss": 1 / (s + 1)} for s in range(5)]),
 }
 
@@ -67,6 +68,50 @@ def test_figure_has_titles_and_labels(name):
         assert ax.get_title(), f"{name}: an axes has no title"
         assert ax.get_xlabel(), f"{name}: an axes has no x label"
         assert ax.get_ylabel(), f"{name}: an axes has no y label"
+
+
+def _boxes(fig):
+    """{stage name: its box} in a schematic."""
+    return {p.get_gid(): p for p in fig.axes[0].patches if p.get_gid()}
+
+
+def test_schematic_draws_five_stages():
+    fig = plots.plot_schematic()
+    assert isinstance(fig, Figure)
+    assert list(_boxes(fig)) == ["heads", "tree", "mask", "verify", "accept"]
+    assert fig.axes[0].get_title() == "One Medusa decoding step"
+    texts = {t.get_text() for t in fig.axes[0].texts}
+    assert {"heads", "tree", "mask", "verify", "accept"} <= texts
+    assert len({tuple(b.get_facecolor()) for b in _boxes(fig).values()}) == 1  # nothing emphasised
+
+
+@pytest.mark.parametrize("highlight", ["tree", 1, ["tree"], ("tree",)])
+def test_schematic_highlights_a_stage(highlight):
+    fig = plots.plot_schematic(highlight=highlight)
+    boxes = _boxes(fig)
+    accent = matplotlib.colors.to_rgba(plots.STYLE["accent"])
+    assert boxes["tree"].get_facecolor()[:3] == accent[:3]
+    assert all(b.get_facecolor()[:3] != accent[:3] for name, b in boxes.items() if name != "tree")
+    assert all(b.get_alpha() < 1 for name, b in boxes.items() if name != "tree")  # the others are dimmed
+    assert "where we are: tree" in fig.axes[0].get_title()
+
+
+def test_schematic_highlights_several_stages_on_given_axes():
+    fig, ax = plt.subplots()
+    assert plots.plot_schematic(highlight=["verify", 4], ax=ax) is fig
+    assert "where we are: verify, accept" in ax.get_title()
+
+
+@pytest.mark.parametrize("bad", ["draft", "Heads", 5, -1, True, 1.0])
+def test_schematic_rejects_unknown_stages(bad):
+    with pytest.raises(ValueError, match="unknown stage"):
+        plots.plot_schematic(highlight=bad)
+
+
+def test_verify_cost_plots_the_measured_ratios():
+    costs = {1: 1.0, 4: 1.3, 16: 2.0}
+    line = plots.plot_verify_cost(costs).axes[0].get_lines()[-1]  # the measured curve is drawn last
+    assert line.get_xdata().tolist() == [1, 4, 16] and line.get_ydata().tolist() == [1.0, 1.3, 2.0]
 
 
 def test_plots_compose_on_given_axes():
