@@ -2,11 +2,12 @@
 
 Recipe (chosen from the learning curve, scripts/learning_curve.py):
 - self-distilled answers of SmolLM2-135M-Instruct to the 182 hand-written training prompts (256 new
-  tokens each) and to --templates template prompts (data.template_prompts, 192 new tokens each);
-  greedy, batched; generated once and cached;
+  tokens each, cached) and every template-prompt answer saved under --data by
+  scripts/generate_data.py (192 new tokens each), capped at --positions answer tokens;
 - optionally KD on packed Python standard-library text (--text positions; 0 by default: it did not
   help chat heads in the curve);
-- `train.fresh_heads`: 3 heads, 1 ResBlock each, shared lm_head, --draft draft vocabulary, Medusa-1.
+- `train.fresh_heads`: 3 heads (--kind medusa or hydra), 1 ResBlock each, shared lm_head, --draft draft
+  vocabulary, Medusa-1.
 
 Writes medusa_lib/assets/heads/embedded/: heads.safetensors, medusa_config.json, draft_ids.pt,
 README.md (model card), heldout_selfdistill.json (what the accuracy is scored on) and
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 
 from medusa_lib.config import TrainConfig, set_seed
-from medusa_lib.data import HELDOUT_FILE, load_prompts, selfdistill_rows, take_positions, template_rows, text_rows
+from medusa_lib.data import HELDOUT_FILE, load_prompts, saved_rows, selfdistill_rows, take_positions, text_rows
 from medusa_lib.evaluate import head_accuracy, measure_tau
 from medusa_lib.heads import SHIPPED_HEADS
 from medusa_lib.models import load_base
@@ -35,7 +36,9 @@ def _tokens(rows) -> int:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(SHIPPED_HEADS))
-    ap.add_argument("--templates", type=int, default=1536, help="template prompts to self-distil (0 = none)")
+    ap.add_argument("--data", default="data/selfdistill", help="answers saved by scripts/generate_data.py")
+    ap.add_argument("--positions", type=int, default=0, help="cap on template answer tokens (0 = all saved)")
+    ap.add_argument("--kind", default="medusa", choices=["medusa", "hydra"])
     ap.add_argument("--text", type=int, default=0, help="text KD positions (0 = self-distilled only)")
     ap.add_argument("--draft", type=int, default=8192, help="draft vocabulary the heads rank")
     ap.add_argument("--epochs", type=int, default=2)
@@ -47,11 +50,14 @@ def main():
     model, tok = load_base("embedded")
     t_data = time.time()  # generation, or reading the cache when it already exists
     sd, heldout = selfdistill_rows(model, tok, "train"), selfdistill_rows(model, tok, "heldout")
-    tmpl = template_rows(model, tok, args.templates) if args.templates else []
+    tmpl = saved_rows(args.data) if Path(args.data).is_dir() else []
+    if not tmpl:
+        raise SystemExit(f"no saved answers under {args.data}: run scripts/generate_data.py first")
+    tmpl = take_positions(tmpl, args.positions) if args.positions else tmpl
     data_seconds = time.time() - t_data
     rows = sd + tmpl + (take_positions(text_rows(tok, args.text), args.text) if args.text else [])
     mm, state = fresh_heads(model, rows, heldout, args.epochs, draft=args.draft, save_dir=Path("runs/make_heads"),
-                            seed=args.seed)
+                            seed=args.seed, kind=args.kind)
     acc = head_accuracy(mm, heldout, topk=10)
     tree = Tree.from_accuracies(acc, 8)
     taus = measure_tau(mm, tok, tree, [p.prompt for p in load_prompts("heldout")][: args.tau_prompts], 128)
@@ -59,9 +65,10 @@ def main():
     record = {
         "base": "HuggingFaceTB/SmolLM2-135M-Instruct (embedded GGUF Q4_1, dequantised, fp32)",
         "data": f"self-distilled answers to {len(sd)} hand-written training prompts ({_tokens(sd)} tokens) and "
-                f"{len(tmpl)} template prompts ({_tokens(tmpl)} tokens) + {args.text} positions of Python stdlib "
-                f"text (KD)",
-        "recipe": f"Medusa-1, 3 heads x 1 ResBlock, shared lm_head, {args.draft} draft vocab, {args.epochs} epochs, "
+                f"{len(tmpl)} template prompts ({_tokens(tmpl)} tokens, {args.data}) + {args.text} positions "
+                f"of Python stdlib text (KD)",
+        "recipe": f"Medusa-1, 3 {args.kind} heads x 1 ResBlock, shared lm_head, {args.draft} draft vocab, "
+                  f"{args.epochs} epochs, "
                   f"batch {cfg.step_size()} positions, lr {cfg.lr}, CE+KD ({cfg.kd_weight}), decay {cfg.decay}, "
                   f"seed {args.seed}",
         "positions": state["positions"],

@@ -5,7 +5,8 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(max(1, os.cpu_count() or 1))
+# every core, unless OMP_NUM_THREADS says otherwise (a shared machine: oversubscribed threads spin)
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, os.cpu_count() or 1)))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -139,3 +139,13 @@ def test_draft_vocab_takes_the_most_frequent():
     rows = [{"response_ids": [5, 5, 5, 7, 7, 9]}]
     assert data.draft_vocab(rows, 2, 20).tolist() == [5, 7]
     assert data.draft_vocab(rows, 4, 20).tolist() == [0, 5, 7, 9]
+
+
+def test_saved_rows_reads_every_chunk_back_in_order(tiny, tmp_path):
+    model, tok = tiny
+    first = data.template_rows(model, tok, 4, chunk=2, max_new_tokens=4, batch_size=2, progress=False, root=tmp_path)
+    assert len(first) == 4 and len(list(tmp_path.iterdir())) == 2  # one folder per chunk
+    assert sorted(map(str, data.saved_rows(tmp_path))) == sorted(map(str, first))
+    rest = data.template_rows(model, tok, 4, chunk=2, max_new_tokens=4, batch_size=2, progress=False, root=tmp_path,
+                              start=2)
+    assert rest == first[2:]  # read back, not regenerated

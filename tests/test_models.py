@@ -126,3 +126,12 @@ def test_corrupted_embedded_cache_is_rebuilt_once(embedded, tmp_path, monkeypatc
     with pytest.raises(ValueError, match=rf"model\.safetensors is unreadable even after a rebuild .*"
                                          rf"delete the folder {re.escape(str(cached))}"):
         models.load_base("embedded", device="cpu")
+
+
+def test_faster_dtype_is_measured_and_defaults_to_the_models_own(tiny):
+    from medusa_lib.models import faster_dtype
+
+    model, _ = tiny
+    assert faster_dtype(model, candidates=()) == model.dtype
+    assert faster_dtype(model, batch=2, length=4) in (model.dtype, torch.bfloat16)
+    assert faster_dtype(model, batch=2, length=4, margin=1e9) == model.dtype  # nothing wins by an impossible margin
