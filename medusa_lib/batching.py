@@ -88,25 +88,32 @@ def step(mm, run: Running, tok: torch.Tensor) -> None:
 
 @torch.no_grad()
 def stream_greedy(mm, prompts: list[list[int]], max_new_tokens: int, eos: set[int], pad_id: int = 0,
-                  batch_size: int = 64, refill: int | None = None, on_done=None) -> list[list[int]]:
+                  batch_size: int = 64, refill: int | None = None, on_done=None,
+                  keep_states: bool = False) -> list[list[int]]:
     """Greedy answers (new token ids) to every prompt, with continuous batching.
 
     Prompts wait in a queue sorted by length. Whenever `refill` slots are free (default a quarter of
-    `batch_size`), that many are prefilled together and join the batch. `on_done(i, tokens)` is called
-    as prompt i finishes, e.g. to save work before the whole run ends.
+    `batch_size`), that many are prefilled together and join the batch. `on_done(i, tokens, states)` is
+    called as prompt i finishes, e.g. to save work before the whole run ends; with `keep_states`,
+    `states` [len(tokens), H] (fp16, CPU) holds the last hidden state that chose each token, the
+    states a Medusa-1 trainer needs (so it skips its own backbone pass), else None.
     """
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens} and {batch_size}")
     refill = refill or max(1, batch_size // 4)
     queue = deque(sorted(range(len(prompts)), key=lambda i: len(prompts[i])))
-    out, run = [[] for _ in prompts], None
+    out, run, states = [[] for _ in prompts], None, ({} if keep_states else None)
     while queue or (run is not None and run.rows):
         free = batch_size - (len(run.rows) if run is not None else 0)
         if queue and (free >= min(refill, len(queue)) or run is None or not run.rows):
             new = [queue.popleft() for _ in range(min(free, len(queue)))]
             run = join(run, _prefill(mm, [prompts[i] for i in new], new, pad_id))
+        if states is not None:
+            h = run.h.to("cpu", torch.float16)  # [b, H]
+            for r, i in enumerate(run.rows):
+                states.setdefault(i, []).append(h[r])
         tok = mm.lm_head(run.h).argmax(-1)  # [b]
-        keep = _emit(run.rows, tok.tolist(), out, eos, max_new_tokens, on_done)
+        keep = _emit(run.rows, tok.tolist(), out, eos, max_new_tokens, on_done, states)
         if not all(keep):
             keep_t = torch.tensor(keep, device=tok.device)
             keep_rows(run, keep_t)
@@ -116,13 +123,14 @@ def stream_greedy(mm, prompts: list[list[int]], max_new_tokens: int, eos: set[in
     return out
 
 
-def _emit(rows: list[int], toks: list[int], out: list[list[int]], eos: set[int], budget: int, on_done) -> list[bool]:
-    """Append each row's token; which rows go on (not at EOS, budget left)."""
+def _emit(rows: list[int], toks: list[int], out: list[list[int]], eos: set[int], budget: int, on_done,
+          states: dict | None) -> list[bool]:
+    """Append each row's token; which rows go on (not at EOS, budget left). Finished rows are reported."""
     keep = []
     for i, t in zip(rows, toks):
         out[i].append(t)
         done = t in eos or len(out[i]) >= budget
         if done and on_done is not None:
-            on_done(i, out[i])
+            on_done(i, out[i], torch.stack(states.pop(i)) if states is not None else None)
         keep.append(not done)
     return keep

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from medusa_lib.batching import stream_greedy
-from medusa_lib.files import atomic_write_bytes, cache_dir
+from medusa_lib.files import atomic_path, atomic_write_bytes, cache_dir
 from medusa_lib.heads import MedusaModel
 from medusa_lib.models import hub_reachable
 
@@ -144,14 +144,15 @@ def weights_fingerprint(model) -> str:
 
 
 def self_distill_data(model, tok, prompts: list[str], max_new_tokens: int = 256, batch_size: int = 16,
-                      root=None, progress: bool = True, shard_size: int = 64) -> list[dict]:
+                      root=None, progress: bool = True, shard_size: int = 64, keep_states: bool = False) -> list[dict]:
     """The base model's own greedy answers to `prompts` (Medusa paper Sec. 2.3.2).
 
     Continuous batching (`batching.stream_greedy`) with the chat template: `batch_size` rows
     generate at every step, a finished row is replaced by the next prompt. Finished answers are
     written `shard_size` at a time to gzipped shards, so an interrupted run keeps them and the next
     call resumes with the rest. Returns one dict per prompt: `{"prompt_ids": [...], "response_ids":
-    [...]}` (token ids; the response ends at EOS if reached).
+    [...]}` (token ids; the response ends at EOS if reached). `keep_states` also saves, next to each
+    shard, the hidden states generation computed anyway (`read_states`), so training needs no backbone pass.
     """
     if not prompts:
         raise ValueError("self_distill_data needs at least one prompt")
@@ -160,7 +161,7 @@ def self_distill_data(model, tok, prompts: list[str], max_new_tokens: int = 256,
     todo = [i for i in range(len(prompts)) if i not in rows]
     if todo:
         rows.update(_generate(model, tok, [prompts[i] for i in todo], todo, max_new_tokens, batch_size, folder,
-                              progress, shard_size))
+                              progress, shard_size, keep_states))
     return [rows[i] for i in range(len(prompts))]
 
 
@@ -172,33 +173,51 @@ def read_shards(folder: Path) -> dict[int, dict]:
     return rows
 
 
-def _generate(model, tok, prompts, index, max_new_tokens, batch_size, folder, progress, shard_size) -> dict:
+def read_states(folder: Path) -> dict[int, torch.Tensor]:
+    """The hidden states saved with the answers under `folder` (where kept): {prompt index: [n, H] fp16}."""
+    states = {}
+    for part in sorted(Path(folder).glob("states-*.pt")):
+        states.update(torch.load(part, weights_only=True))
+    return states
+
+
+def _generate(model, tok, prompts, index, max_new_tokens, batch_size, folder, progress, shard_size,
+              keep_states=False) -> dict:
     """Answers to `prompts` (global ids `index`), saved as they finish; useful tokens/s on the bar."""
     from tqdm.auto import tqdm
 
     ids = [chat_ids(tok, p)[0].tolist() for p in prompts]
     bar, t0, done, made = tqdm(total=len(ids), desc="self-distill", disable=not progress), time.perf_counter(), {}, [0]
-    pending = {}
+    pending, pending_states = {}, {}
 
-    def finished(i: int, answer: list[int]) -> None:
+    def finished(i: int, answer: list[int], states) -> None:
         pending[index[i]] = done[index[i]] = {"prompt_ids": ids[i], "response_ids": list(answer)}
+        if states is not None:
+            pending_states[index[i]] = states
         made[0] += len(answer)
         bar.update(1)
         bar.set_postfix(answer_tok_s=f"{made[0] / (time.perf_counter() - t0):.0f}")  # useful tokens only
         if len(pending) >= shard_size or len(done) == len(ids):
-            _write_shard(folder, pending)
+            _write_shard(folder, pending, pending_states)
 
     mm = MedusaModel.from_base(model, 1)  # the decoder and lm_head stream_greedy runs; the head is not used
-    stream_greedy(mm, ids, max_new_tokens, {tok.eos_token_id}, tok.pad_token_id, batch_size, on_done=finished)
+    stream_greedy(mm, ids, max_new_tokens, {tok.eos_token_id}, tok.pad_token_id, batch_size, on_done=finished,
+                  keep_states=keep_states)
     bar.close()
     return done
 
 
-def _write_shard(folder: Path, pending: dict) -> None:
-    """Save and forget the pending answers (named by their first prompt index, so never overwritten)."""
-    name = f"shard-{min(pending):06d}-{len(pending):04d}.json.gz"
-    atomic_write_bytes(Path(folder) / name, gzip.compress(json.dumps({str(k): v for k, v in pending.items()}).encode()))
+def _write_shard(folder: Path, pending: dict, pending_states: dict) -> None:
+    """Save and forget the pending answers (named by their first prompt index, so never overwritten);
+    their states first, so a shard on disk always has its states if they were kept."""
+    name = f"{min(pending):06d}-{len(pending):04d}"
+    if pending_states:
+        with atomic_path(Path(folder) / f"states-{name}.pt") as tmp:
+            torch.save(pending_states, tmp)
+    data = gzip.compress(json.dumps({str(k): v for k, v in pending.items()}).encode())
+    atomic_write_bytes(Path(folder) / f"shard-{name}.json.gz", data)
     pending.clear()
+    pending_states.clear()
 
 
 def draft_vocab(rows, size: int, vocab_size: int) -> torch.Tensor:
@@ -346,11 +365,15 @@ def template_rows(model, tok, n: int, chunk: int = 256, max_new_tokens: int = 19
     return rows
 
 
-def saved_rows(root) -> list[dict]:
+def saved_rows(root, states: bool = False) -> list[dict]:
     """Every self-distilled answer saved under `root` (one folder per model and prompt chunk), in a
-    stable order; what `scripts/generate_data.py` commits, read back without regenerating."""
-    return [row for folder in sorted(Path(root).iterdir()) if folder.is_dir()
-            for _, row in sorted(read_shards(folder).items())]
+    stable order; what `scripts/generate_data.py` commits, read back without regenerating. With
+    `states`, rows whose hidden states were kept carry them as row["states"] [n, H]."""
+    rows = []
+    for folder in sorted(f for f in Path(root).iterdir() if f.is_dir()):
+        kept = read_states(folder) if states else {}
+        rows += [dict(row, states=kept[i]) if i in kept else row for i, row in sorted(read_shards(folder).items())]
+    return rows
 
 
 def text_rows(tok, positions: int, block_size: int = 256, seed: int = 0) -> list[dict]:

@@ -23,15 +23,33 @@ def check_rows(rows, block_size: int, max_positions: int | None = None) -> list[
     if not rows:
         raise ValueError("no training data: the row list is empty (generate or preprocess data first)")
     check_block_size(block_size, max_positions)
-    seqs = []
-    for r in rows:
-        ids = (list(r["prompt_ids"]) + list(r["response_ids"]))[:block_size]
-        start = max(0, len(r["prompt_ids"]) - 1)  # the first position that predicts a response token
-        if len(ids) - start >= 2:
-            seqs.append((torch.tensor(ids, dtype=torch.long), start))
+    seqs = [seq for seq in (_seq(r, block_size) for r in rows) if seq is not None]
     if not seqs:
         raise ValueError("no training data: every row is too short to give a head a target")
     return seqs
+
+
+def _seq(row, block_size: int) -> tuple[torch.Tensor, int] | None:
+    """(ids [T], the first position that predicts a response token), or None if no head has a target."""
+    ids = (list(row["prompt_ids"]) + list(row["response_ids"]))[:block_size]
+    start = max(0, len(row["prompt_ids"]) - 1)
+    return (torch.tensor(ids, dtype=torch.long), start) if len(ids) - start >= 2 else None
+
+
+def row_states(rows, block_size: int) -> list[torch.Tensor | None]:
+    """The hidden states kept at generation (row["states"], `batching.stream_greedy(keep_states=True)`),
+    aligned with `check_rows(rows, block_size)`: [T - start, H] each, or None where not kept.
+
+    Generation never feeds its last token, so that position's state (an input no head has a target
+    for, and never a target) is zero."""
+    out = []
+    for r in rows:
+        seq = _seq(r, block_size)
+        if seq is not None:
+            n, h = len(seq[0]) - seq[1], r.get("states")
+            out.append(None if h is None or not r["prompt_ids"] else
+                       torch.cat([h[:n].float(), h.new_zeros(max(0, n - len(h)), h.shape[1]).float()]))
+    return out
 
 
 def check_block_size(block_size: int, max_positions: int | None = None) -> None:
@@ -43,17 +61,19 @@ def check_block_size(block_size: int, max_positions: int | None = None) -> None:
 
 
 @torch.no_grad()
-def hidden_states(mm: MedusaModel, seqs, progress: bool = False, batch_tokens: int = 8192) -> list[torch.Tensor]:
+def hidden_states(mm: MedusaModel, seqs, progress: bool = False, batch_tokens: int = 8192,
+                  known=None) -> list[torch.Tensor]:
     """Last hidden states [T - start, H] (fp32, CPU) of each (ids, start) in `seqs`, in order.
 
-    Sequences of similar length are batched, right-padded, about `batch_tokens` tokens a forward;
-    padding sits after every real token, so causal attention never sees it."""
+    `known[i]`, where given, is used as is (states kept at generation, `row_states`). The rest run
+    through the backbone: sequences of similar length batched, right-padded, about `batch_tokens`
+    tokens a forward; padding sits after every real token, so causal attention never sees it."""
     from tqdm.auto import tqdm
 
     device = mm.lm_head.weight.device
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))
-    out: list[torch.Tensor | None] = [None] * len(seqs)
-    bar = tqdm(total=sum(len(ids) for ids, _ in seqs), desc="hidden states", unit="tok", disable=not progress)
+    out = list(known) if known is not None else [None] * len(seqs)
+    order = sorted((i for i in range(len(seqs)) if out[i] is None), key=lambda i: len(seqs[i][0]))
+    bar = tqdm(total=sum(len(seqs[i][0]) for i in order), desc="hidden states", unit="tok", disable=not progress)
     while order:
         T = len(seqs[order[-1]][0])
         group = [order.pop() for _ in range(min(len(order), max(1, batch_tokens // T)))]  # longest first
@@ -78,8 +98,9 @@ class PositionBank:
     states are never a head's input nor a target.
     """
 
-    def __init__(self, mm: MedusaModel, seqs, num_heads: int, progress: bool = False, batch_tokens: int = 8192):
-        hs = hidden_states(mm, seqs, progress, batch_tokens)
+    def __init__(self, mm: MedusaModel, seqs, num_heads: int, progress: bool = False, batch_tokens: int = 8192,
+                 known=None):
+        hs = hidden_states(mm, seqs, progress, batch_tokens, known)
         toks, valid = [], []
         for ids, start in seqs:
             t = torch.arange(start, len(ids))

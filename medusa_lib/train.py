@@ -39,7 +39,7 @@ from medusa_lib.config import TrainConfig, smoke
 from medusa_lib.data import draft_vocab, load_prompts, self_distill_data
 from medusa_lib.files import atomic_dir, atomic_write_text
 from medusa_lib.heads import CONFIG_NAME, MedusaModel, read_config
-from medusa_lib.positions import PositionBank, bank_accuracy, check_rows
+from medusa_lib.positions import PositionBank, bank_accuracy, check_rows, row_states
 
 # ----------------------------------------------------------------------------- checks
 
@@ -220,7 +220,8 @@ def train_heads(mm: MedusaModel, train_rows, eval_rows=None, cfg: TrainConfig | 
     for p in mm.base.parameters():
         p.requires_grad_(False)
     t_bank = time.perf_counter()
-    bank = PositionBank(mm, seqs, mm.num_heads, progress)  # one backbone pass: every epoch reuses it
+    known = row_states(train_rows, cfg.block_size)  # states kept at generation need no backbone pass
+    bank = PositionBank(mm, seqs, mm.num_heads, progress, known=known)  # one pass at most: every epoch reuses it
     bank_seconds = time.perf_counter() - t_bank
     eval_bank = _eval_bank(mm, eval_rows, cfg.block_size)
     opt = torch.optim.AdamW(mm.heads.parameters(), lr=cfg.lr, weight_decay=0.0)

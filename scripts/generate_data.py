@@ -4,7 +4,9 @@ The base model's own greedy answers (Medusa paper Sec. 2.3.2) to `--templates` t
 (`data.template_prompts`), `--chunk` prompts per cache folder under `--out`, with continuous
 batching (`batching.stream_greedy`) in the dtype that `models.faster_dtype` measures fastest here
 (bf16 where the CPU runs it natively). Answers are gzipped token ids, saved as they finish: commit
-`--out` as chunks complete, and a later machine (or a learner) trains without regenerating.
+`--out` as chunks complete, and a later machine (or a learner) trains without regenerating. The
+hidden states generation computes anyway are kept next to them (`states-*.pt`, fp16, git-ignored:
+about 1 KiB a token), so training on this machine skips its own backbone pass.
 
 Each finished chunk appends its rate to `--out/generation_log.jsonl`: useful answer tokens/s (no
 padding, no finished rows), with the dtype, batch and the machine's load while it ran.
@@ -43,7 +45,7 @@ def main():
         part = prompts[i:i + args.chunk]
         saved = read_shards(distill_cache_dir(model, part, args.max_new_tokens, args.out, args.batch))
         t0, load0 = time.perf_counter(), os.getloadavg()[0]
-        rows = self_distill_data(model, tok, part, args.max_new_tokens, args.batch, root=args.out)
+        rows = self_distill_data(model, tok, part, args.max_new_tokens, args.batch, root=args.out, keep_states=True)
         new = [r for j, r in enumerate(rows) if j not in saved]
         if new:
             log(Path(args.out), i, new, time.perf_counter() - t0, model.dtype, args.batch, load0)

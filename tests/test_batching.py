@@ -24,7 +24,7 @@ def test_stream_greedy_equals_one_prompt_greedy_with_refills(tiny):
     refs = _refs(mm, prompts, 25)
     eos = {refs[1][6], refs[4][12]}  # tokens two answers emit mid-way: every answer must stop at its first
     done = {}
-    got = stream_greedy(mm, prompts, 25, eos, batch_size=3, refill=1, on_done=lambda i, t: done.update({i: list(t)}))
+    got = stream_greedy(mm, prompts, 25, eos, batch_size=3, refill=1, on_done=lambda i, t, _: done.update({i: list(t)}))
     for ref, answer in zip(refs, got):
         stop = next((i + 1 for i, t in enumerate(ref) if t in eos), len(ref))
         assert answer == ref[:stop]
@@ -49,3 +49,19 @@ def test_keep_rows_trims_columns_no_row_attends_to(tiny):
     keep_rows(run, torch.tensor([False, True]))
     assert isinstance(run, Running) and run.rows == [1]
     assert run.mask.shape == (1, 3) and run.cache.get_seq_length() == 3 and bool(run.mask.all())
+
+
+def test_stream_greedy_keeps_the_state_behind_every_token(tiny):
+    """With keep_states, row i's states are the last hidden states at positions len(prompt)-1 .. end-1,
+    as a full forward over prompt + answer computes them; each one's argmax is the next token."""
+    model, _ = tiny
+    mm = MedusaModel.from_base(model, 1)
+    prompts = _prompts((5, 11, 3))
+    got = {}
+    answers = stream_greedy(mm, prompts, 9, set(), batch_size=2, refill=1, keep_states=True,
+                            on_done=lambda i, t, h: got.update({i: h}))
+    for i, (p, a) in enumerate(zip(prompts, answers)):
+        with torch.no_grad():
+            ref = mm.decoder(input_ids=torch.tensor([p + a])).last_hidden_state[0, len(p) - 1: -1]  # [len(a), H]
+        assert got[i].dtype == torch.float16 and got[i].shape == ref.shape
+        torch.testing.assert_close(got[i].float(), ref, atol=2e-3, rtol=2e-3)

@@ -313,3 +313,22 @@ def test_joint_training_refuses_hydra_heads(rows):
     mm = MedusaModel.from_base(add_lora(base, LORA4), 2, kind="hydra")
     with pytest.raises(ValueError, match=r"train_joint \(Medusa-2\) trains Medusa heads only; these are hydra heads"):
         train_joint(mm, rows, cfg=TrainConfig(stage="joint", max_steps=1, warmup_head_steps=0), progress=False)
+
+
+def test_states_kept_at_generation_replace_the_backbone_pass(tiny, tmp_path):
+    """Rows saved with keep_states give the bank the same inputs and targets as the backbone pass would."""
+    from medusa_lib.data import saved_rows, self_distill_data
+    from medusa_lib.positions import row_states
+
+    model, tok = tiny
+    self_distill_data(model, tok, ["abc", "hello there", "zz top"], 12, batch_size=2, root=tmp_path,
+                      progress=False, keep_states=True)
+    rows = saved_rows(tmp_path, states=True)
+    assert all("states" in r for r in rows)
+    mm = MedusaModel.from_base(model, 2)
+    seqs = check_rows(rows, 512)
+    known = row_states(rows, 512)
+    fast, slow = PositionBank(mm, seqs, 2, known=known), PositionBank(mm, seqs, 2)
+    used = fast.valid[:, 0]  # every position some head reads or is scored at
+    torch.testing.assert_close(fast.h[used], slow.h[used], atol=2e-3, rtol=2e-3)
+    assert torch.equal(fast.greedy[used], slow.greedy[used]) and torch.equal(fast.valid, slow.valid)
