@@ -154,6 +154,9 @@ def check_train_kd(args) -> tuple[TrainConfig, HeadConfig]:
     if args.qlora and args.student_name in ("embedded", "tiny"):
         raise ValueError(f"--qlora needs a hub model that bitsandbytes can load in 4-bit; {args.student_name!r} "
                          f"cannot be (try --student_name llama2-7b-qlora on a GPU, or drop --qlora)")
+    if head.kind == "hydra" and cfg.stage == "joint":
+        raise ValueError("--kind hydra trains in the heads stage (Medusa-1, teacher-forced on the saved answers); "
+                         "use --stage heads, or --kind medusa for the joint stage")
     if args.resume and cfg.stage == "joint":
         raise ValueError("--resume continues Medusa-1 (heads stage) runs only; a joint run starts again with "
                          "--overwrite")
@@ -173,7 +176,8 @@ def train_kd(argv=None) -> dict:
     heldout = [r for r in heldout_rows(model, tok, smoke(None, 4)) if len(r["response_ids"]) >= 3] or None
     if cfg.stage == "joint":
         model = add_lora(model, cfg, qlora=args.qlora)
-    mm = MedusaModel.from_base(model, head.num_heads, head.num_layers, share_lm_head=head.share_lm_head)
+    mm = MedusaModel.from_base(model, head.num_heads, head.num_layers, share_lm_head=head.share_lm_head,
+                               kind=head.kind)
     if head.draft_size:
         mm.set_draft_vocab(draft_vocab(rows, head.draft_size, mm.config.vocab_size))
     t0 = time.time()

@@ -35,6 +35,9 @@ class HeadConfig:
     num_layers: int = field(default=1, metadata={"help": "ResBlocks per head"})
     share_lm_head: bool = field(default=True, metadata={"help": "heads reuse the frozen base lm_head"})
     draft_size: int = field(default=8192, metadata={"help": "tokens the heads may propose; 0 = full vocab"})
+    kind: str = field(default="medusa", metadata={
+        "help": "medusa (parallel heads) or hydra (each head also reads its tree path's tokens)",
+        "choices": ("medusa", "hydra")})
 
 
 @dataclass

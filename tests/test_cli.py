@@ -2,7 +2,10 @@
 
 import json
 
+import pytest
+
 from medusa_lib import cli
+from medusa_lib.heads import read_config
 
 
 def test_preprocess_data_offline(tmp_path):
@@ -15,15 +18,17 @@ def test_preprocess_data_offline(tmp_path):
     assert len(ds) > 5 and all(len(b) == 32 for b in ds["input_ids"])
 
 
-def test_train_kd_then_decode_tree(tmp_path, capsys):
+@pytest.mark.parametrize("kind", ["medusa", "hydra"])
+def test_train_kd_then_decode_tree(tmp_path, capsys, kind):
     (tmp_path / "t.txt").write_text("the quick brown fox jumps over the lazy dog. " * 40)
     cli.preprocess_data(["--text_dir", str(tmp_path), "--block_size", "64", "--model", "tiny",
                               "--out", str(tmp_path / "data")])
     save = tmp_path / "heads"
     rec = cli.train_kd(["--student_name", "tiny", "--offsets", "1", "2", "3", "--epochs", "1",
                              "--data", str(tmp_path / "data"), "--save_dir", str(save), "--draft_size", "0",
-                             "--block_size", "64", "--max_new_tokens", "8", "--batch_size", "64"])
+                             "--block_size", "64", "--max_new_tokens", "8", "--batch_size", "64", "--kind", kind])
     assert rec["stage"] == "heads" and (save / "last" / "heads.safetensors").exists()
+    assert read_config(save / "last" / "medusa_config.json")["kind"] == kind
     assert json.loads((save / "training_record.json").read_text())["rows"] > 0
     res = cli.decode_tree(["--base_model_id", "tiny", "--mtp_ckpt_path", str(save / "last"),
                                 "--max_new_tokens", "12", "--prompt", "hello", "--tree", "chain"])
@@ -38,8 +43,6 @@ import re  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
 
 BIN = Path(sys.executable).parent  # the installed console scripts live next to the interpreter
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,6 +89,7 @@ def run_cli(command, *args):
     (["--offsets", "2", "3"], "offsets must be 1..K"),
     (["--qlora"], "cannot be"),
     (["--data", "no/such/folder"], "no such folder"),
+    (["--kind", "hydra", "--stage", "joint"], "trains in the heads stage"),
 ])
 def test_train_kd_refuses_bad_arguments_before_loading(tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.setattr(cli, "load_base", lambda *a, **k: pytest.fail("a model was loaded before the checks"))
