@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints-cpu.txt
 TRAIN   ?= 0
 
-.PHONY: setup test lint demo bench heads notebooks sync-notebooks stamp-notebooks clean-notebooks clean
+.PHONY: setup test lint demo bench data heads notebooks sync-notebooks stamp-notebooks clean-notebooks clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,10 @@ demo: setup
 
 bench: setup
 	$(BIN)/python -m medusa_lib.evaluate --out runs/bench
+
+# the self-distillation answers `make heads` trains on, saved in data/selfdistill/ as they finish (commit them)
+data: setup
+	$(BIN)/python scripts/generate_data.py
 
 heads: setup
 	$(BIN)/python scripts/make_heads.py
