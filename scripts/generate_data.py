@@ -35,10 +35,11 @@ def main():
     ap.add_argument("--batch", type=int, default=128, help="rows generating at every step")
     ap.add_argument("--dtype", default="auto", help="auto (measured), fp32 or bf16")
     ap.add_argument("--out", default="data/selfdistill")
+    ap.add_argument("--model", default="embedded", help="the base model whose answers these are")
     args = ap.parse_args()
-    model, tok = load_base("embedded")
+    model, tok = load_base(args.model)
     dtype = faster_dtype(model) if args.dtype == "auto" else args.dtype
-    model, tok = load_base("embedded", dtype=dtype)
+    model, tok = load_base(args.model, dtype=dtype)
     print(f"generating in {model.dtype} with {torch.get_num_threads()} threads, batch {args.batch}", flush=True)
     prompts = [p.prompt for p in template_prompts(args.templates)]
     for i in range(args.start, args.templates, args.chunk):

@@ -149,3 +149,22 @@ def test_saved_rows_reads_every_chunk_back_in_order(tiny, tmp_path):
     rest = data.template_rows(model, tok, 4, chunk=2, max_new_tokens=4, batch_size=2, progress=False, root=tmp_path,
                               start=2)
     assert rest == first[2:]  # read back, not regenerated
+
+
+def test_generate_data_script_saves_chunks_and_logs_only_new_work(tmp_path):
+    """scripts/generate_data.py: gzipped answers per chunk, states beside them, one log line per chunk
+    generated (none when everything is read back)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "generate_data.py"
+    cmd = [sys.executable, str(script), "--model", "tiny", "--templates", "4", "--chunk", "2", "--max_new_tokens", "4",
+           "--batch", "2", "--dtype", "fp32", "--out", str(tmp_path)]
+    for _ in range(2):  # the second run finds everything saved
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-2000:]
+    log = [json.loads(line) for line in (tmp_path / "generation_log.jsonl").read_text().splitlines()]
+    assert [r["start"] for r in log] == [0, 2] and all(r["prompts"] == 2 and r["answer_tok_s"] > 0 for r in log)
+    assert len(data.saved_rows(tmp_path)) == 4 and len(list(tmp_path.glob("*/states-*.pt"))) == 2
