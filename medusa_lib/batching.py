@@ -12,6 +12,9 @@ Yu et al., 2022). The KV cache is a plain HF `DynamicCache`, left-padded:
   shorter side padded on the left;
 - columns that every remaining row masks out are trimmed from the left, so the cache never grows
   beyond the longest live row.
+
+Sliding-window caches (Mistral-style configs) count their own length, so they cannot be padded or
+trimmed from outside: there, new prompts join only an empty batch (plain bucketed batching).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 
 @dataclass
@@ -30,6 +34,11 @@ class Running:
     mask: torch.Tensor  # [b, L] 1 on real tokens
     cache: DynamicCache  # [b, heads, L, d] per layer
     h: torch.Tensor  # [b, H] last hidden state of each row
+
+    @property
+    def joinable(self) -> bool:
+        """Plain full-attention layers: their length is the keys' length, so padding and trimming are safe."""
+        return all(type(layer) is DynamicLayer for layer in self.cache.layers)
 
 
 def _prefill(mm, prompts: list[list[int]], rows: list[int], pad_id: int) -> Running:
@@ -70,7 +79,7 @@ def keep_rows(run: Running, keep: torch.Tensor) -> None:
     run.rows = [run.rows[i] for i in idx.tolist()]
     run.mask, run.h = run.mask[idx], run.h[idx]
     run.cache.batch_select_indices(idx)
-    if not run.rows:
+    if not run.rows or not run.joinable:
         return
     first = int(run.mask.any(0).int().argmax())  # first column some row still attends to
     if first > 0:
@@ -100,12 +109,17 @@ def stream_greedy(mm, prompts: list[list[int]], max_new_tokens: int, eos: set[in
     """
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens} and {batch_size}")
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    if keep_states and on_done is None:
+        raise ValueError("keep_states hands each row's states to on_done; pass on_done")
     refill = refill or max(1, batch_size // 4)
     queue = deque(sorted(range(len(prompts)), key=lambda i: len(prompts[i])))
     out, run, states = [[] for _ in prompts], None, ({} if keep_states else None)
     while queue or (run is not None and run.rows):
         free = batch_size - (len(run.rows) if run is not None else 0)
-        if queue and (free >= min(refill, len(queue)) or run is None or not run.rows):
+        empty = run is None or not run.rows
+        if queue and (empty or (run.joinable and free >= min(refill, len(queue)))):
             new = [queue.popleft() for _ in range(min(free, len(queue)))]
             run = join(run, _prefill(mm, [prompts[i] for i in new], new, pad_id))
         if states is not None:

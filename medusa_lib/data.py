@@ -132,7 +132,7 @@ def distill_cache_dir(model, prompts: list[str], max_new_tokens: int, root=None,
     """Where the responses of `model` to `prompts` are cached, keyed by model, its weights, and prompt hash."""
     name = getattr(model.config, "name_or_path", "model")
     key = fingerprint(name, model.config.vocab_size, model.config.hidden_size, weights_fingerprint(model),
-                      str(model.dtype), prompts, max_new_tokens, batch_size)  # shards are per batch
+                      str(model.dtype), prompts, max_new_tokens, batch_size)  # batch size: rounding differs
     return Path(root or cache_dir() / "distill") / f"{Path(str(name)).name}-{key}"
 
 
@@ -365,14 +365,22 @@ def template_rows(model, tok, n: int, chunk: int = 256, max_new_tokens: int = 19
     return rows
 
 
-def saved_rows(root, states: bool = False) -> list[dict]:
+def saved_rows(root, model=None, states: bool = False) -> list[dict]:
     """Every self-distilled answer saved under `root` (one folder per model and prompt chunk), in a
-    stable order; what `scripts/generate_data.py` commits, read back without regenerating. With
-    `states`, rows whose hidden states were kept carry them as row["states"] [n, H]."""
-    rows = []
+    stable order; what `scripts/generate_data.py` commits, read back without regenerating.
+
+    `model` keeps only its own folders (by name). A prompt answered twice (another batch size or
+    dtype) counts once. With `states`, rows whose hidden states were kept carry row["states"] [n, H]."""
+    name = Path(str(getattr(model.config, "name_or_path", "model"))).name if model is not None else None
+    rows, seen = [], set()
     for folder in sorted(f for f in Path(root).iterdir() if f.is_dir()):
+        if name is not None and folder.name.rsplit("-", 1)[0] != name:
+            continue
         kept = read_states(folder) if states else {}
-        rows += [dict(row, states=kept[i]) if i in kept else row for i, row in sorted(read_shards(folder).items())]
+        for i, row in sorted(read_shards(folder).items()):
+            if tuple(row["prompt_ids"]) not in seen:
+                seen.add(tuple(row["prompt_ids"]))
+                rows.append(dict(row, states=kept[i]) if i in kept else row)
     return rows
 
 

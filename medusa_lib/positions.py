@@ -45,10 +45,17 @@ def row_states(rows, block_size: int) -> list[torch.Tensor | None]:
     out = []
     for r in rows:
         seq = _seq(r, block_size)
-        if seq is not None:
-            n, h = len(seq[0]) - seq[1], r.get("states")
-            out.append(None if h is None or not r["prompt_ids"] else
-                       torch.cat([h[:n].float(), h.new_zeros(max(0, n - len(h)), h.shape[1]).float()]))
+        if seq is None:
+            continue
+        h = r.get("states")
+        if h is None or not r["prompt_ids"]:
+            out.append(None)
+            continue
+        if len(h) != len(r["response_ids"]):
+            raise ValueError(f"a row's states cover {len(h)} tokens, its answer {len(r['response_ids'])}: "
+                             f"states saved with other answers; delete its states-*.pt and regenerate")
+        n = len(seq[0]) - seq[1]
+        out.append(torch.cat([h[:n].float(), h.new_zeros(max(0, n - len(h)), h.shape[1]).float()]))
     return out
 
 

@@ -222,6 +222,7 @@ def train_heads(mm: MedusaModel, train_rows, eval_rows=None, cfg: TrainConfig | 
     t_bank = time.perf_counter()
     known = row_states(train_rows, cfg.block_size)  # states kept at generation need no backbone pass
     bank = PositionBank(mm, seqs, mm.num_heads, progress, known=known)  # one pass at most: every epoch reuses it
+    del known
     bank_seconds = time.perf_counter() - t_bank
     eval_bank = _eval_bank(mm, eval_rows, cfg.block_size)
     opt = torch.optim.AdamW(mm.heads.parameters(), lr=cfg.lr, weight_decay=0.0)

@@ -37,6 +37,8 @@ def main():
     ap.add_argument("--out", default="data/selfdistill")
     ap.add_argument("--model", default="embedded", help="the base model whose answers these are")
     args = ap.parse_args()
+    if args.start % args.chunk:
+        raise SystemExit(f"--start must be a multiple of --chunk ({args.chunk}), so chunks line up with saved ones")
     model, tok = load_base(args.model)
     dtype = faster_dtype(model) if args.dtype == "auto" else args.dtype
     model, tok = load_base(args.model, dtype=dtype)

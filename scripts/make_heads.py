@@ -50,7 +50,7 @@ def main():
     model, tok = load_base("embedded")
     t_data = time.time()  # generation, or reading the cache when it already exists
     sd, heldout = selfdistill_rows(model, tok, "train"), selfdistill_rows(model, tok, "heldout")
-    tmpl = saved_rows(args.data, states=True) if Path(args.data).is_dir() else []  # states: no backbone pass
+    tmpl = saved_rows(args.data, model, states=True) if Path(args.data).is_dir() else []  # states: no backbone pass
     if not tmpl:
         raise SystemExit(f"no saved answers under {args.data}: run scripts/generate_data.py first")
     tmpl = take_positions(tmpl, args.positions) if args.positions else tmpl

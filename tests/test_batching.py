@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from medusa_lib.batching import Running, join, keep_rows, stream_greedy
@@ -65,3 +66,35 @@ def test_stream_greedy_keeps_the_state_behind_every_token(tiny):
             ref = mm.decoder(input_ids=torch.tensor([p + a])).last_hidden_state[0, len(p) - 1: -1]  # [len(a), H]
         assert got[i].dtype == torch.float16 and got[i].shape == ref.shape
         torch.testing.assert_close(got[i].float(), ref, atol=2e-3, rtol=2e-3)
+
+
+def test_sliding_window_caches_batch_without_joins():
+    """A Mistral-style cache counts its own length, so it is never padded or trimmed from outside:
+    new prompts wait for an empty batch, and the answers still equal one-prompt greedy."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    cfg = MistralConfig(vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, sliding_window=6,
+                        pad_token_id=0)
+    torch.manual_seed(0)
+    model = MistralForCausalLM(cfg).eval()
+    torch.nn.init.normal_(model.lm_head.weight, std=0.5)
+    mm = MedusaModel.from_base(model, 1)
+    prompts = [[int(t) for t in torch.randint(4, 99, (n,))] for n in (3, 9, 1, 14, 5)]
+    refs = _refs(mm, prompts, 10)
+    eos = {refs[1][3]}
+    got = stream_greedy(mm, prompts, 10, eos, batch_size=2, refill=1)
+    for ref, answer in zip(refs, got):
+        stop = next((i + 1 for i, t in enumerate(ref) if t in eos), len(ref))
+        assert answer == ref[:stop]
+
+
+def test_stream_greedy_refuses_bad_calls(tiny):
+    model, _ = tiny
+    mm = MedusaModel.from_base(model, 1)
+    with pytest.raises(ValueError, match="at least one token"):
+        stream_greedy(mm, [[5, 6], []], 4, set())
+    with pytest.raises(ValueError, match="pass on_done"):
+        stream_greedy(mm, [[5, 6]], 4, set(), keep_states=True)
+    with pytest.raises(ValueError, match=">= 1"):
+        stream_greedy(mm, [[5, 6]], 0, set())

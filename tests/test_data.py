@@ -168,3 +168,26 @@ def test_generate_data_script_saves_chunks_and_logs_only_new_work(tmp_path):
     log = [json.loads(line) for line in (tmp_path / "generation_log.jsonl").read_text().splitlines()]
     assert [r["start"] for r in log] == [0, 2] and all(r["prompts"] == 2 and r["answer_tok_s"] > 0 for r in log)
     assert len(data.saved_rows(tmp_path)) == 4 and len(list(tmp_path.glob("*/states-*.pt"))) == 2
+
+
+def test_saved_rows_counts_a_prompt_once_and_keeps_to_its_model(tiny, tmp_path):
+    model, tok = tiny
+    for batch in (2, 4):  # the same prompts at two batch sizes: two folders
+        data.self_distill_data(model, tok, ["abc", "hello"], 4, batch_size=batch, root=tmp_path, progress=False)
+    assert len(list(tmp_path.iterdir())) == 2 and len(data.saved_rows(tmp_path)) == 2
+    assert len(data.saved_rows(tmp_path, model)) == 2
+
+    class Other:
+        config = type("C", (), {"name_or_path": "someone/else"})()
+
+    assert data.saved_rows(tmp_path, Other()) == []
+
+
+def test_row_states_refuses_states_of_another_answer():
+    import torch
+
+    from medusa_lib.positions import row_states
+
+    row = {"prompt_ids": [1, 2], "response_ids": [3, 4, 5], "states": torch.zeros(2, 8)}
+    with pytest.raises(ValueError, match="states cover 2 tokens, its answer 3"):
+        row_states([row], 64)
