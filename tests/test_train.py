@@ -313,3 +313,10 @@ def test_joint_training_refuses_hydra_heads(rows):
     mm = MedusaModel.from_base(add_lora(base, LORA4), 2, kind="hydra")
     with pytest.raises(ValueError, match=r"train_joint \(Medusa-2\) trains Medusa heads only; these are hydra heads"):
         train_joint(mm, rows, cfg=TrainConfig(stage="joint", max_steps=1, warmup_head_steps=0), progress=False)
+
+
+def test_backbone_params_from_the_shipped_configs():
+    from medusa_lib.train import backbone_params
+
+    assert backbone_params("embedded") == 134_515_008  # SmolLM2-135M-Instruct, counted by the loaded model
+    assert 6.7e9 < backbone_params("llama2-7b-qlora") < 6.8e9  # Llama-2-7B: 6.74B
