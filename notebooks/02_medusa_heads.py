@@ -141,7 +141,7 @@ for profile in ["embedded", "llama2-7b-qlora"]:
     proj = c["hidden_size"] * c["vocab_size"]
     share[profile] = proj / total
     print(f"{profile:16s} one own projection {c['hidden_size']} x {c['vocab_size']:,} = {proj / 1e6:5.1f}M parameters, "
-          f"{share[profile]:5.1%} of a {total / 1e9:.2f}B model")
+          f"{share[profile]:5.1%} of a {total / 1e6:,.0f}M-parameter model")
 assert share["llama2-7b-qlora"] < 0.05 < 0.15 < share["embedded"]
 
 # %% [markdown]
@@ -242,4 +242,4 @@ if not SMOKE:
 #
 # 1. How many parameters do three heads with **two** ResBlocks each (`MedusaHeads(h, V, K, num_layers=2)`) add, with a shared and with an own `lm_head`? Which of the two variants does the second layer matter for?
 # 2. Measure the shipped heads on the *training* answers as well (`self_distill_data` on `load_prompts("train")`, every 6th row). How large is the gap to held-out accuracy, and what does it say about the amount of data?
-# 3. Turn the measured accuracies into an expected speed: with `tree.expected_accept_length`, compare a chain of three top-1 guesses (`Tree.chain(3)`) with `Tree.from_accuracies(acc_trained, 8)`. Which one accepts more tokens per step, and why, given the top-k curves above?
+# 3. Turn the measured accuracies into an expected speed: with `tree.expected_accept_length`, compare a chain of three top-1 guesses (`Tree.chain(3)`, 4 nodes with the root) with the tree of the same size grown from the accuracies, `Tree.from_accuracies(acc_trained, 4)`. Which one accepts more tokens per step, and why, given the top-k curves above?
