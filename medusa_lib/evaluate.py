@@ -27,7 +27,7 @@ import torch
 from medusa_lib import plots
 from medusa_lib.data import chat_ids, load_prompts
 from medusa_lib.decoding import clock, greedy_generate, medusa_generate, prefill, tree_forward
-from medusa_lib.heads import MedusaModel
+from medusa_lib.heads import SHIPPED_HEADS, MedusaModel
 from medusa_lib.positions import PositionBank, bank_accuracy, check_rows
 from medusa_lib.tree import Tree, expected_accept_length, fastest_tree
 
@@ -41,6 +41,22 @@ def head_accuracy(mm: MedusaModel, data, topk: int = 10, block_size: int = 1024)
     greedily produces k+1 steps ahead. `data` is rows {"prompt_ids", "response_ids"}."""
     bank = PositionBank(mm, check_rows(data, block_size), mm.num_heads)
     return bank_accuracy(mm, bank, topk)
+
+
+LEARNING_CURVE = SHIPPED_HEADS / "learning_curve.json"  # `scripts/learning_curve.py --with_shipped`, as docs/
+
+
+def learning_curve(path=None) -> list[dict]:
+    """Points of held-out head accuracy against training positions (the shipped heads are the last):
+    {"source", "positions", "top1": [per head], "top5": [per head], "seconds"}. Ships with the package,
+    so a notebook reads it anywhere; `scripts/learning_curve.py` measures it."""
+    return json.loads(Path(path or LEARNING_CURVE).read_text())
+
+
+def per_head_rows(points: list[dict]) -> list[dict]:
+    """Curve points flattened to one row per head, the shape `plots.plot_learning_curve` takes."""
+    return [{"positions": p["positions"], "top1": p["top1"][k], "top5": p["top5"][k], "head": k + 1,
+             "source": p["source"]} for p in points for k in range(len(p["top1"]))]
 
 
 # ----------------------------------------------------------------------------- prompts

@@ -170,6 +170,24 @@ def plot_head_accuracy(acc, topk=(1, 5), labels=None, ax=None):
     return fig
 
 
+def plot_topk_curves(acc, labels=None, ax=None):
+    """Cumulative top-k accuracy against k, one line per head; acc[k, i] = P(truth in head k's top-(i+1)).
+
+    The curve's rise says how much a wider tree (more guesses per head) can still gain."""
+    acc = np.asarray(acc, dtype=float)
+    K, T = acc.shape
+    labels = labels or [f"head {k + 1}" for k in range(K)]
+    fig, ax = _axes(ax)
+    ks = np.arange(1, T + 1)
+    for k in range(K):
+        ax.plot(ks, acc[k], marker="o", ms=3, color=STYLE["colors"][k % len(STYLE["colors"])], label=labels[k])
+    ax.set_xticks(ks)
+    ax.set_ylim(0, 1)
+    _style(ax, "Top-k accuracy per head", "k: the true token is among the head's k best guesses", "accuracy")
+    _legend(ax, outside=True)
+    return fig
+
+
 def plot_accept_hist(accept_lengths, ax=None):
     """Histogram of tokens accepted per step, with the mean τ marked."""
     a = np.asarray(accept_lengths, dtype=float)

@@ -571,6 +571,16 @@ def backbone_shapes(profile_name: str) -> dict:
     return json.loads(path.read_text())
 
 
+def backbone_params(profile_name: str) -> int:
+    """Parameter count of a profile's Llama-style backbone from its shipped config (no download):
+    attention, MLP, RMSNorms and embeddings (tied ones counted once)."""
+    c = backbone_shapes(profile_name)
+    H, V, L, Fm = c["hidden_size"], c["vocab_size"], c["num_hidden_layers"], c["intermediate_size"]
+    kv = H * c["num_key_value_heads"] // c["num_attention_heads"]
+    per_layer = 2 * H * H + 2 * H * kv + 3 * H * Fm + 2 * H  # q, o, k, v, gate, up, down, two norms
+    return L * per_layer + H + V * H * (1 if c.get("tie_word_embeddings") else 2)
+
+
 def memory_budget(profile_name: str, batch_size: int | None = None, block_size: int | None = None,
                   chunk: int = 1024) -> dict:
     """Estimated peak GPU memory (GiB) of one Medusa-2 training step of a profile, from the code's shapes.

@@ -164,18 +164,21 @@ ax.axvline(SD_TOKENS, color="tab:red", ls="--", label=f"max_new_tokens = {SD_TOK
 ax.set(title="Length of the self-distilled answers (train split)", xlabel="answer length (tokens)",
        ylabel="number of answers")
 ax.legend(frameon=False)
-print(f"{sum(lengths):,} answer tokens in {len(lengths)} answers; {capped} hit the {SD_TOKENS}-token cap")
+print(f"{sum(lengths):,} answer tokens in {len(lengths)} answers, from {min(lengths)} to {max(lengths)} tokens long; "
+      f"{capped} ({capped / len(lengths):.0%}) hit the {SD_TOKENS}-token cap")
 print("saved", save_fig(fig, "figures/01_answer_lengths.png"))
+if not SMOKE:
+    assert min(lengths) < SD_TOKENS // 4 and 0 < capped < len(lengths) / 2   # short answers, and some cut at the cap
 
 # %% [markdown]
-# **Takeaway:** the answers run from a few tokens to the 256-token cap, which a quarter of them hit, so 182 prompts give about 24K training positions, still a small data set for the heads. `data.template_prompts(n)` builds more training prompts from templates (topics, code tasks, math, standard-library docstrings); the shipped heads add the answers to 1,536 of them.
+# **Takeaway:** the answers run from a few tokens up to the cap, which a minority of them hit (the printed share), so the training prompts give the printed number of training positions: a small data set for the heads (notebook 03's learning curve shows what more data buys). `data.template_prompts(n)` builds more training prompts from templates (topics, code tasks, math, standard-library docstrings); the shipped heads add the answers to 1,536 of them.
 
 # %% [markdown]
-# ## 5. Packing a text corpus
+# ## 5. Aside (optional): packing plain text
 #
-# Self-distilled chat is the main training data. For the KD loss, any text also works, because the target at each position is the teacher's distribution there and no generation is needed. The classic recipe (the seed's `preprocess_data`) is: tokenize, concatenate with an EOS between documents, cut into fixed `block_size` blocks, and drop the short tail. No padding is needed.
+# Self-distilled chat is the training data of every head in these notebooks, and nothing later uses this section's rows. It shows the other classic source. For the KD part of the loss any text works, because the target at each position is the teacher's distribution there, so no generation is needed. The recipe (the seed's `preprocess_data`) tokenizes, concatenates with an EOS between documents, cuts fixed `block_size` blocks and drops the short tail, so no padding is needed. Offline the text is the standard library's own source files; on Colab with the hub, `load_corpus("wikitext-2")` gives WikiText-2.
 #
-# Offline we use real text that ships with every Python: the standard library's own source files. On Colab, with the hub, `load_corpus("wikitext-2")` gives WikiText-2 instead.
+# `blocks_to_rows` turns the blocks into rows with an empty prompt, so every position is a training position. `data.text_rows(tok, n)` does all of this in one call, and `scripts/make_heads.py --text N` mixes such rows into the heads' training. The shipped heads use none (the default, `--text 0`); exercise 4 asks whether they would help.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -185,47 +188,14 @@ from medusa_lib.data import blocks_to_rows, load_corpus, offline_text_dir, pack
 datasets.disable_progress_bars()   # the packing maps take a second; hide their bars
 BLOCK = smoke(256, 64)
 texts = load_corpus(offline_text_dir(), max_chars=smoke(300_000, 20_000))
-print(f"{len(texts)} files from the standard library folder {offline_text_dir().name!r}, "
-      f"{sum(map(len, texts)):,} characters")
 blocks = pack(tok, texts, BLOCK)
-print(blocks)
-
-# %% [markdown]
-# Check that packing loses nothing except the tail. The number of packed tokens must equal the corpus's token count (plus one EOS per text), rounded down to whole blocks.
-
-# %%
-# NBVAL_IGNORE_OUTPUT
 n_tokens = sum(len(ids) + 1 for ids in tok(texts, add_special_tokens=False).input_ids)   # +1: the EOS after each text
-packed = sum(len(b) for b in blocks["input_ids"])
-print(f"{n_tokens:,} tokens -> {len(blocks)} blocks of {BLOCK} = {packed:,} tokens "
-      f"({n_tokens - packed} dropped at the tail)")
-assert packed == n_tokens // BLOCK * BLOCK
-assert all(len(b) == BLOCK for b in blocks["input_ids"])
-print(repr(tok.decode(blocks[0]["input_ids"][:48])))
-
-# %%
-# NBVAL_IGNORE_OUTPUT
-sizes = [64, 128, 256, 512, 1024]
-n_blocks = [len(pack(tok, texts, s)) for s in sizes]
-dropped = [n_tokens - n * s for n, s in zip(n_blocks, sizes)]
-fig, ax = plt.subplots(figsize=(6.4, 3.6))
-bars = ax.bar([str(s) for s in sizes], n_blocks, color="tab:blue")
-ax.bar_label(bars, labels=[f"{n}\n({d} dropped)" for n, d in zip(n_blocks, dropped)], fontsize=7)
-ax.set(title=f"Packing {n_tokens:,} tokens into fixed blocks", xlabel="block size (tokens)",
-       ylabel="number of blocks", ylim=(0, max(n_blocks) * 1.25))
-print("saved", save_fig(fig, "figures/01_packing.png"))
-
-# %% [markdown]
-# **Takeaway:** doubling the block size halves the number of blocks, and packing drops less than one block of tokens at the tail (under 1% of this corpus even at 1024), so no compute goes to padding.
-
-# %% [markdown]
-# `blocks_to_rows` turns packed blocks into the same row format as the self-distilled data, with an empty prompt, so every position of a block is a training position. Mixing such rows into training adds positions for the KD loss cheaply (see `text_rows` in `scripts/heads_common.py`).
-
-# %%
+print(f"{len(texts)} standard-library files, {n_tokens:,} tokens -> {len(blocks)} blocks of {BLOCK} tokens "
+      f"({n_tokens - len(blocks) * BLOCK} dropped at the tail)")
+assert len(blocks) == n_tokens // BLOCK and all(len(b) == BLOCK for b in blocks["input_ids"])   # only the tail is lost
 text_rows = blocks_to_rows(blocks)
-assert len(text_rows) == len(blocks)
-assert len(text_rows[0]["prompt_ids"]) == 0 and len(text_rows[0]["response_ids"]) == BLOCK
-print("one row per block; each has an empty prompt and a full block of response tokens")
+assert text_rows[0]["prompt_ids"] == [] and len(text_rows[0]["response_ids"]) == BLOCK
+print(repr(tok.decode(text_rows[0]["response_ids"][:48])))
 
 # %% [markdown]
 # ## 6. A draft vocabulary: a CPU speed lever
@@ -240,14 +210,26 @@ from medusa_lib.data import draft_vocab
 
 V = model.config.vocab_size
 held_tokens = torch.tensor([t for r in held_rows for t in r["response_ids"]])
-table = []
+covered, table = {}, []
 for n in [512, 2048, 8192, 16384, V]:
-    draft = draft_vocab(train_rows, n, V)
+    covered[n] = torch.isin(held_tokens, draft_vocab(train_rows, n, V)).float().mean().item()
     table.append({"draft size": n, "head projection cost": f"{n / V:.0%} of full",
-                  "held-out answer tokens covered": f"{torch.isin(held_tokens, draft).float().mean():.1%}"})
+                  "held-out answer tokens covered": f"{covered[n]:.1%}"})
+if not SMOKE:
+    assert covered[8192] > 0.85 and covered[512] < covered[2048] < covered[8192] < covered[16384]
+    assert covered[2048] - covered[512] > covered[8192] - covered[2048]   # each 4x buys less
 pd.DataFrame(table).set_index("draft size")
 
 # %% [markdown]
-# With 8,192 tokens (a sixth of the vocabulary) the heads' projection costs about 6× less, and roughly nine in ten tokens the model says on unseen prompts can still be proposed. Notebook 03 trains with this draft; `MedusaModel.set_draft_vocab` applies it at decoding time.
+# With 8,192 tokens (a sixth of the vocabulary) the heads' projection costs about 6× less, and most of the tokens the model says on unseen prompts, well over four in five (the table's last column), can still be proposed. A bigger draft covers more but costs more, with diminishing gains. Notebook 03 trains with the 8,192-token draft; `MedusaModel.set_draft_vocab` applies it at decoding time.
 #
 # **Next:** notebook 02 puts the heads on the backbone, and notebook 03 trains them on `train_rows`.
+#
+# ## Exercises
+#
+# Solutions: [`solutions/01_solutions.md`](solutions/01_solutions.md).
+#
+# 1. Which categories' answers hit the `SD_TOKENS` cap most often, and which are shortest? Group `train_rows` by the prompts' `category` (`load_prompts("train")` is in the same order).
+# 2. The draft vocabulary is built from all training answers. Measure its held-out coverage per category at 8,192 tokens: which category loses most guesses to the draft, and why might that be?
+# 3. Run the teacher-forcing check of section 4 over every training row. If some position disagrees, look at the base model's top-2 logit gap there: is it a near-tie?
+# 4. (Longer.) Does KD on plain text help the chat heads? Train two small sets of heads with `train.fresh_heads` (the shipped heads' recipe, Medusa-1 as in notebook 03), one on the self-distilled `train_rows` and one on the same rows plus `data.text_rows(tok, 20_000)`, and compare their held-out accuracy with `evaluate.head_accuracy`.

@@ -109,6 +109,7 @@ print("every fresh head's argmax == the base model's next-token argmax, at all",
 
 # %%
 from medusa_lib.heads import MedusaHeads
+from medusa_lib.train import backbone_params
 
 h, V, K = 576, 49152, 3   # SmolLM2-135M
 with torch.device("meta"):
@@ -118,15 +119,33 @@ n_shared = sum(p.numel() for p in shared.parameters())
 n_own = sum(p.numel() for p in own.parameters())
 assert n_shared == K * (h * h + h)
 assert n_own == n_shared + K * V * h
-n_base = 134_515_008   # SmolLM2-135M-Instruct (tied embeddings counted once)
+n_base = backbone_params("embedded")   # from the config shipped with medusa_lib (tied embeddings once)
 for name, n in [("shared lm_head", n_shared), ("own lm_head per head", n_own)]:
     print(f"{name:22s} {n:>12,} parameters = {n / n_base:6.1%} of the base model, "
           f"{n * 4 / 2**20:7.1f} MiB in fp32, {n * 16 / 2**20:7.1f} MiB while training (fp32 + grad + 2 Adam states)")
+adam_gib = (n_own - n_shared) * 2 * 4 / 2**30   # AdamW keeps two fp32 moments per trainable parameter
+print(f"AdamW's two moments for the three own projections alone: {adam_gib:.2f} GiB")
+assert n_shared / n_base < 0.01 and n_own / n_base > 0.5
 
 # %% [markdown]
-# **Cost discussion.** With a shared `lm_head`, three heads add under 1% to the model. The checkpoint is about 4 MB, and the training state fits anywhere. With their own projections they add 85M parameters, 64% of this small model, and over 1 GiB of optimizer state. The *compute* per token is the same either way, one $h \times V$ product per head. That product is what the draft vocabulary of notebook 01 shrinks.
+# **Cost discussion.** With a shared `lm_head`, three heads add under 1% to the model (the first line above): the checkpoint is a few MB, and the training state fits anywhere. With their own projections they add more than half of this small model again (the second line), and AdamW's state for those projections alone is the last printed figure. The *compute* per token is the same either way, one $h \times V$ product per head. That product is what the draft vocabulary of notebook 01 shrinks.
 #
-# Own projections can learn something the base `lm_head` can't. The original Medusa gives every head its own on 7B models, where one projection ($4096 \times 32{,}000$ = 131M) is under 2% of the model. Here one projection is a fifth of the model, so sharing is the sensible default. The `embedded` profile uses it (`share_lm_head=True`).
+# Own projections can learn something the base `lm_head` can't. The original Medusa gives every head its own on 7B models, where one projection is a small share of the model. Here it is a large share. The next cell counts both from the backbones' configs, which ship with `medusa_lib`:
+
+# %%
+from medusa_lib.train import backbone_shapes
+
+share = {}
+for profile in ["embedded", "llama2-7b-qlora"]:
+    c, total = backbone_shapes(profile), backbone_params(profile)
+    proj = c["hidden_size"] * c["vocab_size"]
+    share[profile] = proj / total
+    print(f"{profile:16s} one own projection {c['hidden_size']} x {c['vocab_size']:,} = {proj / 1e6:5.1f}M parameters, "
+          f"{share[profile]:5.1%} of a {total / 1e6:,.0f}M-parameter model")
+assert share["llama2-7b-qlora"] < 0.05 < 0.15 < share["embedded"]
+
+# %% [markdown]
+# On the 7B model an own projection per head costs a few percent; on this 135M model each one is a large fraction of the whole model. So sharing is the sensible default here, and the `embedded` profile uses it (`share_lm_head=True`).
 #
 # ## 3. Accuracy at each offset: fresh and trained heads
 #
@@ -146,7 +165,7 @@ eval_rows = held_rows[::smoke(6, 1)]   # every 6th answer: 10 rows spread over t
 print(f"{len(eval_rows)} held-out answers, {sum(len(r['response_ids']) for r in eval_rows):,} answer tokens")
 
 # %% [markdown]
-# The **trained** heads come from `resolve_heads`. For the embedded model it loads the heads shipped with `medusa_lib`, which `make heads` trains on the model's own answers to the 182 hand-written training prompts and to about 1,500 template prompts (`data.template_prompts`); the next cell prints their training record. If they are missing, it trains a quick small set on the spot: 24 train prompts with 64-token answers (about 1.4K positions), 6 epochs, a couple of minutes on a CPU.
+# The **trained** heads come from `resolve_heads`. For the embedded model it loads the heads shipped with `medusa_lib`, which `make heads` trains on the model's own answers to the hand-written training prompts and to template prompts (`data.template_prompts`); the next cell prints their training record. If they are missing (or do not fit the backbone), it trains a quick small set on the spot with `train.quick_heads`: the model's 128-token answers to the first 40 training prompts, here for 6 epochs, a few minutes on a CPU.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -170,8 +189,8 @@ if record.exists():
 import pandas as pd
 from medusa_lib.evaluate import head_accuracy
 
-acc_fresh = head_accuracy(fresh, eval_rows, topk=5, block_size=256)       # [K, 5], cumulative top-1..top-5
-acc_trained = head_accuracy(trained, eval_rows, topk=5, block_size=256)
+acc_fresh = head_accuracy(fresh, eval_rows, topk=10, block_size=256)       # [K, 10], cumulative top-1..top-10
+acc_trained = head_accuracy(trained, eval_rows, topk=10, block_size=256)
 pd.DataFrame({"fresh top-1": acc_fresh[:, 0], "fresh top-5": acc_fresh[:, 4],
               "trained top-1": acc_trained[:, 0], "trained top-5": acc_trained[:, 4]},
              index=[f"head {k + 1} (token t+{k + 2})" for k in range(K)]).round(3)
@@ -184,8 +203,43 @@ fig = plot_head_accuracy(torch.cat([acc_fresh, acc_trained]), topk=(1, 5),
                          labels=[f"fresh\nhead {k + 1}" for k in range(K)] + [f"trained\nhead {k + 1}" for k in range(K)])
 fig.axes[0].set_title("Head accuracy on held-out answers: fresh vs trained heads")
 print("saved", save_fig(fig, "figures/02_head_accuracy.png"))
+if not SMOKE:   # smoke mode may fall back to toy heads on a toy data set
+    assert acc_fresh[:, 0].max() < 0.05                        # fresh heads: almost never right at top-1
+    assert (acc_trained[:, [0, 4]] > 2 * acc_fresh[:, [0, 4]]).all()   # trained: far more often right
+    assert (acc_trained[:-1, [0, 4]] > acc_trained[1:, [0, 4]]).all()   # worse with every step further ahead
+    assert (acc_trained[:, 4] > acc_trained[:, 0]).all()
 
 # %% [markdown]
-# **Takeaway:** fresh heads guess the next token instead of a later one, so they are almost never right at top-1, while the trained heads get head 1 right about a quarter of the time (nearly half within the top 5) and lose accuracy with every step further ahead.
+# **Takeaway:** fresh heads guess the next token instead of a later one, so they are almost never right at top-1 (the table's first column). The trained heads are right far more often, at top-1 and even more within their top 5 (the last two columns), and they lose accuracy with every step further ahead.
+#
+# ### How many guesses per head?
+#
+# A tree can try more than one guess per head. How much does each extra guess buy? `head_accuracy(..., topk=10)` measured the cumulative top-k accuracy for every k up to 10; here it is as one curve per head:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from medusa_lib.plots import plot_topk_curves
+
+print(pd.DataFrame(acc_trained.numpy(), index=[f"head {k + 1}" for k in range(K)],
+                   columns=[f"top-{i}" for i in range(1, 11)]).round(3).to_string())
+fig = plot_topk_curves(acc_trained)
+fig.axes[0].set_title("Trained heads: accuracy within the top k guesses (held-out answers)")
+print("saved", save_fig(fig, "figures/02_topk_curves.png"))
+gain_first = acc_trained[:, 4] - acc_trained[:, 0]    # what guesses 2-5 add
+gain_next = acc_trained[:, 9] - acc_trained[:, 4]     # what guesses 6-10 add
+if not SMOKE:
+    assert (gain_first > gain_next).all()                        # diminishing returns for every head
+    assert (acc_trained[:-1] >= acc_trained[1:]).all()           # an earlier head is at least as good at every k
+
+# %% [markdown]
+# **Takeaway:** every curve rises fastest over the first few guesses and flattens after that: guesses 2 to 5 add more than guesses 6 to 10 for every head. The curves never cross, so at every k an earlier head is at least as good as a later one. This is why good trees (notebook 04) are wide near the root, with several guesses for head 1, and thin further down.
 #
 # **Next:** notebook 03 trains the heads itself (Medusa-1), then heads and LoRA together (Medusa-2).
+#
+# ## Exercises
+#
+# Solutions: [`solutions/02_solutions.md`](solutions/02_solutions.md).
+#
+# 1. How many parameters do three heads with **two** ResBlocks each (`MedusaHeads(h, V, K, num_layers=2)`) add, with a shared and with an own `lm_head`? Which of the two variants does the second layer matter for?
+# 2. Measure the shipped heads on the *training* answers as well (`self_distill_data` on `load_prompts("train")`, every 6th row). How large is the gap to held-out accuracy, and what does it say about the amount of data?
+# 3. Turn the measured accuracies into an expected speed: with `tree.expected_accept_length`, compare a chain of three top-1 guesses (`Tree.chain(3)`, 4 nodes with the root) with the tree of the same size grown from the accuracies, `Tree.from_accuracies(acc_trained, 4)`. Which one accepts more tokens per step, and why, given the top-k curves above?

@@ -60,7 +60,7 @@ model, tok = load_model(PROFILE)   # the profile's backbone; offline, the embedd
 # Head $k$ at position $t$ predicts token $t+k+1$. On self-distilled data it has two targets:
 #
 # - the **hard** target $x_{t+k+1}$, the token the base model actually generated there (its greedy choice);
-# - the **soft** target $q_{t+k}$, the base model's full distribution at position $t+k$, which is the distribution $x_{t+k+1}$ was drawn from.
+# - the **soft** target $q_{t+k}$, the base model's full distribution at position $t+k$. The model generated greedily, so $x_{t+k+1}$ is the argmax of this distribution; the soft target also says how sure the model was and what its runners-up were.
 #
 # $$\mathcal{L}_k = (1-\lambda)\,\mathrm{CE}\big(p^{(k)}_t, x_{t+k+1}\big) + \lambda\,\mathrm{KL}\big(q_{t+k} \,\|\, p^{(k)}_t\big),
 # \qquad \mathcal{L} = \sum_{k=1}^{K} 0.8^k\,\mathcal{L}_k$$
@@ -94,7 +94,7 @@ print("equals medusa_lib.train.head_loss")
 #
 # ## 2. Data
 #
-# The self-distilled answers from notebook 01 are read back from the cache. To keep this notebook within about 10 minutes on a 2-core CPU, Medusa-1 trains on every 3rd train answer (about 7.5K positions) and evaluates on every 6th held-out answer. On a GPU, set `STRIDE = 1` to use them all. The heads' projection is restricted to an 8,192-token draft vocabulary (notebook 01, section 6).
+# The self-distilled answers from notebook 01 are read back from the cache. To keep this notebook short on a 2-core CPU, Medusa-1 trains on every 3rd train answer (the next cell prints how many tokens that is) and evaluates on every 6th held-out answer. On a GPU, set `STRIDE = 1` to use them all. The heads' projection is restricted to an 8,192-token draft vocabulary (notebook 01, section 6).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -145,9 +145,19 @@ from medusa_lib.plots import plot_head_accuracy, plot_loss_curves, save_fig
 fig = plot_loss_curves(history)
 fig.axes[0].set_title("Medusa-1 training loss (each head's loss is weighted by 0.8^k)")
 print("saved", save_fig(fig, "figures/03_medusa1_loss.png"))
+epochs = sorted({h["epoch"] for h in history})
+mean_loss = [sum(h["loss"] for h in history if h["epoch"] == e) / sum(h["epoch"] == e for h in history) for e in epochs]
+last = [h for h in history if h["epoch"] == epochs[-1]]
+unweighted = [sum(h["head_losses"][k] for h in last) / len(last) / cfg1.decay ** (k + 1) for k in range(mm.num_heads)]
+print("mean loss per epoch:", [round(x, 3) for x in mean_loss])
+print("last epoch, each head's loss without its 0.8^k weight:", [round(x, 3) for x in unweighted])
+if not SMOKE:
+    assert all(a > b for a, b in zip(mean_loss, mean_loss[1:]))        # falls every epoch
+    assert mean_loss[-2] - mean_loss[-1] < mean_loss[0] - mean_loss[1]  # and less in the last one
+    assert unweighted[0] < unweighted[1] < unweighted[2]                 # further ahead, harder
 
 # %% [markdown]
-# **Takeaway:** the loss falls steadily once the learning-rate warm-up is over and flattens in the last epoch; the three head curves sit close together only because of the 0.8^k weights, and unweighted the later heads' losses are clearly higher, since they predict further ahead.
+# **Takeaway:** the loss falls every epoch, less in the last one than in the first (the printed epoch means). The three head curves sit close together only because of the 0.8^k weights: without them, the later heads' losses are clearly higher (the last printed line), since they predict further ahead.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -157,9 +167,40 @@ acc1 = head_accuracy(mm, eval_rows, topk=5, block_size=256)   # [K, 5]
 fig = plot_head_accuracy(acc1, topk=(1, 5))
 fig.axes[0].set_title("Medusa-1 heads on held-out answers")
 print("saved", save_fig(fig, "figures/03_medusa1_accuracy.png"))
+print("held-out top-1 per head:", [round(a, 3) for a in acc1[:, 0].tolist()],
+      "| top-5:", [round(a, 3) for a in acc1[:, 4].tolist()])
+if not SMOKE:
+    assert acc1[0, 0] > 1.5 * acc1[1:, 0].max()          # head 1 is far ahead of heads 2 and 3
+    assert (acc1[:, 4] > 2 * acc1[:, 0]).all()            # top-5 more than doubles top-1, for every head
 
 # %% [markdown]
-# **Takeaway:** head 1 gets the token after next right about one time in six (more than twice as often within its top 5) while heads 2 and 3 are much weaker, and the limit is data: the shipped heads of notebook 02, trained on about 30× more positions (the answers to 182 hand-written and 1,536 template prompts), reach about one in three (set `STRIDE = 1` to use all 182 answers here).
+# **Takeaway:** head 1 guesses the token after next far more often than heads 2 and 3 guess theirs, and every head is right more than twice as often within its top 5 as at top-1 (the printed line). Are these few thousand positions what holds the heads back?
+#
+# ### How much data do the heads need?
+#
+# `scripts/learning_curve.py` answers that. It trains fresh heads with the same recipe (3 heads, shared `lm_head`, 8,192-token draft, 2 epochs) on growing shares of a larger self-distilled pool, the answers to the hand-written and the template training prompts, and scores each set on all the held-out answers. Its last point is the shipped heads of notebook 02. The measured points ship with `medusa_lib`:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+import pandas as pd
+from medusa_lib.evaluate import learning_curve, per_head_rows
+from medusa_lib.plots import plot_learning_curve
+
+points = learning_curve()
+print(pd.DataFrame([{"positions": p["positions"], **{f"top-1 head {k + 1}": a for k, a in enumerate(p["top1"])},
+                     **{f"top-5 head {k + 1}": a for k, a in enumerate(p["top5"])}} for p in points])
+      .round(3).to_string(index=False))
+print(f"this notebook's Medusa-1 heads: {state['positions']:,} positions (scored on every 6th held-out answer only)")
+fig = plot_learning_curve(per_head_rows(points))
+print("saved", save_fig(fig, "figures/03_learning_curve.png"))
+for key in ["top1", "top5"]:
+    for k in range(3):
+        curve = [p[key][k] for p in points]
+        assert all(a < b for a, b in zip(curve, curve[1:])), (key, k, curve)   # more data, better heads
+assert points[-1]["top1"][0] > points[0]["top1"][0]
+
+# %% [markdown]
+# **Takeaway:** every head gets better with every step up in data, at top-1 and at top-5, up to the largest point, the shipped heads. So the heads trained here are held back by their small data set, not by the recipe. Exercise 3 trains them on all the training answers and places them on this curve.
 #
 # Save the heads, with their draft vocabulary, so that you can load them again on this machine with `MedusaModel.from_pretrained("runs/heads_03", base=model)`. (Notebooks 04 and 05 stand alone: they load the shipped heads.)
 
@@ -214,6 +255,26 @@ print(f"step {first['step']}: loss {first['loss']:.3f} (LM KD {first['lm_kd']:.4
       f"step {last['step']}: loss {last['loss']:.3f} (LM KD {last['lm_kd']:.4f})")
 
 # %% [markdown]
+# ### Medusa-2 against Medusa-1 on the same held-out answers
+#
+# Did the joint training help the heads? Score the Medusa-2 heads, reading the *adapted* backbone's hidden states, on the same held-out answers as the Medusa-1 heads. For Medusa-2 the right target is the adapted model's own greedy token, since that model verifies; `head_accuracy` takes it from the model it is given.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+acc2 = head_accuracy(mm2, eval_rows, topk=5, block_size=256)   # [K, 5]
+print(pd.DataFrame({"Medusa-1 top-1": acc1[:, 0], "Medusa-2 top-1": acc2[:, 0],
+                    "Medusa-1 top-5": acc1[:, 4], "Medusa-2 top-5": acc2[:, 4]},
+                   index=[f"head {k + 1}" for k in range(mm.num_heads)]).round(3).to_string())
+n_scored = sum(len(r["response_ids"]) for r in eval_rows)
+print(f"top-1 change per head: {[f'{d:+.3f}' for d in (acc2[:, 0] - acc1[:, 0]).tolist()]}; "
+      f"one position of the about {n_scored:,} scored per head is {1 / n_scored:.4f}")
+if not SMOKE:
+    assert (acc2[:, 0] - acc1[:, 0]).abs().max() < 0.03   # about the same: 20 steps are a demonstration
+
+# %% [markdown]
+# **Takeaway:** at this size Medusa-2 does not clearly beat Medusa-1. The heads score about the same; each printed change is a small number of positions out of those scored. That is what 20 joint steps on 16 answers can do: they show the mechanics, but they move the backbone only slightly (the KL below is small). The Medusa-2 heads also got a few extra head-only warm-up steps, so even a small gain could not be credited to the adapters. The paper's Medusa-2 gains come from joint training on far more data for far more steps. On a GPU, raise `max_steps` and train on all of `train_rows` (exercise 4).
+
+# %% [markdown]
 # ### The teacher is the original model, bit for bit
 #
 # Inside `with mm2.base.disable_adapter():` the adapted model computes exactly the original model's logits. That is why it is a valid teacher, and it costs no extra memory. With the adapters on, the logits differ a little:
@@ -238,10 +299,13 @@ answer = slice(len(row["prompt_ids"]) - 1, -1)   # the positions that predict th
 same = (adapted[0, answer].argmax(-1) == original[0, answer].argmax(-1)).float().mean()
 print(f"on one held-out answer: max |adapted - original| logit {(adapted - original).abs().max():.2f}, "
       f"same next-token argmax at {same:.1%} of {adapted[0, answer].shape[0]} positions")
-print(f"KL(teacher || adapted) on held-out answers: {kl_to_teacher(mm2, eval_rows[:smoke(4, 1)], block_size=256):.4f} nats/token")
+kl = kl_to_teacher(mm2, eval_rows[:smoke(4, 1)], block_size=256)
+print(f"KL(teacher || adapted) on held-out answers: {kl:.4f} nats/token")
+if not SMOKE:
+    assert 0 < kl < 0.1 and 0.9 < same < 1   # close to the original, not identical
 
 # %% [markdown]
-# **Which model do you get?** Medusa's greedy decoding is lossless **with respect to the model that verifies**. With Medusa-1 heads that is the original backbone, so the output is exactly the original model's greedy output. With Medusa-2 the verifier is the *adapted* backbone: the output is exactly its greedy output. The KD loss keeps that close to the original, here a KL of about 0.02 nats per token and the same argmax at about 97% of answer positions, but it does not make it identical. So ship the adapter with the heads (`mm2.base.save_pretrained(folder)` writes it), or decode with `disable_adapter()` and accept lower head accuracy.
+# **Which model do you get?** Medusa's greedy decoding is lossless **with respect to the model that verifies**. With Medusa-1 heads that is the original backbone, so the output is exactly the original model's greedy output. With Medusa-2 the verifier is the *adapted* backbone: the output is exactly its greedy output. The KD loss keeps that close to the original (the printed KL is small, and the argmax agrees at nearly every answer position), but it does not make it identical. So ship the adapter with the heads (`mm2.base.save_pretrained(folder)` writes it). Decoding with `disable_adapter()` instead gives the original model's output, but then the Medusa-2 heads read hidden states they were not trained on; the Medusa-1 heads are the ones made for the original backbone.
 #
 # ## 5. QLoRA: the same recipe on a 4-bit backbone (GPU only)
 #
@@ -276,7 +340,7 @@ else:
 # The seed's recipe (profile `llama2-7b-qlora`) fine-tunes Llama-2-7B-chat with three heads on a T4. Does it fit? `medusa_lib.train.memory_budget` adds up the main terms from the shapes the code really uses (the backbone's config ships with the package, so nothing is downloaded): NF4 weights, LoRA and heads with their AdamW state, activations under gradient checkpointing (each layer keeps only its input and recomputes the rest in the backward pass), and the joint loss's largest chunk of logits. Treat the activation rows as rough.
 
 # %%
-from medusa_lib.train import memory_budget
+from medusa_lib.train import backbone_params, backbone_shapes, memory_budget
 
 budget = memory_budget("llama2-7b-qlora")   # the profile's defaults: batch, block, gradient accumulation
 print(f"batch {budget['batch_size']} x block {budget['block_size']}, {budget['grad_accum']} micro-batches per step")
@@ -285,8 +349,28 @@ for name, gib in budget.items():
         print(f"{name:45s} {gib:6.2f} GiB")
 print(f"{'total':45s} {budget['total_gib']:6.2f} GiB   (a T4 has 15 GiB usable)")
 assert budget["total_gib"] <= 15, "the 7B QLoRA profile must fit a T4"
+c = backbone_shapes("llama2-7b-qlora")
+own_head = 16 * c["vocab_size"] * c["hidden_size"] / 2**30     # fp32 weight + grad + two AdamW moments
+full_ft = 16 * backbone_params("llama2-7b-qlora") / 2**30      # the same for every backbone weight
+print(f"for comparison: an own lm_head per head would add {own_head:.2f} GiB each; "
+      f"full fine-tuning in fp32 with AdamW would need {full_ft:.0f} GiB")
+assert budget["total_gib"] < 10 and full_ft > 5 * 15 and 3 * own_head > 0.75 * budget["total_gib"]
 
 # %% [markdown]
-# **Takeaway:** what makes the recipe fit on a T4 is everything around the 4-bit weights: LoRA instead of full fine-tuning, a **shared** `lm_head` (each head's own projection would add its weight, gradient and two Adam states: 2 GB per head here), one sequence per micro-batch with gradient accumulation, and the joint loss computed **chunk by chunk**: each chunk of positions gets its logits, its loss and its backward into the detached last hidden state before the next chunk is built, so the peak holds one chunk's logits instead of `[B, T, 32000]` per head.
+# **Takeaway:** the 4-bit weights are only part of the story. The rest keeps the budget well inside a T4:
+#
+# - **LoRA** instead of full fine-tuning, which would need several T4s' worth of memory (the last printed line);
+# - a **shared** `lm_head`: each head's own projection would add its weight, gradient and two Adam states, the printed GiB per head, and three of them would nearly double the total;
+# - one sequence per micro-batch, with gradient accumulation;
+# - the joint loss computed **chunk by chunk**. The backbone runs forward once. Then every loss term (the base LM's KD and each head) is computed over chunks of positions, and each chunk's backward stops at a detached copy of the last hidden state, where the gradients add up. One backward through the backbone follows. So the peak holds one chunk's logits instead of `[B, T, 32000]` per head. (Medusa-1 needs none of this: its backbone is frozen, so its hidden states are computed once and cached, and it backpropagates one head at a time through that head alone.)
 #
 # **Next:** notebook 04 decodes with these heads: tree candidates, tree attention, and lossless verification.
+#
+# ## Exercises
+#
+# Solutions: [`solutions/03_solutions.md`](solutions/03_solutions.md).
+#
+# 1. Train the Medusa-1 heads of section 3 with CE only (`kd_weight=0.0`) and with KD only (`kd_weight=1.0`). Which gives the better held-out top-1 and top-5, and why might the soft targets help top-5 in particular?
+# 2. Set `decay=1.0` (every head weighted the same) and retrain. Does head 3 improve, and what happens to head 1?
+# 3. Put your own point on the learning curve: train with `STRIDE = 1` (all training answers) and compare your head-1 top-1 with the curve at the same number of positions. (Your score is on every 6th held-out answer, so expect some noise.)
+# 4. Run Medusa-2 for more steps (say 60) and track two numbers: the heads' held-out top-1 and `kl_to_teacher`. What does a larger LoRA learning rate do to each?

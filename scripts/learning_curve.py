@@ -7,6 +7,9 @@ and reports held-out top-1/top-5 on the self-distilled answers to the held-out p
 `--with_shipped` adds the shipped heads' record (`make heads`, all the data) as the last point.
 
     python scripts/learning_curve.py --out runs/learning_curve --with_shipped
+
+The published curve is results.json copied to docs/learning_curve.json and, for the notebooks (they
+read it with `medusa_lib.evaluate.learning_curve()`), to medusa_lib/assets/heads/embedded/.
 """
 
 import argparse
@@ -19,6 +22,7 @@ import torch
 
 from medusa_lib.config import set_seed
 from medusa_lib.data import draft_vocab, selfdistill_rows, take_positions, template_rows, text_rows
+from medusa_lib.evaluate import per_head_rows
 from medusa_lib.heads import SHIPPED_HEADS
 from medusa_lib.models import load_base
 from medusa_lib.plots import plot_learning_curve, save_fig
@@ -77,9 +81,7 @@ def main():
         f = "/".join(f"{x:.3f}" for x in r["top1"]), "/".join(f"{x:.3f}" for x in r["top5"])
         lines.append(f"| {r['source']} | {r['positions']} | {f[0]} | {f[1]} | {r['seconds'] or float('nan'):.0f} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    rows = [{"positions": r["positions"], "top1": r["top1"][k], "top5": r["top5"][k], "head": k + 1,
-             "source": r["source"]} for r in results for k in range(3)]
-    save_fig(plot_learning_curve(rows), out / "learning_curve.png")
+    save_fig(plot_learning_curve(per_head_rows(results)), out / "learning_curve.png")
     print("\n".join(lines))
 
 

@@ -134,3 +134,20 @@ def test_benchmark_methods_move_ids_to_the_models_device():
 
     new, steps = hf_method(OnMeta())(torch.tensor([[1, 2, 3]]), 4)
     assert len(new) == 4 and steps == 4
+
+
+def test_learning_curve_ships_with_the_package():
+    """The notebooks read the packaged copy; it must be the one the README shows (docs/)."""
+    import json
+    from pathlib import Path
+
+    from medusa_lib.evaluate import LEARNING_CURVE, learning_curve, per_head_rows
+
+    points = learning_curve()
+    docs = Path(__file__).resolve().parents[1] / "docs" / "learning_curve.json"
+    assert points == json.loads(docs.read_text()), f"copy {docs} to {LEARNING_CURVE}"
+    assert [p["positions"] for p in points] == sorted(p["positions"] for p in points)
+    rows = per_head_rows(points)
+    assert len(rows) == sum(len(p["top1"]) for p in points)
+    assert rows[1] == {"positions": points[0]["positions"], "top1": points[0]["top1"][1],
+                       "top5": points[0]["top5"][1], "head": 2, "source": points[0]["source"]}

@@ -34,6 +34,7 @@ FIGURES = {
     "head_accuracy": lambda: plots.plot_head_accuracy([[0.6, 0.7, 0.8, 0.85, 0.9], [0.4, 0.5, 0.6, 0.65, 0.7]]),
     "head_accuracy_top3": lambda: plots.plot_head_accuracy(torch.rand(3, 3).cumsum(1) / 3, topk=(1, 3, 5),
                                                            labels=["a", "b", "c"]),
+    "topk_curves": lambda: plots.plot_topk_curves(torch.rand(3, 10).cumsum(1) / 10),
     "accept_hist": lambda: plots.plot_accept_hist([1, 2, 3, 2, 2, 1, 4]),
     "accept_trace": lambda: plots.plot_accept_trace([1, 2, 3, 2, 2, 1, 4, 3, 2, 1, 2], window=4),
     "accept_trace_short": lambda: plots.plot_accept_trace([2, 3], window=8),
@@ -190,3 +191,12 @@ def test_tree_explorer_rebuilds_tree():
     explorer.scale_slider.value = 0.5
     assert explorer.tau < tau
     assert not plt.get_fignums()
+
+
+def test_topk_curves_one_line_per_head():
+    acc = torch.rand(3, 10).cumsum(1) / 10
+    fig = plots.plot_topk_curves(acc, labels=["a", "b", "c"])
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 3
+    assert list(lines[1].get_xdata()) == list(range(1, 11))
+    assert torch.allclose(torch.tensor(lines[2].get_ydata(), dtype=torch.float32), acc[2])

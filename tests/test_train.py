@@ -332,3 +332,10 @@ def test_states_kept_at_generation_replace_the_backbone_pass(tiny, tmp_path):
     used = fast.valid[:, 0]  # every position some head reads or is scored at
     torch.testing.assert_close(fast.h[used], slow.h[used], atol=2e-3, rtol=2e-3)
     assert torch.equal(fast.greedy[used], slow.greedy[used]) and torch.equal(fast.valid, slow.valid)
+
+
+def test_backbone_params_from_the_shipped_configs():
+    from medusa_lib.train import backbone_params
+
+    assert backbone_params("embedded") == 134_515_008  # SmolLM2-135M-Instruct, counted by the loaded model
+    assert 6.7e9 < backbone_params("llama2-7b-qlora") < 6.8e9  # Llama-2-7B: 6.74B
