@@ -108,7 +108,7 @@ print("last tokens: ", [tok.decode(t) for t in ids[0, -6:]])
 #
 # ## 4. Self-distilled answers
 #
-# `self_distill_data(model, tok, prompts, max_new_tokens)` runs batched greedy generation (left-padded, chat template) and returns one row per prompt: `{"prompt_ids": [...], "response_ids": [...]}`. Each batch is written to its own shard under `$MEDUSA_CACHE/distill/` as soon as it is done, keyed by the model and the prompts. An interrupted run resumes where it stopped, and a second call is read back in seconds.
+# `self_distill_data(model, tok, prompts, max_new_tokens)` runs greedy generation with continuous batching (`medusa_lib.batching.stream_greedy`: left-padded rows under the chat template; a row that finishes leaves the batch and the next prompt takes its slot) and returns one row per prompt: `{"prompt_ids": [...], "response_ids": [...]}`. Finished answers are written to gzipped shards under `$MEDUSA_CACHE/distill/` as they come, keyed by the model and the prompts. An interrupted run resumes where it stopped, and a second call is read back in seconds.
 #
 # The full run uses **every prompt of both splits, with 256 new tokens each**, the same recipe as `medusa_lib.data.selfdistill_rows`, which prepares the shipped heads' data. Notebooks 02 and 03 read it back from the same cache. The first time, it takes a few minutes on a T4 and 10 to 20 minutes on a laptop CPU; after that, seconds. If your CPU is slow, set `N_PROMPTS = 24` for a version that takes a couple of minutes. `MEDUSA_SMOKE=1` uses 3 train and 2 held-out prompts with 16 tokens each.
 

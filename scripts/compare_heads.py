@@ -11,6 +11,11 @@ hand-written training prompts (`data.selfdistill_rows`, cached), then `train.fre
   time of those runs (greedy is lossless, so both kinds emit the same tokens).
 
     OMP_NUM_THREADS=1 python scripts/compare_heads.py
+    OMP_NUM_THREADS=1 python scripts/compare_heads.py --data data/selfdistill   # the saved template answers
+
+With `--data`, the training rows are the answers `scripts/generate_data.py` saved there (their kept
+hidden states, where present, spare the backbone pass) and the held-out answers are those shipped
+with the heads.
 """
 
 import argparse
@@ -20,8 +25,9 @@ import time
 from pathlib import Path
 
 from medusa_lib.config import set_seed
-from medusa_lib.data import load_prompts, selfdistill_rows
+from medusa_lib.data import heldout_rows, load_prompts, saved_rows, selfdistill_rows
 from medusa_lib.evaluate import head_accuracy, measure_tau
+from medusa_lib.heads import SHIPPED_HEADS
 from medusa_lib.models import load_base
 from medusa_lib.train import fresh_heads
 from medusa_lib.tree import Tree, expected_accept_length
@@ -70,9 +76,13 @@ def main():
     ap.add_argument("--max_new_tokens", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the rows here")
+    ap.add_argument("--data", default=None, help="train on the answers saved here (scripts/generate_data.py)")
     args = ap.parse_args()
     model, tok = load_base("embedded", device="cpu")
-    train, heldout = selfdistill_rows(model, tok, "train"), selfdistill_rows(model, tok, "heldout")
+    if args.data:
+        train, heldout = saved_rows(args.data, model, states=True), heldout_rows(model, tok, heads_dir=SHIPPED_HEADS)
+    else:
+        train, heldout = selfdistill_rows(model, tok, "train"), selfdistill_rows(model, tok, "heldout")
     prompts = [p.prompt for p in load_prompts("heldout")][: args.prompts]
     print(f"train: {len(train)} answers, held-out: {len(heldout)} answers, tau on {len(prompts)} prompts "
           f"x {args.max_new_tokens} tokens")
