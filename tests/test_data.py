@@ -105,3 +105,12 @@ def test_draft_vocab_takes_the_most_frequent():
     rows = [{"response_ids": [5, 5, 5, 7, 7, 9]}]
     assert data.draft_vocab(rows, 2, 20).tolist() == [5, 7]
     assert data.draft_vocab(rows, 4, 20).tolist() == [0, 5, 7, 9]
+
+
+def test_spread_covers_every_heldout_category():
+    prompts = data.load_prompts("heldout")
+    picked = data.spread(prompts, len(data.CATEGORIES) * 2)
+    assert len(picked) == len(data.CATEGORIES) * 2
+    assert {p.category for p in picked} == set(data.CATEGORIES)  # the first 14 would be chat and qa only
+    assert data.spread(prompts, None) == prompts and data.spread(prompts, 10_000) == prompts
+    assert data.spread(range(10), 3) == [0, 3, 6]
