@@ -353,6 +353,15 @@ def heldout_rows(model, tok, n: int | None = None, heads_dir=None) -> list[dict]
     return selfdistill_rows(model, tok, "heldout", n)
 
 
+def spread(items: list, n: int | None) -> list:
+    """`n` items evenly spaced over `items` (all of them when n is None). The held-out prompts are ordered by
+    category, so a spread covers every category where the first n would all be chat."""
+    items = list(items)
+    if n is None or n >= len(items):
+        return items
+    return [items[i * len(items) // n] for i in range(n)]
+
+
 def template_rows(model, tok, n: int, chunk: int = 256, max_new_tokens: int = 192, batch_size: int = 64,
                   progress: bool = True, root=None, start: int = 0) -> list[dict]:
     """Self-distilled answers to template prompts `start` .. `n`, generated (and cached under `root`)

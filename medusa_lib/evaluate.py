@@ -59,6 +59,33 @@ def per_head_rows(points: list[dict]) -> list[dict]:
              "source": p["source"]} for p in points for k in range(len(p["top1"]))]
 
 
+@torch.no_grad()
+def chain_accuracy(mm: MedusaModel, data, block_size: int = 1024, chunk: int = 1024) -> dict[str, list[float]]:
+    """Are the heads independent? On the positions where every head has a target, per depth d: how often heads
+    1..d are all right at top-1 ("joint", what a chain accepts that deep) and the product of each head's own
+    top-1 accuracy ("independent", what `expected_accept_length` assumes). Same positions, so like with like."""
+    bank = PositionBank(mm, check_rows(data, block_size), mm.num_heads)
+    pos, K, device = bank.valid[:, -1].nonzero().squeeze(1), mm.num_heads, mm.lm_head.weight.device
+    hits = []
+    for p in pos.split(chunk):
+        h = bank.inputs(p, device)  # [n, H]
+        top = (torch.stack([mm.hydra_topk(h, k, bank.path_ids(p, k).to(device), 1) for k in range(K)])
+               if mm.kind == "hydra" else mm.head_topk(h, 1))[..., 0].cpu()  # [K, n]
+        hits.append(torch.stack([top[k] == bank.target(p, k)[0] for k in range(K)]))
+    hits = torch.cat(hits, 1).float()  # [K, P]
+    return {"joint": hits.cumprod(0).mean(1).tolist(), "independent": hits.mean(1).cumprod(0).tolist()}
+
+
+def tau_by(runs: list[dict], key: str = "category") -> dict[str, dict[str, float]]:
+    """{method: {category (or another run key): tau}} from `benchmark`'s runs: tokens over steps, pooled."""
+    out: dict = {}  # {method: {value: [tokens, steps]}}
+    for r in runs:
+        out.setdefault(r["method"], {}).setdefault(r[key], [0, 0])
+        out[r["method"]][r[key]][0] += r["new_tokens"]
+        out[r["method"]][r[key]][1] += r["steps"]
+    return {m: {v: tokens / max(1, steps) for v, (tokens, steps) in d.items()} for m, d in out.items()}
+
+
 # ----------------------------------------------------------------------------- prompts
 
 
@@ -102,12 +129,20 @@ def bench_prompts(per_group: int = 4, humaneval: int = 2) -> list[BenchPrompt]:
 
 
 def hf_method(model, **gen_kwargs):
-    """HF `generate` as a benchmark method: (ids, n) -> (new token list, steps)."""
+    """HF `generate` as a benchmark method: (ids, n) -> (new token list, steps).
+
+    Steps are the model's forward calls, counted by a hook: one per token for greedy, one per verified
+    draft for prompt lookup, so its tau is measured like Medusa's (the first call also reads the prompt)."""
     def run(ids, n):
-        ids = ids.to(model.device)
-        out = model.generate(ids, max_new_tokens=n, do_sample=False, **gen_kwargs)
+        ids, calls = ids.to(model.device), []
+        hook = model.register_forward_hook(lambda *_: calls.append(1)) if isinstance(model, torch.nn.Module) else None
+        try:
+            out = model.generate(ids, max_new_tokens=n, do_sample=False, **gen_kwargs)
+        finally:
+            if hook is not None:
+                hook.remove()
         new = out[0, ids.shape[1]:].tolist()
-        return new, len(new)
+        return new, len(calls) if hook is not None else len(new)
     return run
 
 
@@ -289,6 +324,12 @@ def median_seconds(fn, repeats: int = 5, after=None) -> float:
         if after is not None:
             after()
     return statistics.median(times[1:])
+
+
+def generate_seconds(model, ids, max_new_tokens: int = 8, repeats: int = 2) -> float:
+    """Median seconds of one HF greedy generation of `max_new_tokens` tokens from `ids`, after a warm-up: how
+    fast a model (say, the same one in another dtype) decodes here."""
+    return median_seconds(lambda: hf_method(model)(ids, max_new_tokens), repeats)
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""The cells every notebook shares, as calls: setup, the backbone, the heads.
+"""The cells every notebook shares, as calls: setup, the backbone, the heads, the held-out set.
 
 The notebooks (notebooks/NN_name.py, jupytext pairs of the .ipynb files) teach the Medusa paper
 step by step; what they all need first is the same three things, so they live here once.
@@ -11,8 +11,9 @@ import torch
 import transformers
 
 from medusa_lib.config import SMOKE, get_device, get_profile, set_seed, smoke
-from medusa_lib.heads import MedusaModel
-from medusa_lib.interop import resolve_heads
+from medusa_lib.data import heldout_rows, load_prompts, spread
+from medusa_lib.heads import SHIPPED_HEADS, MedusaModel
+from medusa_lib.interop import resolve_heads, shipped_heads_fit
 from medusa_lib.models import load_base
 
 
@@ -46,3 +47,12 @@ def load_heads(model, tok) -> MedusaModel:
     mm = resolve_heads(model, tok, quick=True, **smoke({}, dict(n_prompts=4, max_new_tokens=16, epochs=1)))
     print(f"{mm.num_heads} Medusa heads on {mm.base_name}")
     return mm
+
+
+def heldout_set(model, tok, n: int | None = None) -> tuple[list, list[dict]]:
+    """(prompts, answers): `n` held-out prompts spread over every category (all when None) and the base model's
+    own greedy answers to them, what the heads should predict. The answers are the ones shipped with the heads
+    when those fit `model`, else generated here (cached)."""
+    rows = heldout_rows(model, tok, heads_dir=SHIPPED_HEADS if shipped_heads_fit(model) else None)
+    pick = spread(range(len(rows)), n)
+    return [load_prompts("heldout")[i] for i in pick], [rows[i] for i in pick]

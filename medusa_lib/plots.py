@@ -15,6 +15,9 @@ Two small ipywidgets explorers sit on top:
 
 Both render into PNG outputs set directly on an `Output` widget, so they work (and are testable)
 without a browser or a running kernel.
+
+`show_acceptance(split_steps(out.new_tokens, out.accept_lengths), tokenizer)` shows the generated text
+with each token coloured by how many tokens its step emitted: HTML in a notebook, brackets as plain text.
 """
 
 from __future__ import annotations
@@ -506,3 +509,55 @@ class TreeExplorer:
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
+
+
+# ----------------------------------------------------------------------------- text
+
+
+ACCEPT_COLORS = ("#f0f0f0", "#c6dbef", "#9ecae1", "#fdd49e", "#fc8d59")  # a step of 1, 2, 3, 4, 5+ tokens
+
+
+def split_steps(new_tokens, accept_lengths) -> list[list[int]]:
+    """The generated tokens cut into the decoding steps that emitted them: [[ids of step 1], ...]."""
+    ids = [int(t) for t in new_tokens]
+    if sum(accept_lengths) != len(ids):
+        raise ValueError(f"accept_lengths add up to {sum(accept_lengths)}, but there are {len(ids)} tokens")
+    bounds = np.cumsum([0, *accept_lengths])
+    return [ids[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+class AcceptanceView:
+    """Generated text, each decoding step's tokens on one background whose colour says how many tokens the
+    step emitted. Shows as HTML in a notebook; `str()` is the plain-text form, one [ ] per step."""
+
+    def __init__(self, texts: list[str], lengths: list[int]):
+        self.texts, self.lengths = texts, lengths
+
+    def __str__(self) -> str:
+        head = f"{sum(self.lengths)} tokens in {len(self.texts)} steps; one [ ] per step:\n"
+        return head + "".join(f"[{t}]" for t in self.texts)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        body = "".join(self.span(t, n) for t, n in zip(self.texts, self.lengths))
+        style = "white-space: pre-wrap; font-family: monospace; line-height: 1.8"
+        return self.legend() + f'<div style="{style}">{body}</div>'
+
+    @staticmethod
+    def span(text: str, n: int) -> str:
+        color = ACCEPT_COLORS[min(n, len(ACCEPT_COLORS)) - 1]
+        return (f'<span title="{n} token(s) in this step" style="background: {color}; '
+                f'border-right: 1px solid #888">{html.escape(text)}</span>')
+
+    def legend(self) -> str:
+        top = len(ACCEPT_COLORS)
+        keys = " ".join(self.span(f" {n}{'+' if n == top else ''} ", n) for n in range(1, top + 1))
+        return f'<div style="font-family: monospace">tokens per step: {keys}</div>'
+
+
+def show_acceptance(tokens_per_step, tokenizer=None) -> AcceptanceView:
+    """The text a generation emitted, coloured by the step that emitted each token (see `AcceptanceView`).
+    `tokens_per_step` is a list of token-id lists, as `split_steps` cuts a `GenerateOutput`'s tokens."""
+    decode = tokenizer.decode if tokenizer is not None else (lambda ids: " ".join(map(str, ids)) + " ")
+    return AcceptanceView([decode(ids) for ids in tokens_per_step], [len(ids) for ids in tokens_per_step])

@@ -191,3 +191,12 @@ def test_row_states_refuses_states_of_another_answer():
     row = {"prompt_ids": [1, 2], "response_ids": [3, 4, 5], "states": torch.zeros(2, 8)}
     with pytest.raises(ValueError, match="states cover 2 tokens, its answer 3"):
         row_states([row], 64)
+
+
+def test_spread_covers_every_heldout_category():
+    prompts = data.load_prompts("heldout")
+    picked = data.spread(prompts, len(data.CATEGORIES) * 2)
+    assert len(picked) == len(data.CATEGORIES) * 2
+    assert {p.category for p in picked} == set(data.CATEGORIES)  # the first 14 would be chat and qa only
+    assert data.spread(prompts, None) == prompts and data.spread(prompts, 10_000) == prompts
+    assert data.spread(range(10), 3) == [0, 3, 6]

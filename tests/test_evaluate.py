@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from medusa_lib.evaluate import (
@@ -60,6 +61,8 @@ def test_benchmark_flags_a_wrong_method(tiny):
     assert table[("medusa[chain]", "all")]["identical"] == "2/2"
     assert table[("hf_greedy", "all")]["speedup"] == 1.0
     assert table[("medusa[chain]", "all")]["tau"] >= 1.0
+    assert table[("hf_greedy", "all")]["tau"] == 1.0  # one forward call per token
+    assert table[("hf_pld", "all")]["tau"] >= 1.0  # measured from its forward calls, not assumed to be 1
     assert "| wrong | all | 2 |" in markdown_table(res["summary"])
 
 
@@ -151,3 +154,69 @@ def test_learning_curve_ships_with_the_package():
     assert len(rows) == sum(len(p["top1"]) for p in points)
     assert rows[1] == {"positions": points[0]["positions"], "top1": points[0]["top1"][1],
                        "top5": points[0]["top5"][1], "head": 2, "source": points[0]["source"]}
+
+
+def test_hf_method_counts_forward_calls_as_steps():
+    """Prompt lookup's tau is measured, not assumed: a step is one forward call of the model, counted by a hook."""
+    from medusa_lib.evaluate import hf_method
+
+    class Verifier(torch.nn.Module):  # emits 6 tokens in 3 forward calls, as a drafting method would
+        device = torch.device("cpu")
+
+        def forward(self, ids):
+            return ids
+
+        def generate(self, ids, max_new_tokens, **kw):
+            for _ in range(3):
+                self(ids)
+            return torch.cat([ids, torch.arange(6)[None]], 1)
+
+    model = Verifier()
+    new, steps = hf_method(model)(torch.tensor([[1, 2, 3]]), 6)
+    assert new == list(range(6)) and steps == 3
+    assert not model._forward_hooks, "the counting hook is removed after each call"
+
+
+def test_tau_by_category_pools_tokens_over_steps():
+    from medusa_lib.evaluate import tau_by
+
+    runs = [{"method": "m", "category": "code", "new_tokens": 10, "steps": 5},
+            {"method": "m", "category": "code", "new_tokens": 6, "steps": 6},
+            {"method": "m", "category": "chat", "new_tokens": 4, "steps": 4},
+            {"method": "g", "category": "chat", "new_tokens": 4, "steps": 4}]
+    assert tau_by(runs) == {"m": {"code": 16 / 11, "chat": 1.0}, "g": {"chat": 1.0}}
+
+
+def test_chain_accuracy_sees_correlated_heads(tiny):
+    """Head 1 always right; heads 2 and 3 right on the same half of the positions: the chain is accepted to
+    depth 3 half the time, where independent heads would give a quarter."""
+    from medusa_lib.evaluate import chain_accuracy
+
+    model, _ = tiny
+    mm = MedusaModel.from_base(model, 3, share_lm_head=False)
+    g = torch.Generator().manual_seed(0)
+    rows = [{"prompt_ids": torch.randint(4, 100, (4,), generator=g).tolist(),
+             "response_ids": torch.randint(4, 100, (20,), generator=g).tolist()} for _ in range(3)]
+    bank = PositionBank(mm, check_rows(rows, 1024), 3)
+
+    def head_topk(h, topk):
+        pos = (h[:, None, :] == bank.h[None]).all(-1).float().argmax(1)  # which bank row is each h
+        truth = torch.stack([bank.greedy[(pos + k + 1).clamp(max=len(bank) - 1)] for k in range(3)])  # [3, n]
+        even = pos % 2 == 0
+        guess = torch.stack([truth[0], torch.where(even, truth[1], truth[1] + 1),
+                             torch.where(even, truth[2], truth[2] + 1)])
+        return guess[..., None].expand(-1, -1, topk)
+
+    mm.head_topk = head_topk
+    res = chain_accuracy(mm, rows)
+    half = bank.valid[:, -1].nonzero().squeeze(1)
+    share = float((half % 2 == 0).float().mean())  # about a half
+    assert res["joint"] == pytest.approx([1.0, share, share])
+    assert res["independent"] == pytest.approx([1.0, share, share ** 2])
+
+
+def test_generate_seconds_times_hf_greedy(tiny):
+    from medusa_lib.evaluate import generate_seconds
+
+    model, _ = tiny
+    assert generate_seconds(model, torch.tensor([[1, 2, 3]]), max_new_tokens=2, repeats=1) > 0

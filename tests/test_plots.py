@@ -1,4 +1,6 @@
-"""Figures and explorers render on small synthetic inputs, headless (Agg, no browser, no kernel)."""
+"""Figures, explorers and the acceptance view render on small synthetic inputs, headless (Agg, no browser)."""
+
+import re
 
 import matplotlib
 
@@ -200,3 +202,29 @@ def test_topk_curves_one_line_per_head():
     assert len(lines) == 3
     assert list(lines[1].get_xdata()) == list(range(1, 11))
     assert torch.allclose(torch.tensor(lines[2].get_ydata(), dtype=torch.float32), acc[2])
+
+
+def test_split_steps_cuts_tokens_by_accept_length():
+    out = fake_output()
+    assert plots.split_steps(out.new_tokens, out.accept_lengths) == [[4, 5], [6]]
+    with pytest.raises(ValueError, match="add up to"):
+        plots.split_steps([1, 2, 3], [1, 1])
+
+
+def test_show_acceptance_colours_each_step_by_its_length():
+    class Tok:
+        def decode(self, ids):
+            return "".join(f"<{i}>" for i in ids)
+
+    view = plots.show_acceptance([[4, 5], [6], [1, 2, 3, 7, 8, 9]], Tok())
+    html_text = view._repr_html_()
+    steps = re.findall(r'<span title="(\d) token\(s\) in this step" style="background: (#\w+)[^>]*>([^<]*)</span>',
+                       html_text.split("</div>", 1)[1])  # after the legend
+    assert [(n, text) for n, _, text in steps] == [("2", "&lt;4&gt;&lt;5&gt;"), ("1", "&lt;6&gt;"),
+                                                   ("6", "&lt;1&gt;&lt;2&gt;&lt;3&gt;&lt;7&gt;&lt;8&gt;&lt;9&gt;")]
+    colours = [c for _, c, _ in steps]
+    assert colours[0] == plots.ACCEPT_COLORS[1] and colours[1] == plots.ACCEPT_COLORS[0]
+    assert colours[2] == plots.ACCEPT_COLORS[-1]  # 6 tokens: the last colour, "5+"
+    assert "<6>" not in html_text  # token text is escaped
+    assert str(view) == "9 tokens in 3 steps; one [ ] per step:\n[<4><5>][<6>][<1><2><3><7><8><9>]"
+    assert str(plots.show_acceptance([[3], [4, 5]])).endswith("[3 ][4 5 ]")  # no tokenizer: the ids
