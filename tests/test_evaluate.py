@@ -16,14 +16,19 @@ from medusa_lib.positions import PositionBank, bank_accuracy, check_rows
 from medusa_lib.tree import Tree
 
 
-def test_head_accuracy_on_a_constructed_case(tiny):
-    """Head 1 always right at rank 0, head 2 right only at rank 2, head 3 never right."""
+def _constructed(tiny, block_size):
+    """3 unshared heads on tiny, 3 random rows, and their bank: the base of the constructed-head tests."""
     model, _ = tiny
     mm = MedusaModel.from_base(model, 3, share_lm_head=False)
     g = torch.Generator().manual_seed(0)
     rows = [{"prompt_ids": torch.randint(4, 100, (4,), generator=g).tolist(),
              "response_ids": torch.randint(4, 100, (20,), generator=g).tolist()} for _ in range(3)]
-    bank = PositionBank(mm, check_rows(rows, 512), 3)
+    return mm, rows, PositionBank(mm, check_rows(rows, block_size), 3)
+
+
+def test_head_accuracy_on_a_constructed_case(tiny):
+    """Head 1 always right at rank 0, head 2 right only at rank 2, head 3 never right."""
+    mm, rows, bank = _constructed(tiny, 512)
 
     def head_topk(h, topk):
         pos = (h[:, None, :] == bank.h[None]).all(-1).float().argmax(1)  # which bank row is each h
@@ -192,12 +197,7 @@ def test_chain_accuracy_sees_correlated_heads(tiny):
     depth 3 half the time, where independent heads would give a quarter."""
     from medusa_lib.evaluate import chain_accuracy
 
-    model, _ = tiny
-    mm = MedusaModel.from_base(model, 3, share_lm_head=False)
-    g = torch.Generator().manual_seed(0)
-    rows = [{"prompt_ids": torch.randint(4, 100, (4,), generator=g).tolist(),
-             "response_ids": torch.randint(4, 100, (20,), generator=g).tolist()} for _ in range(3)]
-    bank = PositionBank(mm, check_rows(rows, 1024), 3)
+    mm, rows, bank = _constructed(tiny, 1024)
 
     def head_topk(h, topk):
         pos = (h[:, None, :] == bank.h[None]).all(-1).float().argmax(1)  # which bank row is each h
