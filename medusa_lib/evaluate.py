@@ -54,9 +54,11 @@ def learning_curve(path=None) -> list[dict]:
 
 
 def per_head_rows(points: list[dict]) -> list[dict]:
-    """Curve points flattened to one row per head, the shape `plots.plot_learning_curve` takes."""
+    """Curve points flattened to one row per head, the shape `plots.plot_learning_curve` takes. Hydra points
+    (`"kind": "hydra"`) get their own line: their accuracy is along the true path, a different quantity."""
     return [{"positions": p["positions"], "top1": p["top1"][k], "top5": p["top5"][k], "head": k + 1,
-             "source": p["source"]} for p in points for k in range(len(p["top1"]))]
+             "source": p["source"] + (" hydra" if p.get("kind") == "hydra" else "")}
+            for p in points for k in range(len(p["top1"]))]
 
 
 @torch.no_grad()

@@ -16,6 +16,12 @@ hand-written training prompts (`data.selfdistill_rows`, cached), then `train.fre
 With `--data`, the training rows are the answers `scripts/generate_data.py` saved there (their kept
 hidden states, where present, spare the backbone pass) and the held-out answers are those shipped
 with the heads.
+
+With `--heads`, nothing is trained: heads folders already made (`make_heads.py --kind ... --out ...`)
+race each other and both baselines in one interleaved benchmark (`evaluate.benchmark`), each kind with
+the tree `evaluate.choose_tree` picks for it on this machine (its drafting cost included):
+
+    python scripts/compare_heads.py --heads runs/heads_medusa runs/heads_hydra --json runs/race.json
 """
 
 import argparse
@@ -26,8 +32,18 @@ from pathlib import Path
 
 from medusa_lib.config import set_seed
 from medusa_lib.data import heldout_rows, load_prompts, saved_rows, selfdistill_rows
-from medusa_lib.evaluate import head_accuracy, measure_tau
-from medusa_lib.heads import SHIPPED_HEADS
+from medusa_lib.evaluate import (
+    account_divergences,
+    bench_prompts,
+    benchmark,
+    choose_tree,
+    head_accuracy,
+    hf_method,
+    markdown_table,
+    measure_tau,
+    medusa_method,
+)
+from medusa_lib.heads import SHIPPED_HEADS, MedusaModel
 from medusa_lib.models import load_base
 from medusa_lib.train import fresh_heads
 from medusa_lib.tree import Tree, expected_accept_length
@@ -68,6 +84,29 @@ def print_table(rows: list[dict]) -> None:
         print("| " + " | ".join(cells) + " |")
 
 
+def race(dirs: list[str], args) -> dict:
+    """Heads folders against each other and HF greedy / prompt lookup, interleaved, on the bench prompts."""
+    model, tok = load_base("embedded", device="cpu")
+    methods = {"hf_greedy": hf_method(model), "hf_pld": hf_method(model, prompt_lookup_num_tokens=10)}
+    heads = {}
+    for d in dirs:
+        mm = MedusaModel.from_pretrained(d, base=model)
+        acc = head_accuracy(mm, heldout_rows(model, tok, heads_dir=d), topk=10)  # [3, 10]
+        tree, _ = choose_tree(mm, acc)
+        name = f"{mm.kind}[acc-{tree.num_nodes}]"
+        methods[name] = medusa_method(mm, tree)
+        heads[name] = {"dir": d, "top1": acc[:, 0].tolist(), "top5": acc[:, 4].tolist(),
+                       "E[tau]": expected_accept_length(tree, acc), "tree": [list(p) for p in tree.paths]}
+        print(f"{name} ({d}): top-1 {[round(x, 3) for x in heads[name]['top1']]}, E[tau] {heads[name]['E[tau]']:.2f}")
+    prompts = bench_prompts(per_group=args.per_group, humaneval=args.humaneval)
+    res = benchmark(methods, tok, prompts, args.max_new_tokens)
+    res["divergences"] = account_divergences(model, tok, prompts, res["runs"])
+    print(markdown_table(res["summary"]))
+    for d in res["divergences"]:
+        print(f"{d['method']} left HF greedy on {d['prompt']} at token {d['at']}: explained {d['explained']}")
+    return {"heads": heads, "summary": res["summary"], "divergences": res["divergences"]}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--epochs", type=int, default=2)
@@ -77,7 +116,15 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the rows here")
     ap.add_argument("--data", default=None, help="train on the answers saved here (scripts/generate_data.py)")
+    ap.add_argument("--heads", nargs="+", default=None, help="race these heads folders instead of training")
+    ap.add_argument("--per_group", type=int, default=4, help="with --heads: bench prompts per group")
+    ap.add_argument("--humaneval", type=int, default=2, help="with --heads: HumanEval problems (if installed)")
     args = ap.parse_args()
+    if args.heads:
+        res = race(args.heads, args)
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=2))
+        return
     model, tok = load_base("embedded", device="cpu")
     if args.data:
         train, heldout = saved_rows(args.data, model, states=True), heldout_rows(model, tok, heads_dir=SHIPPED_HEADS)

@@ -4,9 +4,13 @@ Sources: self-distilled chat answers to the hand-written and template training p
 ("selfdistill", rows shuffled so every size has the category mix) and KD on offline text ("text").
 Every point trains fresh heads (3 heads, 1 ResBlock, shared lm_head, 8K draft vocab, as `make heads`)
 and reports held-out top-1/top-5 on the self-distilled answers to the held-out prompts.
-`--with_shipped` adds the shipped heads' record (`make heads`, all the data) as the last point.
+`--with_shipped` adds the shipped heads' record (`make heads`, all the data) as the last point;
+`--records DIR ...` adds the records of other `make_heads.py --out DIR` runs (either kind), and
+`--keep FILE` keeps the points of an earlier curve, so the curve grows without retraining them:
 
     python scripts/learning_curve.py --out runs/learning_curve --with_shipped
+    python scripts/learning_curve.py --sd --text --keep docs/learning_curve.json \
+        --records runs/heads_medusa runs/heads_hydra
 
 The published curve is results.json copied to docs/learning_curve.json and, for the notebooks (they
 read it with `medusa_lib.evaluate.learning_curve()`), to medusa_lib/assets/heads/embedded/.
@@ -37,12 +41,36 @@ def point(model, rows, heldout, draft, epochs):
     return {"positions": state["positions"], "top1": ev["top1"], "top5": ev["top5"], "seconds": time.time() - t0}
 
 
-def shipped_point() -> dict:
-    """The shipped heads (make heads: all the self-distilled data) as one more curve point."""
-    rec = json.loads((SHIPPED_HEADS / "training_record.json").read_text())
+def record_point(heads_dir=SHIPPED_HEADS, note: str = "make heads") -> dict:
+    """The heads `make_heads.py` wrote to `heads_dir` (the shipped ones by default) as one more curve point."""
+    rec = json.loads((Path(heads_dir) / "training_record.json").read_text())
     seconds = rec.get("train_seconds")  # recorded by make heads since the layout change; older records: none
-    return {"source": "selfdistill", "positions": rec["positions"], "top1": rec["head_accuracy"],
-            "top5": rec["head_accuracy_top5"], "seconds": seconds, "note": "make heads"}
+    return {"source": "selfdistill", "kind": rec.get("kind", "medusa"), "positions": rec["positions"],
+            "top1": rec["head_accuracy"], "top5": rec["head_accuracy_top5"], "seconds": seconds, "note": note}
+
+
+def kept_points(path) -> list[dict]:
+    """An earlier curve's points; its "make heads" point is then an earlier set of shipped heads."""
+    points = json.loads(Path(path).read_text())
+    return [{**p, "note": "earlier shipped heads"} if p.get("note") == "make heads" else p for p in points]
+
+
+def trained_points(args) -> list[dict]:
+    """Fresh heads on growing shares of the self-distilled pool (and of offline text), one point each."""
+    model, tok = load_base("embedded")
+    sd, heldout = selfdistill_rows(model, tok, "train"), selfdistill_rows(model, tok, "heldout")
+    sd += template_rows(model, tok, args.templates) if args.templates else []
+    random.Random(0).shuffle(sd)
+    text = text_rows(tok, max(args.text)) if args.text else []
+    draft = draft_vocab(sd, args.draft, model.config.vocab_size)
+    plan = [("selfdistill", take_positions(sd, n)) for n in args.sd]
+    plan += [("text", take_positions(text, n)) for n in args.text]
+    points = []
+    for source, rows in plan:
+        r = {"source": source, "kind": "medusa", **point(model, rows, heldout, draft, args.epochs)}
+        print(json.dumps(r), flush=True)
+        points.append(r)
+    return points
 
 
 def main():
@@ -54,32 +82,25 @@ def main():
     ap.add_argument("--templates", type=int, default=1536, help="template prompts in the self-distilled pool")
     ap.add_argument("--draft", type=int, default=8192)
     ap.add_argument("--with_shipped", action="store_true", help="add the shipped heads' record as a point")
+    ap.add_argument("--records", nargs="*", default=[], help="make_heads.py --out folders to add as points")
+    ap.add_argument("--keep", default=None, help="a results.json whose points stay in the curve")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (1 when sharing the CPU)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, tok = load_base("embedded")
-    sd, heldout = selfdistill_rows(model, tok, "train"), selfdistill_rows(model, tok, "heldout")
-    sd += template_rows(model, tok, args.templates) if args.templates else []
-    random.Random(0).shuffle(sd)
-    text = text_rows(tok, max(args.text)) if args.text else []
-    draft = draft_vocab(sd, args.draft, model.config.vocab_size)
-    plan = [("selfdistill", take_positions(sd, n)) for n in args.sd]
-    plan += [("text", take_positions(text, n)) for n in args.text]
-    results = []
-    for source, rows in plan:
-        r = {"source": source, **point(model, rows, heldout, draft, args.epochs)}
-        print(json.dumps(r), flush=True)
-        results.append(r)
+    results = kept_points(args.keep) if args.keep else []
+    results += trained_points(args) if args.sd or args.text else []
+    results += [record_point(d, note=f"make_heads.py --out {d}") for d in args.records]
     if args.with_shipped:
-        results.append(shipped_point())
+        results.append(record_point())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    lines = ["| source | positions | top1 (h1/h2/h3) | top5 (h1/h2/h3) | train s |", "|---|---|---|---|---|"]
+    lines = ["| source | kind | positions | top1 (h1/h2/h3) | top5 (h1/h2/h3) | train s |", "|---|---|---|---|---|---|"]
     for r in results:
         f = "/".join(f"{x:.3f}" for x in r["top1"]), "/".join(f"{x:.3f}" for x in r["top5"])
-        lines.append(f"| {r['source']} | {r['positions']} | {f[0]} | {f[1]} | {r['seconds'] or float('nan'):.0f} |")
+        lines.append(f"| {r['source']} | {r.get('kind', 'medusa')} | {r['positions']} | {f[0]} | {f[1]} | "
+                     f"{r['seconds'] or float('nan'):.0f} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     save_fig(plot_learning_curve(per_head_rows(results)), out / "learning_curve.png")
     print("\n".join(lines))

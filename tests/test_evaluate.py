@@ -161,6 +161,15 @@ def test_learning_curve_ships_with_the_package():
                        "top5": points[0]["top5"][1], "head": 2, "source": points[0]["source"]}
 
 
+def test_learning_curve_rows_keep_hydra_points_apart():
+    """Hydra accuracy is along the true path, so its points get their own lines in the plot."""
+    from medusa_lib.evaluate import per_head_rows
+
+    points = [{"source": "selfdistill", "positions": 10, "top1": [0.3, 0.2], "top5": [0.5, 0.4]},
+              {"source": "selfdistill", "kind": "hydra", "positions": 10, "top1": [0.3, 0.25], "top5": [0.5, 0.45]}]
+    assert [r["source"] for r in per_head_rows(points)] == ["selfdistill"] * 2 + ["selfdistill hydra"] * 2
+
+
 def test_hf_method_counts_forward_calls_as_steps():
     """Prompt lookup's tau is measured, not assumed: a step is one forward call of the model, counted by a hook."""
     from medusa_lib.evaluate import hf_method
