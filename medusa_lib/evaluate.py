@@ -26,7 +26,7 @@ import torch
 
 from medusa_lib import plots
 from medusa_lib.data import chat_ids, load_prompts
-from medusa_lib.decoding import clock, greedy_generate, medusa_generate, prefill, tree_forward
+from medusa_lib.decoding import clock, draft, greedy_generate, medusa_generate, prefill, tree_forward
 from medusa_lib.heads import SHIPPED_HEADS, MedusaModel
 from medusa_lib.positions import PositionBank, bank_accuracy, check_rows
 from medusa_lib.tree import Tree, expected_accept_length, fastest_tree
@@ -339,7 +339,8 @@ def verify_costs(mm: MedusaModel, sizes=(1, 2, 4, 8, 16, 32), context: int = 100
                  drafting: bool = False) -> dict:
     """{n: t(n) / t(1)}: one verification forward of an n-node tree over a `context`-token cache,
     relative to a 1-token forward, measured here (medians). `tree.fastest_tree` turns it into a tree.
-    With `drafting=True` the dict also holds "heads": one step of the heads' drafting, relative to t(1)."""
+    With `drafting=True` the dict also holds "heads": the heads' drafting of an 8-node tree (one call for
+    Medusa heads, one per depth for Hydra heads), relative to t(1)."""
     g = torch.Generator().manual_seed(0)
     vocab, device = mm.config.vocab_size, mm.lm_head.weight.device
     cache, h = prefill(mm, torch.randint(0, vocab, (1, context), generator=g).to(device))
@@ -351,7 +352,8 @@ def verify_costs(mm: MedusaModel, sizes=(1, 2, 4, 8, 16, 32), context: int = 100
                                                  after=lambda: cache.crop(-tree.num_nodes))
     costs = {n: t / seconds[1] for n, t in seconds.items()}
     if drafting:
-        costs["heads"] = median_seconds(lambda: mm.head_topk(h, 10), repeats) / seconds[1]
+        tree = Tree.standard(min(mm.num_heads, 5), 8)
+        costs["heads"] = median_seconds(lambda: draft(mm, tree, h, 0), repeats) / seconds[1]
     return costs
 
 

@@ -87,6 +87,15 @@ def test_verify_costs_are_relative_to_one_token(tiny):
     assert all(c > 0 for c in costs.values())
 
 
+@pytest.mark.parametrize("kind", ["medusa", "hydra"])
+def test_verify_costs_time_each_kinds_own_drafting(tiny, kind):
+    """choose_tree charges the heads' drafting: Hydra heads draft depth by depth, so they are timed drafting."""
+    model, _ = tiny
+    mm = MedusaModel.from_base(model, 3, share_lm_head=True, kind=kind)
+    costs = verify_costs(mm, sizes=(4,), context=16, repeats=2, drafting=True)
+    assert set(costs) == {1, 4, "heads"} and costs["heads"] > 0
+
+
 class _Logits:
     """A stand-in model whose next-token logits have a chosen top-2 gap (in a chosen dtype)."""
 
