@@ -108,19 +108,26 @@ class PositionBank:
     def __init__(self, mm: MedusaModel, seqs, num_heads: int, progress: bool = False, batch_tokens: int = 8192,
                  known=None):
         hs = hidden_states(mm, seqs, progress, batch_tokens, known)
-        toks, valid = [], []
-        for ids, start in seqs:
+        toks, valid, kept = [], [], []
+        for i, (ids, start) in enumerate(seqs):
             t = torch.arange(start, len(ids))
             toks.append(ids[start:])
             valid.append(torch.stack([t + k + 2 < len(ids) for k in range(num_heads)], 1))  # [T - start, K]
+            kept.append(torch.full((len(t),), known is not None and known[i] is not None))
         self.h, self.tok, self.valid = torch.cat(hs), torch.cat(toks), torch.cat(valid)
         self.num_heads = num_heads
-        self.greedy = self._greedy(mm)  # [P] the base model's own greedy next token at each position
+        self.greedy = self._greedy(mm, torch.cat(kept))  # [P] the base model's own greedy next token at each position
 
     @torch.no_grad()
-    def _greedy(self, mm: MedusaModel, chunk: int = 512) -> torch.Tensor:
-        W = mm.lm_head.weight  # [V, H], in the backbone's dtype
-        return torch.cat([(h.to(W.device, W.dtype) @ W.T).argmax(-1).cpu() for h in self.h.split(chunk)])
+    def _greedy(self, mm: MedusaModel, kept: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+        """Rows whose states were kept at generation (`kept` [P]) are the model's own greedy answers, so there
+        the greedy next token is simply the next token, as generation chose it (a row's last position has
+        none, and is never a target). Elsewhere: the lm_head's argmax, in the backbone's dtype."""
+        greedy = torch.cat([self.tok[1:], self.tok[-1:]])  # [P] the next token
+        W = mm.lm_head.weight  # [V, H]
+        for idx in (~kept).nonzero().squeeze(1).split(chunk):
+            greedy[idx] = (self.h[idx].to(W.device, W.dtype) @ W.T).argmax(-1).cpu()
+        return greedy
 
     def __len__(self) -> int:
         return len(self.tok)
