@@ -56,8 +56,8 @@ def main():
     tmpl = take_positions(tmpl, args.positions) if args.positions else tmpl
     data_seconds = time.time() - t_data
     rows = sd + tmpl + (take_positions(text_rows(tok, args.text), args.text) if args.text else [])
-    mm, state = fresh_heads(model, rows, heldout, args.epochs, draft=args.draft, save_dir=Path("runs/make_heads"),
-                            seed=args.seed, kind=args.kind)
+    mm, state = fresh_heads(model, rows, heldout, args.epochs, draft=args.draft,
+                            save_dir=Path("runs/make_heads") / args.kind, seed=args.seed, kind=args.kind)
     acc = head_accuracy(mm, heldout, topk=10)
     tree = Tree.from_accuracies(acc, 8)
     taus = measure_tau(mm, tok, tree, [p.prompt for p in load_prompts("heldout")][: args.tau_prompts], 128)
