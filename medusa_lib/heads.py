@@ -45,6 +45,7 @@ from medusa_lib.files import atomic_path, atomic_write_text
 from medusa_lib.models import EMBEDDED_NAME
 
 SHIPPED_HEADS = Path(__file__).parent / "assets" / "heads" / "embedded"  # trained by `make heads`
+SHIPPED_HYDRA_HEADS = SHIPPED_HEADS.with_name("embedded-hydra")  # `make_heads.py --kind hydra`, the same data
 KINDS = ("medusa", "hydra")  # Medusa heads read h_t; Hydra heads also read their draft path's embeddings
 CONFIG_NAME = "medusa_config.json"
 WEIGHTS_NAME = "heads.safetensors"

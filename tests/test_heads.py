@@ -226,3 +226,16 @@ def test_old_config_without_kind_loads_as_medusa(tiny, tmp_path):
     path.write_text(json.dumps({**cfg, "kind": "eagle"}))
     with pytest.raises(ValueError, match=r"medusa_config\.json: kind must be one of .*got 'eagle'.*re-save"):
         MedusaModel.from_pretrained(tmp_path, base=tiny[0])
+
+
+def test_shipped_heads_of_both_kinds_load_on_the_embedded_model(embedded):
+    """Both shipped sets load onto the embedded model, each as its own kind, trained on the same positions."""
+    import json
+
+    from medusa_lib.heads import SHIPPED_HEADS, SHIPPED_HYDRA_HEADS
+
+    model, _ = embedded
+    kinds = {MedusaModel.from_pretrained(d, base=model).kind for d in (SHIPPED_HEADS, SHIPPED_HYDRA_HEADS)}
+    assert kinds == {"medusa", "hydra"}
+    records = [json.loads((d / "training_record.json").read_text()) for d in (SHIPPED_HEADS, SHIPPED_HYDRA_HEADS)]
+    assert records[0]["positions"] == records[1]["positions"]
