@@ -329,8 +329,9 @@ if device.type == "cpu" and not SMOKE:  # section 5's opening claim about CPUs
 # to run on every new machine. Medusa wins when τ is well above the cost ratio, which happens with
 #
 # - **better heads**: much more distillation data. The paper trains on ShareGPT; the shipped heads saw
-#   far less, and the learning curve in the README (`scripts/learning_curve.py`) shows head accuracy
-#   still rising with every tenfold increase of data;
+#   far less, and the learning curve in notebook 03 and the README (`scripts/learning_curve.py`) shows
+#   head accuracy still rising with more data, though more slowly; heads that read their own draft path
+#   (Hydra, shipped as `medusa_lib.heads.SHIPPED_HYDRA_HEADS`) gain more at the same data;
 # - **a GPU**, where verifying dozens of tokens costs about as much as one, so big trees pay off (the
 #   paper's 63-candidate tree gives Vicuna-7B its reported 2.2–2.8× speedup);
 # - **cheaper heads**: a draft vocabulary (`MedusaModel.set_draft_vocab`) and one-row base-model
