@@ -26,7 +26,7 @@ import torch
 
 from medusa_lib import plots
 from medusa_lib.data import chat_ids, load_prompts
-from medusa_lib.decoding import clock, draft, greedy_generate, medusa_generate, prefill, tree_forward
+from medusa_lib.decoding import clock, draft, greedy_generate, logit_rows, medusa_generate, prefill, tree_forward
 from medusa_lib.heads import SHIPPED_HEADS, MedusaModel
 from medusa_lib.positions import PositionBank, bank_accuracy, check_rows
 from medusa_lib.tree import Tree, expected_accept_length, fastest_tree
@@ -337,19 +337,25 @@ def generate_seconds(model, ids, max_new_tokens: int = 8, repeats: int = 2) -> f
 @torch.no_grad()
 def verify_costs(mm: MedusaModel, sizes=(1, 2, 4, 8, 16, 32), context: int = 100, repeats: int = 5,
                  drafting: bool = False) -> dict:
-    """{n: t(n) / t(1)}: one verification forward of an n-node tree over a `context`-token cache,
-    relative to a 1-token forward, measured here (medians). `tree.fastest_tree` turns it into a tree.
+    """{n: t(n) / t(1)}: one verification of an n-node tree over a `context`-token cache (the forward
+    and the base model's logits at all n nodes, as `medusa_step` pays them), relative to one plain
+    greedy step (1 token, 1 row of logits), measured here (medians). `tree.fastest_tree` turns it
+    into a tree.
     With `drafting=True` the dict also holds "heads": the heads' drafting of an 8-node tree (one call for
     Medusa heads, one per depth for Hydra heads), relative to t(1)."""
     g = torch.Generator().manual_seed(0)
-    vocab, device = mm.config.vocab_size, mm.lm_head.weight.device
+    W = mm.lm_head.weight
+    vocab, device = mm.config.vocab_size, W.device
     cache, h = prefill(mm, torch.randint(0, vocab, (1, context), generator=g).to(device))
     seconds = {}
     for n in sorted(set(sizes) | {1}):
         tree = Tree.standard(min(mm.num_heads, 5), n) if n > 1 else Tree([])
         cand = torch.randint(0, vocab, (tree.num_nodes,), generator=g).to(device)
-        seconds[tree.num_nodes] = median_seconds(lambda: tree_forward(mm, cache, tree, cand), repeats,
-                                                 after=lambda: cache.crop(-tree.num_nodes))
+
+        def verify():  # [n, V]: what medusa_step pays per step
+            return logit_rows(W, tree_forward(mm, cache, tree, cand))
+
+        seconds[tree.num_nodes] = median_seconds(verify, repeats, after=lambda: cache.crop(-tree.num_nodes))
     costs = {n: t / seconds[1] for n, t in seconds.items()}
     if drafting:
         tree = Tree.standard(min(mm.num_heads, 5), 8)

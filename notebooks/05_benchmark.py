@@ -277,7 +277,8 @@ print("saved", save_fig(fig, "figures/05_tree_sweep.png"))
 # GPU that holds for dozens of tokens: a small batch is limited by memory bandwidth, not arithmetic.
 # On a CPU it does not: one forward of k tokens costs clearly more than one token, and more as k grows
 # (the cost table below checks this on a CPU). This section measures that cost on your machine
-# (`evaluate.verify_costs`); `python scripts/bench_verify.py` prints the full table.
+# (`evaluate.verify_costs`: the forward over the tree plus the base model's logits at every node, against
+# one plain greedy step); `python scripts/bench_verify.py` prints the full table.
 #
 # So **speedup ≈ τ ÷ cost ratio**: a tree pays only when its τ beats its verification cost. From the
 # benchmark above: the time per step of Medusa against our plain greedy loop (same cache code), and what

@@ -1,7 +1,8 @@
 """Cost of one tree-verification step on this machine (issue: the engine's CPU cost).
 
 Prints, for the embedded model on CPU:
-- t_verify(n) / t(1): one forward of n tree nodes over a ~100-token cache, relative to 1 token;
+- t_verify(n) / t(1): one verification of n tree nodes over a ~100-token cache (forward and logits),
+  relative to one greedy step;
 - the lm_head over n rows, as `h @ W.T` (nn.Linear) and as `W @ h.T` (what decoding uses);
 - a per-step split of medusa_generate into backbone forward, lm_head, heads and the rest.
 
