@@ -162,10 +162,13 @@ def our_greedy_method(mm):
     return run
 
 
+def baselines(model, pld_tokens: int = 10) -> dict:
+    """The methods Medusa must beat: HF greedy `generate` and HF prompt-lookup decoding."""
+    return {"hf_greedy": hf_method(model), "hf_pld": hf_method(model, prompt_lookup_num_tokens=pld_tokens)}
+
+
 def default_methods(mm: MedusaModel, trees: dict[str, Tree], pld_tokens: int = 10) -> dict:
-    model = mm.base
-    methods = {"hf_greedy": hf_method(model), "hf_pld": hf_method(model, prompt_lookup_num_tokens=pld_tokens),
-               "our_greedy": our_greedy_method(mm)}
+    methods = {**baselines(mm.base, pld_tokens), "our_greedy": our_greedy_method(mm)}
     methods.update({f"medusa[{name}]": medusa_method(mm, tree) for name, tree in trees.items()})
     return methods
 

@@ -34,11 +34,11 @@ from medusa_lib.config import set_seed
 from medusa_lib.data import heldout_rows, load_prompts, saved_rows, selfdistill_rows
 from medusa_lib.evaluate import (
     account_divergences,
+    baselines,
     bench_prompts,
     benchmark,
     choose_tree,
     head_accuracy,
-    hf_method,
     markdown_table,
     measure_tau,
     medusa_method,
@@ -87,7 +87,7 @@ def print_table(rows: list[dict]) -> None:
 def race(dirs: list[str], args) -> dict:
     """Heads folders against each other and HF greedy / prompt lookup, interleaved, on the bench prompts."""
     model, tok = load_base("embedded", device="cpu")
-    methods = {"hf_greedy": hf_method(model), "hf_pld": hf_method(model, prompt_lookup_num_tokens=10)}
+    methods = baselines(model)
     heads = {}
     for d in dirs:
         mm = MedusaModel.from_pretrained(d, base=model)
