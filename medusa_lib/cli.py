@@ -30,7 +30,7 @@ from medusa_lib.config import (
 from medusa_lib.data import chat_ids, draft_vocab, heldout_rows, load_corpus, load_prompts, pack, self_distill_data
 from medusa_lib.decoding import check_sampling, medusa_generate
 from medusa_lib.evaluate import markdown_table, report
-from medusa_lib.heads import SHIPPED_HEADS, MedusaModel
+from medusa_lib.heads import SHIPPED, MedusaModel
 from medusa_lib.interop import FORMATS, export_heads, load_heads, resolve_heads
 from medusa_lib.models import EMBEDDED_NAME, load_base
 from medusa_lib.positions import check_block_size
@@ -47,6 +47,8 @@ from medusa_lib.train import (
 from medusa_lib.tree import Tree
 
 USER_ERRORS = (ValueError, KeyError, OSError, ImportError)  # bad input, file, package: one line, exit 2
+DECODE_KIND = "medusa"  # the shipped set the decoding commands use (notebooks teach with the Medusa set)
+DECODE_KIND_WHY = "the classic heads"
 
 
 def run(command, argv=None) -> int:
@@ -239,6 +241,7 @@ def decode_tree_parser(base: str = "embedded") -> argparse.ArgumentParser:
     ap.add_argument("--base_model_id", default=base, help="embedded, a profile, a hub id or a folder")
     ap.add_argument("--adapter_dir", default=None, help="a PEFT adapter folder (Medusa-2; default: the heads' own)")
     ap.add_argument("--mtp_ckpt_path", default=None, help="heads folder or train_kd run (default: shipped heads)")
+    kind_arg(ap)
     ap.add_argument("--prompt", default="Explain what a hash table is in two sentences.")
     add_arguments(ap, DecodeConfig, profile_for(base).decode)
     return ap
@@ -252,7 +255,7 @@ def decode_tree(argv=None) -> dict:
     if args.adapter_dir is not None and not Path(args.adapter_dir).is_dir():
         raise FileNotFoundError(f"--adapter_dir {args.adapter_dir}: no such folder")
     model, tok = load_base(args.base_model_id)
-    mm = with_adapter(load_heads_arg(model, tok, args.mtp_ckpt_path), args.adapter_dir, args.mtp_ckpt_path)
+    mm = with_adapter(load_heads_arg(model, tok, args.mtp_ckpt_path, args.kind), args.adapter_dir, args.mtp_ckpt_path)
     tree = parse_tree(dec.tree, mm.num_heads)
     ids = chat_ids(tok, args.prompt).to(mm.lm_head.weight.device)
     t0 = time.perf_counter()
@@ -267,10 +270,13 @@ def decode_tree(argv=None) -> dict:
     return {"tokens": n, "seconds": dt, "tau": out.tau}
 
 
-def load_heads_arg(model, tok, path) -> MedusaModel:
-    """The heads a command was given: a heads folder, or a train_kd run folder (its best/, else last/)."""
+def load_heads_arg(model, tok, path, kind: str = "medusa") -> MedusaModel:
+    """The heads a command was given: a heads folder, or a train_kd run folder (its best/, else last/);
+    with none, the shipped heads of `kind`."""
     if path is None:
-        return resolve_heads(model, tok)
+        mm = resolve_heads(model, tok, kind=kind)
+        print(f"heads: the shipped {kind} set (--kind {'medusa' if kind == 'hydra' else 'hydra'} for the other)")
+        return mm
     path = Path(path)
     for sub in ("best", "last"):
         if path.is_dir() and not (path / "medusa_config.json").exists() and (path / sub).is_dir():
@@ -297,11 +303,17 @@ def with_adapter(mm: MedusaModel, adapter_dir, heads_dir) -> MedusaModel:
 # ----------------------------------------------------------------------------- evaluate and demo
 
 
+def kind_arg(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--kind", choices=sorted(SHIPPED), default=DECODE_KIND,
+                    help=f"which shipped heads, when no heads are named (default: {DECODE_KIND}, {DECODE_KIND_WHY})")
+
+
 def measure_args(ap: argparse.ArgumentParser, out: str) -> None:
     ap.add_argument("--model", default="embedded", help="embedded, a profile, a hub id or a folder")
     ap.add_argument("--dtype", default=None, help="float32 (exact), bfloat16 or float16; baselines run in it too "
                     "(default: the profile's); divergences from HF greedy are explained or flagged")
     ap.add_argument("--heads", default=None, help="heads folder or train_kd run (default: the shipped heads)")
+    kind_arg(ap)
     ap.add_argument("--out", default=out)
     ap.add_argument("--per_group", type=int, default=smoke(2, 1), help="benchmark prompts per group")
     ap.add_argument("--humaneval", type=int, default=smoke(1, 0), help="HumanEval problems (if installed)")
@@ -324,8 +336,8 @@ def evaluate(argv=None) -> dict:
     args = ap.parse_args(argv)
     out = check_measure(args)
     model, tok = load_base(args.model, dtype=args.dtype)
-    mm = with_adapter(load_heads_arg(model, tok, args.heads), None, args.heads)
-    answers = heldout_rows(model, tok, smoke(24, 4), heads_dir=args.heads or SHIPPED_HEADS)
+    mm = with_adapter(load_heads_arg(model, tok, args.heads, args.kind), None, args.heads)
+    answers = heldout_rows(model, tok, smoke(24, 4), heads_dir=args.heads or SHIPPED[args.kind])
     res = report(mm, tok, answers, out, args.per_group, args.max_new_tokens, args.humaneval, args.sweep)
     print("\n" + markdown_table(res["summary"]))
     return res
@@ -346,9 +358,9 @@ def demo(argv=None) -> dict:
         mm, state = quick_heads(model, tok, save_dir=out / "heads")
         plots.save_fig(plots.plot_loss_curves(state["history"]), out / "loss.png")
     else:
-        mm = with_adapter(load_heads_arg(model, tok, args.heads), None, args.heads)
+        mm = with_adapter(load_heads_arg(model, tok, args.heads, args.kind), None, args.heads)
     print("[2/2] measuring" if args.train else "measuring the heads")
-    answers = heldout_rows(model, tok, smoke(24, 4), heads_dir=args.heads or SHIPPED_HEADS)
+    answers = heldout_rows(model, tok, smoke(24, 4), heads_dir=args.heads or SHIPPED[args.kind])
     res = report(mm, tok, answers, out, args.per_group, args.max_new_tokens, args.humaneval)
     print("\n" + markdown_table(res["summary"]))
     same = [r["identical"] for r in res["summary"] if r["method"].startswith("medusa") and r["group"] == "all"]

@@ -47,6 +47,7 @@ from medusa_lib.models import EMBEDDED_NAME
 SHIPPED_HEADS = Path(__file__).parent / "assets" / "heads" / "embedded"  # trained by `make heads`
 SHIPPED_HYDRA_HEADS = SHIPPED_HEADS.with_name("embedded-hydra")  # `make_heads.py --kind hydra`, the same data
 KINDS = ("medusa", "hydra")  # Medusa heads read h_t; Hydra heads also read their draft path's embeddings
+SHIPPED = {"medusa": SHIPPED_HEADS, "hydra": SHIPPED_HYDRA_HEADS}  # the shipped set of each kind
 CONFIG_NAME = "medusa_config.json"
 WEIGHTS_NAME = "heads.safetensors"
 DRAFT_NAME = "draft_ids.pt"

@@ -31,7 +31,7 @@ from medusa_lib.files import atomic_dir, atomic_write_text
 from medusa_lib.heads import (
     CONFIG_NAME,
     DRAFT_NAME,
-    SHIPPED_HEADS,
+    SHIPPED,
     MedusaModel,
     check_compatible,
     model_card,
@@ -251,24 +251,27 @@ def load_heads(directory, base) -> MedusaModel:
                             f"(FasterDecoding) and no config.json with model_type 'medusa' (vLLM)")
 
 
-def shipped_heads_fit(base) -> bool:
-    """Whether the heads shipped with medusa_lib (for the embedded model) fit `base`."""
+def shipped_heads_fit(base, kind: str = "medusa") -> bool:
+    """Whether the heads of `kind` shipped with medusa_lib (for the embedded model) fit `base`."""
     try:
-        cfg = json.loads((SHIPPED_HEADS / CONFIG_NAME).read_text())
+        cfg = json.loads((SHIPPED[kind] / CONFIG_NAME).read_text())
         check_compatible(cfg, base.config)
     except (OSError, ValueError):
         return False
     return getattr(base.config, "name_or_path", None) == cfg.get("base_model_name_or_path")
 
 
-def resolve_heads(base, tok=None, heads=None, quick: bool = False, **quick_kwargs) -> MedusaModel:
+def resolve_heads(base, tok=None, heads=None, quick: bool = False, kind: str = "medusa",
+                  **quick_kwargs) -> MedusaModel:
     """The heads to decode with: the folder named (it must load, or this fails with the reason), else
-    the shipped heads when they fit `base`, else with `quick=True` a small set trained now (said out
-    loud), else an error that says how to get heads. A named folder is never silently replaced."""
+    the shipped heads of `kind` when they fit `base`, else with `quick=True` a small set trained now
+    (said out loud), else an error that says how to get heads. A named folder is never silently replaced."""
+    if kind not in SHIPPED:
+        raise ValueError(f"kind must be one of {sorted(SHIPPED)}, got {kind!r}")
     if heads is not None:
         return load_heads(heads, base)
-    if shipped_heads_fit(base):
-        return MedusaModel.from_pretrained(SHIPPED_HEADS, base=base)
+    if shipped_heads_fit(base, kind):
+        return MedusaModel.from_pretrained(SHIPPED[kind], base=base)
     name = getattr(base.config, "name_or_path", "this model")
     if not quick:
         raise FileNotFoundError(f"no heads given and the shipped heads are for another model than {name}; "

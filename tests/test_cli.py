@@ -211,3 +211,15 @@ def test_block_size_beyond_the_context_fails_before_self_distillation(tmp_path, 
     save = str(tmp_path / "r")
     assert run_cli(cli.train_kd, "--student_name", "tiny", "--block_size", "1000", "--save_dir", save) == 2
     assert "above the model's context of 512" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["medusa", "hydra"])
+def test_kind_picks_the_shipped_set(embedded, capsys, kind):
+    """With no heads named, --kind picks which shipped set the decoding commands use."""
+    from medusa_lib.cli import load_heads_arg
+
+    model, tok = embedded
+    assert load_heads_arg(model, tok, None, kind).kind == kind
+    assert f"shipped {kind} set" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="kind must be one of"):
+        load_heads_arg(model, tok, None, "eagle")
