@@ -33,7 +33,7 @@ def _tokens(rows) -> int:
     return sum(len(r["response_ids"]) for r in rows)
 
 
-def main():
+def parse_args(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(SHIPPED_HEADS))
     ap.add_argument("--data", default="data/selfdistill", help="answers saved by scripts/generate_data.py")
@@ -44,25 +44,25 @@ def main():
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tau_prompts", type=int, default=20)
-    args = ap.parse_args()
-    set_seed(args.seed)
-    t0 = time.time()
-    model, tok = load_base("embedded")
-    t_data = time.time()  # generation, or reading the cache when it already exists
+    return ap.parse_args(argv)
+
+
+def training_rows(args, model, tok) -> dict:
+    """The hand-written prompts' answers (sd), the saved template answers (tmpl), text KD and held-out rows."""
+    t0 = time.time()  # generation, or reading the cache when it already exists
     sd, heldout = selfdistill_rows(model, tok, "train"), selfdistill_rows(model, tok, "heldout")
     tmpl = saved_rows(args.data, model, states=True) if Path(args.data).is_dir() else []  # states: no backbone pass
     if not tmpl:
         raise SystemExit(f"no saved answers under {args.data}: run scripts/generate_data.py first")
     tmpl = take_positions(tmpl, args.positions) if args.positions else tmpl
-    data_seconds = time.time() - t_data
-    rows = sd + tmpl + (take_positions(text_rows(tok, args.text), args.text) if args.text else [])
-    mm, state = fresh_heads(model, rows, heldout, args.epochs, draft=args.draft,
-                            save_dir=Path("runs/make_heads") / args.kind, seed=args.seed, kind=args.kind)
-    acc = head_accuracy(mm, heldout, topk=10)
-    tree = Tree.from_accuracies(acc, 8)
-    taus = measure_tau(mm, tok, tree, [p.prompt for p in load_prompts("heldout")][: args.tau_prompts], 128)
+    text = take_positions(text_rows(tok, args.text), args.text) if args.text else []
+    return {"sd": sd, "tmpl": tmpl, "text": text, "heldout": heldout, "seconds": time.time() - t0}
+
+
+def training_record(args, data: dict, state: dict, acc, tree, taus, seconds: float) -> dict:
     cfg = TrainConfig()
-    record = {
+    sd, tmpl = data["sd"], data["tmpl"]
+    return {
         "base": "HuggingFaceTB/SmolLM2-135M-Instruct (embedded GGUF Q4_1, dequantised, fp32)",
         "data": f"self-distilled answers to {len(sd)} hand-written training prompts ({_tokens(sd)} tokens) and "
                 f"{len(tmpl)} template prompts ({_tokens(tmpl)} tokens, {args.data}) + {args.text} positions "
@@ -74,13 +74,29 @@ def main():
         "kind": args.kind, "positions": state["positions"],
         "hidden_state_cache": f"one backbone pass of {state['bank_seconds']:.0f} s, instead of one per epoch "
                               f"({args.epochs} epochs, {state['seconds'] / args.epochs:.0f} s each with the cache)",
-        "wall_time": f"{time.time() - t0:.0f} s total, {state['seconds']:.0f} s training",
-        "train_seconds": state["seconds"], "data_seconds": data_seconds,
+        "wall_time": f"{seconds:.0f} s total, {state['seconds']:.0f} s training",
+        "train_seconds": state["seconds"], "data_seconds": data["seconds"],
         "head_accuracy": acc[:, 0].tolist(), "head_accuracy_top5": acc[:, 4].tolist(),
         "tree": [list(p) for p in tree.paths], "expected_tau": expected_accept_length(tree, acc),
         "tau": statistics.mean(taus), "tau_median": statistics.median(taus), "tau_prompts": len(taus),
         "command": "make heads",
     }
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    set_seed(args.seed)
+    t0 = time.time()
+    model, tok = load_base("embedded")
+    data = training_rows(args, model, tok)
+    heldout = data["heldout"]
+    mm, state = fresh_heads(model, data["sd"] + data["tmpl"] + data["text"], heldout, args.epochs,
+                            draft=args.draft, save_dir=Path("runs/make_heads") / args.kind, seed=args.seed,
+                            kind=args.kind)
+    acc = head_accuracy(mm, heldout, topk=10)  # [3, 10]
+    tree = Tree.from_accuracies(acc, 8)
+    taus = measure_tau(mm, tok, tree, [p.prompt for p in load_prompts("heldout")][: args.tau_prompts], 128)
+    record = training_record(args, data, state, acc, tree, taus, time.time() - t0)
     out = Path(args.out)
     mm.save_pretrained(out, extra={"training": record})
     (out / HELDOUT_FILE).write_text(json.dumps(heldout))
