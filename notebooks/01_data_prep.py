@@ -171,7 +171,7 @@ if not SMOKE:
     assert min(lengths) < SD_TOKENS // 4 and 0 < capped < len(lengths) / 2   # short answers, and some cut at the cap
 
 # %% [markdown]
-# **Takeaway:** the answers run from a few tokens up to the cap, which a minority of them hit (the printed share), so the training prompts give the printed number of training positions: a small data set for the heads (notebook 03's learning curve shows what more data buys). `data.template_prompts(n)` builds more training prompts from templates (topics, code tasks, math, standard-library docstrings); the shipped heads add the answers to 4,608 of them (saved in `data/selfdistill/` by `make data`; the printed training record in notebook 02 counts them).
+# **Takeaway:** the answers run from a few tokens up to the cap, which a minority of them hit (the printed share), so the training prompts give the printed number of training positions: a small data set for the heads (notebook 03's learning curve shows what more data buys). `data.template_prompts(n)` builds more training prompts from templates (topics, code tasks, math, standard-library docstrings); the shipped heads add the answers to thousands of them (saved in `data/selfdistill/` by `make data`; the printed training record in notebook 02 counts them).
 
 # %% [markdown]
 # ## 5. Aside (optional): packing plain text
