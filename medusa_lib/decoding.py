@@ -136,12 +136,17 @@ def clip_emitted(tokens: list[int], eos: set[int], budget: int) -> tuple[list[in
 
 
 def keep_path(cache: DynamicCache, past_len: int, path: list[int]) -> None:
-    """Keep only the accepted nodes' KV entries: move them right after the prefix, drop the rest."""
+    """Keep only the accepted nodes' KV entries: move them right after the prefix, drop the rest.
+
+    In place: the accepted rows are gathered (a copy, so source and target may overlap), written over
+    the tree's first slots, and the cache becomes a view that ends there. No copy of the prefix.
+    """
     idx = torch.tensor(path, device=cache.layers[0].keys.device) + past_len
     end = past_len + len(path)
-    for layer in cache.layers:
-        layer.keys = torch.cat([layer.keys[..., :past_len, :], layer.keys.index_select(-2, idx)], -2)
-        layer.values = torch.cat([layer.values[..., :past_len, :], layer.values.index_select(-2, idx)], -2)
+    for layer in cache.layers:  # keys, values: [B, heads, past + N, head_dim] -> [B, heads, end, head_dim]
+        layer.keys[..., past_len:end, :] = layer.keys.index_select(-2, idx)
+        layer.values[..., past_len:end, :] = layer.values.index_select(-2, idx)
+        layer.keys, layer.values = layer.keys[..., :end, :], layer.values[..., :end, :]
     assert cache.get_seq_length() == end
 
 

@@ -178,10 +178,12 @@ if not SMOKE:
 #
 # ### How much data do the heads need?
 #
-# `scripts/learning_curve.py` answers that. It trains fresh heads with the same recipe (3 heads, shared `lm_head`, 8,192-token draft, 2 epochs) on growing shares of a larger self-distilled pool, the answers to the hand-written and the template training prompts, and scores each set on all the held-out answers. Its last point is the shipped heads of notebook 02; the point before it is Hydra heads (Ankner et al., 2024: each head also reads the embeddings of the draft tokens before it on its path) trained on the same data. Their accuracy counts along the true path, a different quantity, so they get their own line. The measured points ship with `medusa_lib`:
+# `scripts/learning_curve.py` answers that. It trains fresh heads with the same recipe (3 heads, shared `lm_head`, 8,192-token draft, 2 epochs) on growing shares of a larger self-distilled pool, the answers to the hand-written and the template training prompts, and scores each set on all the held-out answers. Its last two points are the two shipped sets (notebook 02), trained on the same data: Medusa heads, and Hydra heads (Ankner et al., 2024: each head also reads the embeddings of the draft tokens before it on its path), which also have a point at an earlier, smaller data set. Hydra accuracy counts along the true path, a different quantity, so those points get their own line. The measured points ship with `medusa_lib`:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
+import math
+
 import pandas as pd
 from medusa_lib.evaluate import learning_curve, per_head_rows
 from medusa_lib.plots import plot_learning_curve
@@ -193,7 +195,10 @@ print(pd.DataFrame([{"kind": p.get("kind", "medusa"), "positions": p["positions"
 print(f"this notebook's Medusa-1 heads: {state['positions']:,} positions (scored on every 6th held-out answer only)")
 fig = plot_learning_curve(per_head_rows(points))
 print("saved", save_fig(fig, "figures/03_learning_curve.png"))
-medusa = [p for p in points if p.get("kind", "medusa") == "medusa"]   # one kind per curve
+medusa = sorted((p for p in points if p.get("kind", "medusa") == "medusa"), key=lambda p: p["positions"])   # one kind per curve
+gains = [(b["top1"][0] - a["top1"][0]) / math.log2(b["positions"] / a["positions"]) for a, b in zip(medusa, medusa[1:])]
+print("Medusa head-1 top-1 gained per doubling of data:", ", ".join(f"{g:+.3f}" for g in gains))
+assert gains[-1] < gains[0]   # the curve flattens
 for key in ["top1", "top5"]:
     for k in range(3):
         curve = [p[key][k] for p in medusa]
@@ -203,7 +208,7 @@ hydra = [p for p in points if p.get("kind") == "hydra"]
 assert all(h["top1"][k] > p["top1"][k] for h in hydra for p in medusa if p["positions"] == h["positions"] for k in range(3))
 
 # %% [markdown]
-# **Takeaway:** every Medusa head gets better with every step up in data, at top-1 and at top-5, up to the largest point, the shipped heads, though the last tripling of data bought less than the steps before. The Hydra heads on the same data beat them at every head (asserted above): a head that knows the tokens before it on its path is right more often than one that sees only h_t. So the heads trained here are held back by their small data set, not by the recipe. Exercise 3 trains them on all the training answers and places them on this curve.
+# **Takeaway:** every Medusa head gets better with every step up in data, at top-1 and at top-5, up to the largest point, the shipped heads, though each doubling of data buys less than the doublings before it (the gains printed above): the curve flattens. The Hydra heads on the same data beat them at every head (asserted above): a head that knows the tokens before it on its path is right more often than one that sees only h_t. So the heads trained here are held back by their small data set, not by the recipe. Exercise 3 trains them on all the training answers and places them on this curve.
 #
 # Save the heads, with their draft vocabulary, so that you can load them again on this machine with `MedusaModel.from_pretrained("runs/heads_03", base=model)`. (Notebooks 04 and 05 stand alone: they load the shipped heads.)
 
