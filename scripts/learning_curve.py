@@ -2,7 +2,7 @@
 
 Sources: self-distilled chat answers to the hand-written and template training prompts
 ("selfdistill", rows shuffled so every size has the category mix) and KD on offline text ("text").
-Every point trains fresh heads (3 heads, 1 ResBlock, shared lm_head, 8K draft vocab, as `make heads`)
+Every point trains fresh heads (3 heads of --kind, 1 ResBlock, shared lm_head, 8K draft vocab, as `make heads`)
 and reports held-out top-1/top-5 on the self-distilled answers to the held-out prompts.
 `--with_shipped` adds the shipped heads' record (`make heads`, all the data) as the last point;
 `--records DIR ...` adds the records of other `make_heads.py --out DIR` runs (either kind), and
@@ -33,10 +33,10 @@ from medusa_lib.plots import plot_learning_curve, save_fig
 from medusa_lib.train import fresh_heads
 
 
-def point(model, rows, heldout, draft, epochs):
+def point(model, rows, heldout, draft, epochs, kind="medusa"):
     set_seed(0)
     t0 = time.time()
-    _, state = fresh_heads(model, rows, heldout, epochs, draft=draft, progress=False)
+    _, state = fresh_heads(model, rows, heldout, epochs, draft=draft, progress=False, kind=kind)
     ev = state["evals"][-1]
     return {"positions": state["positions"], "top1": ev["top1"], "top5": ev["top5"], "seconds": time.time() - t0}
 
@@ -67,7 +67,7 @@ def trained_points(args) -> list[dict]:
     plan += [("text", take_positions(text, n)) for n in args.text]
     points = []
     for source, rows in plan:
-        r = {"source": source, "kind": "medusa", **point(model, rows, heldout, draft, args.epochs)}
+        r = {"source": source, "kind": args.kind, **point(model, rows, heldout, draft, args.epochs, args.kind)}
         print(json.dumps(r), flush=True)
         points.append(r)
     return points
@@ -81,6 +81,7 @@ def main():
     ap.add_argument("--sd", type=int, nargs="*", default=[10_000, 30_000, 100_000])
     ap.add_argument("--templates", type=int, default=1536, help="template prompts in the self-distilled pool")
     ap.add_argument("--draft", type=int, default=8192)
+    ap.add_argument("--kind", default="medusa", choices=["medusa", "hydra"], help="the kind of the points trained")
     ap.add_argument("--with_shipped", action="store_true", help="add the shipped heads' record as a point")
     ap.add_argument("--records", nargs="*", default=[], help="make_heads.py --out folders to add as points")
     ap.add_argument("--keep", default=None, help="a results.json whose points stay in the curve")
