@@ -270,12 +270,13 @@ def decode_tree(argv=None) -> dict:
     return {"tokens": n, "seconds": dt, "tau": out.tau}
 
 
-def load_heads_arg(model, tok, path, kind: str = "medusa") -> MedusaModel:
+def load_heads_arg(model, tok, path, kind: str = DECODE_KIND) -> MedusaModel:
     """The heads a command was given: a heads folder, or a train_kd run folder (its best/, else last/);
     with none, the shipped heads of `kind`."""
     if path is None:
         mm = resolve_heads(model, tok, kind=kind)
-        print(f"heads: the shipped {kind} set (--kind {'medusa' if kind == 'hydra' else 'hydra'} for the other)")
+        others = " or ".join(f"--kind {k}" for k in SHIPPED if k != kind)
+        print(f"heads: the shipped {kind} set ({others} for the other)")
         return mm
     path = Path(path)
     for sub in ("best", "last"):

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from medusa_lib.tree import Tree
 
@@ -139,8 +140,9 @@ def keep_path(cache: DynamicCache, past_len: int, path: list[int]) -> None:
     """Keep only the accepted nodes' KV entries: move them right after the prefix, drop the rest.
 
     In place: the accepted rows are gathered (a copy, so source and target may overlap), written over
-    the tree's first slots, and the cache becomes a view that ends there. No copy of the prefix.
+    the tree's first slots, and the cache becomes a view that ends there; the prefix is not copied.
     """
+    assert all(type(layer) is DynamicLayer for layer in cache.layers), "keep_path edits plain DynamicLayers"
     idx = torch.tensor(path, device=cache.layers[0].keys.device) + past_len
     end = past_len + len(path)
     for layer in cache.layers:  # keys, values: [B, heads, past + N, head_dim] -> [B, heads, end, head_dim]

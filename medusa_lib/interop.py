@@ -273,10 +273,13 @@ def resolve_heads(base, tok=None, heads=None, quick: bool = False, kind: str = "
     if shipped_heads_fit(base, kind):
         return MedusaModel.from_pretrained(SHIPPED[kind], base=base)
     name = getattr(base.config, "name_or_path", "this model")
+    why = (f"the shipped {kind} heads are for another model than {name}" if (SHIPPED[kind] / CONFIG_NAME).exists()
+           else f"the shipped {kind} heads are missing ({SHIPPED[kind].name}/)")
     if not quick:
-        raise FileNotFoundError(f"no heads given and the shipped heads are for another model than {name}; "
-                                f"train some with `train_kd --student_name ...` and pass their folder")
-    print(f"no heads given for {name}: training a small quick set now (self-distil, Medusa-1; a few minutes)")
+        raise FileNotFoundError(f"no heads given and {why}; train some with `train_kd --student_name ...` "
+                                f"and pass their folder")
+    print(f"no heads given ({why}): training a small quick set of Medusa heads now (self-distil, Medusa-1; "
+          f"a few minutes)")
     return quick_heads(base, tok, **quick_kwargs)[0]
 
 

@@ -268,7 +268,8 @@ def expected_accept_length(tree: Tree, acc) -> float:
 def fastest_tree(acc, costs: dict, draft_cost: float = 0.0) -> tuple[Tree, list[dict]]:
     """The tree grown from `acc` that is expected to decode fastest on the hardware behind `costs`.
 
-    costs[n] is the time of one verification forward over n nodes relative to one token, and
+    costs[n] is the time of one verification over n nodes (the forward and the logits at every node)
+    relative to one plain greedy step, and
     `draft_cost` the heads' own drafting per step on the same scale (`evaluate.verify_costs` measures
     both). Tokens per second relative to plain decoding are then about E[tau](n) / (costs[n] + draft).
     A CPU's cost rises quickly with n and a GPU's hardly at all, so the

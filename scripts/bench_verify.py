@@ -29,7 +29,7 @@ def median_ms(fn, repeats=9):
 def verify_table(mm: MedusaModel, sizes=(1, 4, 8, 16, 32, 64)):
     costs = verify_costs(mm, sizes, repeats=9)  # t(n)/t(1), medians
     W = mm.lm_head.weight
-    print("| nodes | t(n)/t(1) | lm_head h@W.T ms | lm_head W@h.T ms |")
+    print("| nodes | t(n)/t(1), lm_head included | lm_head h@W.T ms | lm_head W@h.T ms |")
     print("|---|---|---|---|")
     for n, cost in costs.items():
         h = torch.randn(n, W.shape[1])

@@ -9,9 +9,9 @@ Recipe (chosen from the learning curve, scripts/learning_curve.py):
 - `train.fresh_heads`: 3 heads (--kind medusa or hydra), 1 ResBlock each, shared lm_head, --draft draft
   vocabulary, Medusa-1.
 
-Writes medusa_lib/assets/heads/embedded/: heads.safetensors, medusa_config.json, draft_ids.pt,
-README.md (model card), heldout_selfdistill.json (what the accuracy is scored on) and
-training_record.json (data, seed, wall time, per-head accuracy, tau).
+Writes medusa_lib/assets/heads/embedded/ (embedded-hydra/ with --kind hydra): heads.safetensors,
+medusa_config.json, draft_ids.pt, README.md (model card), heldout_selfdistill.json (what the accuracy is
+scored on) and training_record.json (data, seed, wall time, per-head accuracy, tau).
 """
 
 import argparse
@@ -23,7 +23,7 @@ from pathlib import Path
 from medusa_lib.config import TrainConfig, set_seed
 from medusa_lib.data import HELDOUT_FILE, load_prompts, saved_rows, selfdistill_rows, take_positions, text_rows
 from medusa_lib.evaluate import head_accuracy, measure_tau
-from medusa_lib.heads import SHIPPED_HEADS
+from medusa_lib.heads import SHIPPED
 from medusa_lib.models import load_base
 from medusa_lib.train import fresh_heads, write_record
 from medusa_lib.tree import Tree, expected_accept_length
@@ -35,7 +35,7 @@ def _tokens(rows) -> int:
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default=str(SHIPPED_HEADS))
+    ap.add_argument("--out", default=None, help="default: the shipped folder of --kind")
     ap.add_argument("--data", default="data/selfdistill", help="answers saved by scripts/generate_data.py")
     ap.add_argument("--positions", type=int, default=0, help="cap on template answer tokens (0 = all saved)")
     ap.add_argument("--kind", default="medusa", choices=["medusa", "hydra"])
@@ -44,12 +44,14 @@ def parse_args(argv=None):
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tau_prompts", type=int, default=20)
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    args.out = args.out or str(SHIPPED[args.kind])
+    return args
 
 
 def training_rows(args, model, tok) -> dict:
     """The hand-written prompts' answers (sd), the saved template answers (tmpl), text KD and held-out rows."""
-    t0 = time.time()  # generation, or reading the cache when it already exists
+    t0 = time.time()  # generation or reading the caches, text included
     sd, heldout = selfdistill_rows(model, tok, "train"), selfdistill_rows(model, tok, "heldout")
     tmpl = saved_rows(args.data, model, states=True) if Path(args.data).is_dir() else []  # states: no backbone pass
     if not tmpl:
@@ -60,6 +62,7 @@ def training_rows(args, model, tok) -> dict:
 
 
 def training_record(args, data: dict, state: dict, acc, tree, taus, seconds: float) -> dict:
+    """What training_record.json and the model card say: data, recipe, timings, accuracy and tau."""
     cfg = TrainConfig()
     sd, tmpl = data["sd"], data["tmpl"]
     return {

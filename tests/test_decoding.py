@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from medusa_lib.config import SMOKE
 from medusa_lib.data import chat_ids
-from medusa_lib.decoding import greedy_generate, medusa_generate, prefill, tree_forward
+from medusa_lib.decoding import greedy_generate, keep_path, medusa_generate, prefill, tree_forward
 from medusa_lib.heads import MedusaModel
 from medusa_lib.tree import Tree
 
@@ -137,6 +137,25 @@ def test_tree_logits_equal_sequential_logits(which, request):
             seq = torch.cat([ids[0], cand[tree.ancestors(node)]])[None]
             seq_logits = model(seq).logits[0, -1]
             assert (tree_logits[node] - seq_logits).abs().max() < 1e-4, f"node {node}"
+
+
+def test_keep_path_leaves_the_cache_a_prefill_of_the_accepted_tokens(tiny):
+    """After a tree forward, keep_path (in place) leaves exactly the KV a plain prefill of prompt + path gives."""
+    model, _ = tiny
+    mm = perturbed(model)
+    ids = torch.randint(4, 90, (1, 10), generator=torch.Generator().manual_seed(3))
+    tree = Tree.standard(3, 16)
+    cand = torch.randint(4, 90, (tree.num_nodes,), generator=torch.Generator().manual_seed(4))
+    node = max(range(tree.num_nodes), key=lambda n: (len(tree.ancestors(n)), n))  # a deepest node, not rank 0
+    path = tree.ancestors(node)  # root .. node, as acceptance returns it
+    with torch.no_grad():
+        cache, _ = prefill(mm, ids)
+        tree_forward(mm, cache, tree, cand)
+        keep_path(cache, ids.shape[1], path)
+        ref, _ = prefill(mm, torch.cat([ids[0], cand[path]])[None])
+    assert cache.get_seq_length() == ids.shape[1] + len(path)
+    for layer, want in zip(cache.layers, ref.layers):
+        assert torch.allclose(layer.keys, want.keys, atol=1e-5) and torch.allclose(layer.values, want.values, atol=1e-5)
 
 
 def _chi2_ok(counts: dict, probs: torch.Tensor, n: int, alpha=1e-3) -> bool:
