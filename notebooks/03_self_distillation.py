@@ -208,7 +208,7 @@ hydra = [p for p in points if p.get("kind") == "hydra"]
 assert all(h["top1"][k] > p["top1"][k] for h in hydra for p in medusa if p["positions"] == h["positions"] for k in range(3))
 
 # %% [markdown]
-# **Takeaway:** every Medusa head gets better with every step up in data, at top-1 and at top-5, up to the largest point, the shipped heads, though each doubling of data buys less than the doublings before it (the gains printed above): the curve flattens. The Hydra heads on the same data beat them at every head (asserted above): a head that knows the tokens before it on its path is right more often than one that sees only h_t. So the heads trained here are held back by their small data set, not by the recipe. Exercise 3 trains them on all the training answers and places them on this curve.
+# **Takeaway:** every Medusa head gets better with every step up in data, at top-1 and at top-5, up to the largest point, the shipped heads, though the last doubling of data buys less than the first (the gains printed above, asserted): the curve flattens. The Hydra heads on the same data beat them at every head (asserted above): a head that knows the tokens before it on its path is right more often than one that sees only h_t. So the heads trained here are held back by their small data set, not by the recipe. Exercise 3 trains them on all the training answers and places them on this curve.
 #
 # Save the heads, with their draft vocabulary, so that you can load them again on this machine with `MedusaModel.from_pretrained("runs/heads_03", base=model)`. (Notebooks 04 and 05 stand alone: they load the shipped heads.)
 
