@@ -27,7 +27,7 @@ import torch
 from medusa_lib.config import set_seed
 from medusa_lib.data import draft_vocab, selfdistill_rows, take_positions, template_rows, text_rows
 from medusa_lib.evaluate import per_head_rows
-from medusa_lib.heads import SHIPPED_HEADS
+from medusa_lib.heads import KINDS, SHIPPED_HEADS
 from medusa_lib.models import load_base
 from medusa_lib.plots import plot_learning_curve, save_fig
 from medusa_lib.train import fresh_heads
@@ -81,7 +81,7 @@ def main():
     ap.add_argument("--sd", type=int, nargs="*", default=[10_000, 30_000, 100_000])
     ap.add_argument("--templates", type=int, default=1536, help="template prompts in the self-distilled pool")
     ap.add_argument("--draft", type=int, default=8192)
-    ap.add_argument("--kind", default="medusa", choices=["medusa", "hydra"], help="the kind of the points trained")
+    ap.add_argument("--kind", default="medusa", choices=KINDS, help="the kind of the points trained")
     ap.add_argument("--with_shipped", action="store_true", help="add the shipped heads' record as a point")
     ap.add_argument("--records", nargs="*", default=[], help="make_heads.py --out folders to add as points")
     ap.add_argument("--keep", default=None, help="a results.json whose points stay in the curve")

@@ -23,7 +23,7 @@ from pathlib import Path
 from medusa_lib.config import TrainConfig, set_seed
 from medusa_lib.data import HELDOUT_FILE, load_prompts, saved_rows, selfdistill_rows, take_positions, text_rows
 from medusa_lib.evaluate import head_accuracy, measure_tau
-from medusa_lib.heads import SHIPPED
+from medusa_lib.heads import KINDS, SHIPPED
 from medusa_lib.models import load_base
 from medusa_lib.train import fresh_heads, write_record
 from medusa_lib.tree import Tree, expected_accept_length
@@ -38,7 +38,7 @@ def parse_args(argv=None):
     ap.add_argument("--out", default=None, help="default: the shipped folder of --kind")
     ap.add_argument("--data", default="data/selfdistill", help="answers saved by scripts/generate_data.py")
     ap.add_argument("--positions", type=int, default=0, help="cap on template answer tokens (0 = all saved)")
-    ap.add_argument("--kind", default="medusa", choices=["medusa", "hydra"])
+    ap.add_argument("--kind", default="medusa", choices=KINDS)
     ap.add_argument("--text", type=int, default=0, help="text KD positions (0 = self-distilled only)")
     ap.add_argument("--draft", type=int, default=8192, help="draft vocabulary the heads rank")
     ap.add_argument("--epochs", type=int, default=2)
