@@ -29,7 +29,7 @@ from medusa_lib.config import (
 )
 from medusa_lib.data import chat_ids, draft_vocab, heldout_rows, load_corpus, load_prompts, pack, self_distill_data
 from medusa_lib.decoding import check_sampling, medusa_generate
-from medusa_lib.evaluate import markdown_table, report
+from medusa_lib.evaluate import is_heads_method, markdown_table, report
 from medusa_lib.heads import SHIPPED, MedusaModel
 from medusa_lib.interop import FORMATS, export_heads, load_heads, resolve_heads
 from medusa_lib.models import EMBEDDED_NAME, load_base
@@ -364,8 +364,8 @@ def demo(argv=None) -> dict:
     answers = heldout_rows(model, tok, smoke(24, 4), heads_dir=args.heads or SHIPPED[args.kind])
     res = report(mm, tok, answers, out, args.per_group, args.max_new_tokens, args.humaneval)
     print("\n" + markdown_table(res["summary"]))
-    same = [r["identical"] for r in res["summary"] if r["method"].startswith("medusa") and r["group"] == "all"]
-    print(f"\nMedusa output identical to HF greedy: {same[0]} prompts")
+    same = [r["identical"] for r in res["summary"] if is_heads_method(r["method"]) and r["group"] == "all"]
+    print(f"\n{mm.kind.capitalize()} output identical to HF greedy: {same[0]} prompts")
     print(f"wrote {out}/results.json, results.md and plots; demo took {time.time() - t0:.0f} s")
     return res
 

@@ -27,7 +27,7 @@ import torch
 from medusa_lib import plots
 from medusa_lib.data import chat_ids, load_prompts
 from medusa_lib.decoding import clock, draft, greedy_generate, logit_rows, medusa_generate, prefill, tree_forward
-from medusa_lib.heads import SHIPPED_HEADS, MedusaModel
+from medusa_lib.heads import KINDS, SHIPPED_HEADS, MedusaModel
 from medusa_lib.positions import PositionBank, bank_accuracy, check_rows
 from medusa_lib.tree import Tree, expected_accept_length, fastest_tree
 
@@ -168,9 +168,16 @@ def baselines(model, pld_tokens: int = 10) -> dict:
 
 
 def default_methods(mm: MedusaModel, trees: dict[str, Tree], pld_tokens: int = 10) -> dict:
+    """The baselines, our own greedy loop, and the heads with each tree, named by their kind:
+    `medusa[acc-8]` for Medusa heads, `hydra[acc-8]` for Hydra heads."""
     methods = {**baselines(mm.base, pld_tokens), "our_greedy": our_greedy_method(mm)}
-    methods.update({f"medusa[{name}]": medusa_method(mm, tree) for name, tree in trees.items()})
+    methods.update({f"{mm.kind}[{name}]": medusa_method(mm, tree) for name, tree in trees.items()})
     return methods
+
+
+def is_heads_method(method: str) -> bool:
+    """Whether a method name from `default_methods` decodes with heads (Medusa or Hydra) and a tree."""
+    return method.split("[")[0] in KINDS
 
 
 # ----------------------------------------------------------------------------- benchmark
@@ -424,7 +431,7 @@ def write_results(res: dict, out: Path) -> None:
         plots.save_fig(plots.plot_head_accuracy(res["head_accuracy"]), out / "head_accuracy.png")
     if "sweep" in res:
         plots.save_fig(plots.plot_tree_sweep(res["sweep"]), out / "tree_sweep.png")
-    taus = [r["new_tokens"] / max(1, r["steps"]) for r in res["runs"] if r["method"].startswith("medusa")]
+    taus = [r["new_tokens"] / max(1, r["steps"]) for r in res["runs"] if is_heads_method(r["method"])]
     plots.save_fig(plots.plot_accept_hist(taus), out / "tau_per_prompt.png")
 
 

@@ -7,6 +7,7 @@ from medusa_lib.evaluate import (
     benchmark,
     default_methods,
     humaneval_prompts,
+    is_heads_method,
     markdown_table,
     our_greedy_method,
     verify_costs,
@@ -69,6 +70,15 @@ def test_benchmark_flags_a_wrong_method(tiny):
     assert table[("hf_greedy", "all")]["tau"] == 1.0  # one forward call per token
     assert table[("hf_pld", "all")]["tau"] >= 1.0  # measured from its forward calls, not assumed to be 1
     assert "| wrong | all | 2 |" in markdown_table(res["summary"])
+
+
+def test_methods_are_named_by_the_kind_of_heads(tiny):
+    model, _ = tiny
+    trees = {"chain": Tree.chain(2)}
+    for kind in ("medusa", "hydra"):
+        names = list(default_methods(MedusaModel.from_base(model, 2, kind=kind), trees))
+        assert names == ["hf_greedy", "hf_pld", "our_greedy", f"{kind}[chain]"]
+        assert [is_heads_method(n) for n in names] == [False, False, False, True]
 
 
 def test_prompt_sets():
