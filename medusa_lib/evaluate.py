@@ -346,13 +346,14 @@ def generate_seconds(model, ids, max_new_tokens: int = 8, repeats: int = 2) -> f
 
 @torch.no_grad()
 def verify_costs(mm: MedusaModel, sizes=(1, 2, 4, 8, 16, 32), context: int = 100, repeats: int = 5,
-                 drafting: bool = False) -> dict:
+                 draft_trees: dict | None = None) -> dict:
     """{n: t(n) / t(1)}: one verification of an n-node tree over a `context`-token cache (the forward
     and the base model's logits at all n nodes, as `medusa_step` pays them), relative to one plain
     greedy step (1 token, 1 row of logits), measured here (medians). `tree.fastest_tree` turns it
     into a tree.
-    With `drafting=True` the dict also holds "heads": the heads' drafting of an 8-node tree (one call for
-    Medusa heads, one per depth for Hydra heads), relative to t(1)."""
+    With `draft_trees` {n: tree} the dict also holds "heads": {n: the heads' drafting of that tree,
+    relative to t(1)}; one call for Medusa heads, one per depth for Hydra heads, whose batch grows
+    with the nodes of each depth."""
     g = torch.Generator().manual_seed(0)
     W = mm.lm_head.weight
     vocab, device = mm.config.vocab_size, W.device
@@ -367,25 +368,28 @@ def verify_costs(mm: MedusaModel, sizes=(1, 2, 4, 8, 16, 32), context: int = 100
 
         seconds[tree.num_nodes] = median_seconds(verify, repeats, after=lambda: cache.crop(-tree.num_nodes))
     costs = {n: t / seconds[1] for n, t in seconds.items()}
-    if drafting:
-        tree = Tree.standard(min(mm.num_heads, 5), 8)
-        costs["heads"] = median_seconds(lambda: draft(mm, tree, h, 0), repeats) / seconds[1]
+    if draft_trees:
+        costs["heads"] = {n: median_seconds(lambda t=t: draft(mm, t, h, 0), repeats) / seconds[1]
+                          for n, t in draft_trees.items()}
     return costs
 
 
 # ----------------------------------------------------------------------------- the report
 
 
-def choose_tree(mm: MedusaModel, acc, verbose: bool = True) -> tuple[Tree, list[dict]]:
-    """The tree from accuracies `acc` [K, topk] with the best expected tau / verify cost on this machine."""
-    costs = verify_costs(mm, drafting=True)  # t(n)/t(1) here, and the heads' own cost per step
-    draft = costs.pop("heads")
-    tree, choices = fastest_tree(acc, {n: c for n, c in costs.items() if n > 1}, draft_cost=draft)
+def choose_tree(mm: MedusaModel, acc, verbose: bool = True,
+                sizes=(2, 4, 8, 16, 32)) -> tuple[Tree, list[dict]]:
+    """The tree from accuracies `acc` [K, topk] with the best expected tau / step cost on this machine:
+    the verification of n nodes plus the heads' drafting of the very tree they would fill."""
+    trees = {n: Tree.from_accuracies(acc, n) for n in sizes}
+    costs = verify_costs(mm, sizes, draft_trees=trees)  # t(n)/t(1) here, and the heads' own cost per step
+    drafting = costs.pop("heads")
+    tree, choices = fastest_tree(acc, {n: c for n, c in costs.items() if n > 1}, draft_cost=drafting)
     if verbose:
-        print(f"tree size for this machine (expected tau / (verify cost + drafting {draft:.2f})):")
+        print("tree size for this machine (expected tau / (verify cost + drafting cost)):")
         for r in choices:
             mark = "  <- chosen" if r["nodes"] == tree.num_nodes else ""
-            print(f"  {r['nodes']:>2} nodes: tau {r['expected_tau']:.2f} / cost {r['cost']:.2f} "
+            print(f"  {r['nodes']:>2} nodes: tau {r['expected_tau']:.2f} / ({r['verify']:.2f} + {r['drafting']:.2f}) "
                   f"= {r['expected_speedup']:.2f}x{mark}")
     return tree, choices
 

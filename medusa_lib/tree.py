@@ -265,24 +265,28 @@ def expected_accept_length(tree: Tree, acc) -> float:
     return total
 
 
-def fastest_tree(acc, costs: dict, draft_cost: float = 0.0) -> tuple[Tree, list[dict]]:
+def fastest_tree(acc, costs: dict, draft_cost: float | dict = 0.0) -> tuple[Tree, list[dict]]:
     """The tree grown from `acc` that is expected to decode fastest on the hardware behind `costs`.
 
     costs[n] is the time of one verification over n nodes (the forward and the logits at every node)
     relative to one plain greedy step, and
-    `draft_cost` the heads' own drafting per step on the same scale (`evaluate.verify_costs` measures
-    both). Tokens per second relative to plain decoding are then about E[tau](n) / (costs[n] + draft).
+    `draft_cost` the heads' own drafting per step on the same scale: one number, or {n: cost} when it
+    grows with the tree, as Hydra's does (`evaluate.verify_costs` measures both). Tokens per second
+    relative to plain decoding are then about E[tau](n) / (costs[n] + draft(n)).
     A CPU's cost rises quickly with n and a GPU's hardly at all, so the
     same heads get a small tree on a CPU and a large one on a GPU (Medusa paper, Sec. 2.3.3 and
-    Fig. 3b). Returns the tree and one row per size: nodes, cost, expected_tau, expected_speedup.
+    Fig. 3b). Returns the tree and one row per size: nodes, verify, drafting, cost (their sum),
+    expected_tau, expected_speedup.
     """
     if not costs:
         raise ValueError("fastest_tree needs the verification cost of at least one tree size")
     rows = []
     for n, cost in sorted(costs.items()):
         tau = expected_accept_length(Tree.from_accuracies(acc, n), acc)
-        step = float(cost) + draft_cost
-        rows.append({"nodes": n, "cost": step, "expected_tau": tau, "expected_speedup": tau / step})
+        drafting = float(draft_cost[n] if isinstance(draft_cost, dict) else draft_cost)
+        step = float(cost) + drafting
+        rows.append({"nodes": n, "verify": float(cost), "drafting": drafting, "cost": step,
+                     "expected_tau": tau, "expected_speedup": tau / step})
     best = max(rows, key=lambda r: r["expected_speedup"])
     return Tree.from_accuracies(acc, best["nodes"]), rows
 

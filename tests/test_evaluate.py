@@ -102,8 +102,10 @@ def test_verify_costs_time_each_kinds_own_drafting(tiny, kind):
     """choose_tree charges the heads' drafting: Hydra heads draft depth by depth, so they are timed drafting."""
     model, _ = tiny
     mm = MedusaModel.from_base(model, 3, share_lm_head=True, kind=kind)
-    costs = verify_costs(mm, sizes=(4,), context=16, repeats=2, drafting=True)
-    assert set(costs) == {1, 4, "heads"} and costs["heads"] > 0
+    trees = {4: Tree.standard(3, 4), 8: Tree.standard(3, 8)}
+    costs = verify_costs(mm, sizes=(4,), context=16, repeats=2, draft_trees=trees)
+    assert set(costs) == {1, 4, "heads"} and set(costs["heads"]) == {4, 8}
+    assert all(c > 0 for c in costs["heads"].values())
 
 
 class _Logits:

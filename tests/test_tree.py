@@ -146,3 +146,6 @@ def test_fastest_tree_counts_the_heads_own_cost():
     _, paid = fastest_tree(acc, costs, draft_cost=0.3)
     for a, b in zip(free, paid):
         assert b["cost"] == pytest.approx(a["cost"] + 0.3) and b["expected_speedup"] < a["expected_speedup"]
+    _, grows = fastest_tree(acc, costs, draft_cost={2: 0.1, 4: 0.2, 8: 0.4})  # Hydra: drafting grows with n
+    assert [r["drafting"] for r in grows] == [0.1, 0.2, 0.4]
+    assert all(r["cost"] == pytest.approx(r["verify"] + r["drafting"]) for r in grows)
