@@ -236,11 +236,14 @@ class MedusaModel(nn.Module):
 
     # -- save / load ----------------------------------------------------------------------------
 
-    def save_pretrained(self, directory, extra: dict | None = None) -> Path:
-        """heads.safetensors + medusa_config.json (+ draft_ids.pt) + a README.md card, each atomic."""
+    def save_pretrained(self, directory, extra: dict | None = None, dtype: torch.dtype | None = None) -> Path:
+        """heads.safetensors + medusa_config.json (+ draft_ids.pt) + a README.md card, each atomic.
+
+        `dtype=torch.float16` stores the weights at half the size (the shipped heads); they load back
+        into fp32 master weights. The heads only propose tokens, so this cannot change greedy output."""
         directory = Path(directory)
         cfg = {"base_model_name_or_path": self.base_name, **self.heads.config_dict(), **(extra or {})}
-        state = {k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
+        state = {k: v.detach().to(dtype=dtype).contiguous().cpu() for k, v in self.heads.state_dict().items()}
         with atomic_path(directory / WEIGHTS_NAME) as tmp:
             save_file(state, str(tmp))
         if self.draft_ids is not None:

@@ -9,7 +9,8 @@ Recipe (chosen from the learning curve, scripts/learning_curve.py):
 - `train.fresh_heads`: 3 heads (--kind medusa or hydra), 1 ResBlock each, shared lm_head, --draft draft
   vocabulary, Medusa-1.
 
-Writes medusa_lib/assets/heads/embedded/ (embedded-hydra/ with --kind hydra): heads.safetensors,
+Writes medusa_lib/assets/heads/embedded/ (embedded-hydra/ with --kind hydra): heads.safetensors (fp16
+unless --save_dtype fp32),
 medusa_config.json, draft_ids.pt, README.md (model card), heldout_selfdistill.json (what the accuracy is
 scored on) and training_record.json (data, seed, wall time, per-head accuracy, tau).
 """
@@ -19,6 +20,8 @@ import json
 import statistics
 import time
 from pathlib import Path
+
+import torch
 
 from medusa_lib.config import TrainConfig, set_seed
 from medusa_lib.data import HELDOUT_FILE, load_prompts, saved_rows, selfdistill_rows, take_positions, text_rows
@@ -43,6 +46,8 @@ def parse_args(argv=None):
     ap.add_argument("--draft", type=int, default=8192, help="draft vocabulary the heads rank")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save_dtype", default="fp16", choices=("fp16", "fp32"),
+                    help="stored weights (fp16: half the size; they load back into fp32)")
     ap.add_argument("--tau_prompts", type=int, default=20)
     args = ap.parse_args(argv)
     args.out = args.out or str(SHIPPED[args.kind])
@@ -73,7 +78,7 @@ def training_record(args, data: dict, state: dict, acc, tree, taus, seconds: flo
         "recipe": f"Medusa-1, 3 {args.kind} heads x 1 ResBlock, shared lm_head, {args.draft} draft vocab, "
                   f"{args.epochs} epochs, "
                   f"batch {cfg.step_size()} positions, lr {cfg.lr}, CE+KD ({cfg.kd_weight}), decay {cfg.decay}, "
-                  f"seed {args.seed}",
+                  f"seed {args.seed}, weights stored in {args.save_dtype}",
         "kind": args.kind, "positions": state["positions"],
         "hidden_state_cache": f"one backbone pass of {state['bank_seconds']:.0f} s, instead of one per epoch "
                               f"({args.epochs} epochs, {state['seconds'] / args.epochs:.0f} s each with the cache)",
@@ -96,12 +101,16 @@ def main(argv=None):
     mm, state = fresh_heads(model, data["sd"] + data["tmpl"] + data["text"], heldout, args.epochs,
                             draft=args.draft, save_dir=Path("runs/make_heads") / args.kind, seed=args.seed,
                             kind=args.kind)
+    store = torch.float16 if args.save_dtype == "fp16" else torch.float32
+    with torch.no_grad():  # measure exactly the weights that ship: rounded to the stored dtype
+        for p in mm.heads.parameters():
+            p.copy_(p.to(store))
     acc = head_accuracy(mm, heldout, topk=10)  # [3, 10]
     tree = Tree.from_accuracies(acc, 8)
     taus = measure_tau(mm, tok, tree, [p.prompt for p in load_prompts("heldout")][: args.tau_prompts], 128)
     record = training_record(args, data, state, acc, tree, taus, time.time() - t0)
     out = Path(args.out)
-    mm.save_pretrained(out, extra={"training": record})
+    mm.save_pretrained(out, extra={"training": record}, dtype=store)
     (out / HELDOUT_FILE).write_text(json.dumps(heldout))
     write_record(out, record)
     print(json.dumps(record, indent=1))

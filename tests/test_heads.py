@@ -201,6 +201,19 @@ def test_hydra_heads_read_the_draft_tokens(tiny):
         MedusaModel.from_base(model, 3, kind="eagle")
 
 
+def test_half_precision_save_loads_back_into_fp32_weights(tiny, tmp_path):
+    model, _ = tiny
+    mm = _perturb(MedusaModel.from_base(model, 2, kind="hydra"))
+    mm.save_pretrained(tmp_path / "fp32")
+    mm.save_pretrained(tmp_path / "fp16", dtype=torch.float16)
+    size = {d: (tmp_path / d / "heads.safetensors").stat().st_size for d in ("fp16", "fp32")}
+    assert size["fp16"] < 0.6 * size["fp32"]
+    again = MedusaModel.from_pretrained(tmp_path / "fp16", base=model)
+    for (name, p), q in zip(mm.heads.named_parameters(), again.heads.parameters()):
+        assert q.dtype == torch.float32, name  # fp32 master weights, whatever the file holds
+        assert torch.equal(q, p.detach().half().float()), name
+
+
 def test_hydra_save_load_roundtrip_keeps_kind(tiny, tmp_path):
     model, tok = tiny
     mm = _perturb(MedusaModel.from_base(model, 3, num_layers=2, share_lm_head=False, kind="hydra"))
