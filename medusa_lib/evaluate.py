@@ -381,8 +381,8 @@ def choose_tree(mm: MedusaModel, acc, verbose: bool = True,
                 sizes=(2, 4, 8, 16, 32)) -> tuple[Tree, list[dict]]:
     """The tree from accuracies `acc` [K, topk] with the best expected tau / step cost on this machine:
     the verification of n nodes plus the heads' drafting of the very tree they would fill."""
-    trees = {n: Tree.from_accuracies(acc, n) for n in sizes}
-    costs = verify_costs(mm, sizes, draft_trees=trees)  # t(n)/t(1) here, and the heads' own cost per step
+    trees = {t.num_nodes: t for t in (Tree.from_accuracies(acc, n) for n in sizes)}  # few heads: fewer nodes
+    costs = verify_costs(mm, list(trees), draft_trees=trees)  # t(n)/t(1) here, and the heads' own cost per step
     drafting = costs.pop("heads")
     tree, choices = fastest_tree(acc, {n: c for n, c in costs.items() if n > 1}, draft_cost=drafting)
     if verbose:

@@ -59,7 +59,8 @@ def trained_points(args) -> list[dict]:
     """Fresh heads on growing shares of the self-distilled pool (and of offline text), one point each."""
     model, tok = load_base("embedded")
     sd, heldout = selfdistill_rows(model, tok, "train"), selfdistill_rows(model, tok, "heldout")
-    sd += template_rows(model, tok, args.templates) if args.templates else []
+    # the answers scripts/generate_data.py saved (its chunks of 512 at batch 128), read back, not regenerated
+    sd += template_rows(model, tok, args.templates, chunk=512, batch_size=128, root=args.data) if args.templates else []
     random.Random(0).shuffle(sd)
     text = text_rows(tok, max(args.text)) if args.text else []
     draft = draft_vocab(sd, args.draft, model.config.vocab_size)
@@ -80,6 +81,7 @@ def main():
     ap.add_argument("--text", type=int, nargs="*", default=[30_000])
     ap.add_argument("--sd", type=int, nargs="*", default=[10_000, 30_000, 100_000])
     ap.add_argument("--templates", type=int, default=1536, help="template prompts in the self-distilled pool")
+    ap.add_argument("--data", default="data/selfdistill", help="answers saved by scripts/generate_data.py")
     ap.add_argument("--draft", type=int, default=8192)
     ap.add_argument("--kind", default="medusa", choices=KINDS, help="the kind of the points trained")
     ap.add_argument("--with_shipped", action="store_true", help="add the shipped heads' record as a point")

@@ -5,6 +5,7 @@ from medusa_lib.evaluate import (
     BenchPrompt,
     bench_prompts,
     benchmark,
+    choose_tree,
     default_methods,
     humaneval_prompts,
     is_heads_method,
@@ -14,7 +15,7 @@ from medusa_lib.evaluate import (
 )
 from medusa_lib.heads import MedusaModel
 from medusa_lib.positions import PositionBank, bank_accuracy, check_rows
-from medusa_lib.tree import Tree
+from medusa_lib.tree import Tree, typical_accuracies
 
 
 def _constructed(tiny, block_size):
@@ -106,6 +107,16 @@ def test_verify_costs_time_each_kinds_own_drafting(tiny, kind):
     costs = verify_costs(mm, sizes=(4,), context=16, repeats=2, draft_trees=trees)
     assert set(costs) == {1, 4, "heads"} and set(costs["heads"]) == {4, 8}
     assert all(c > 0 for c in costs["heads"].values())
+
+
+@pytest.mark.parametrize("num_heads", [1, 3])
+def test_choose_tree_charges_every_size_its_own_drafting(tiny, num_heads):
+    """One head cannot fill 16 or 32 nodes: the sizes are the trees' real node counts, each with its drafting."""
+    model, _ = tiny
+    mm = MedusaModel.from_base(model, num_heads, kind="hydra")
+    tree, rows = choose_tree(mm, typical_accuracies(num_heads), verbose=False)
+    assert tree.num_nodes in [r["nodes"] for r in rows]
+    assert all(r["drafting"] > 0 and r["cost"] == pytest.approx(r["verify"] + r["drafting"]) for r in rows)
 
 
 class _Logits:
