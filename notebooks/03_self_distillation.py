@@ -178,7 +178,7 @@ if not SMOKE:
 #
 # ### How much data do the heads need?
 #
-# `scripts/learning_curve.py` answers that. It trains fresh heads with the same recipe (3 heads, shared `lm_head`, 8,192-token draft, 2 epochs) on growing shares of a larger self-distilled pool, the answers to the hand-written and the template training prompts, and scores each set on all the held-out answers. Its last two points are the two shipped sets (notebook 02), trained on the same data: Medusa heads, and Hydra heads (Ankner et al., 2024: each head also reads the embeddings of the draft tokens before it on its path), which also have a point at an earlier, smaller data set. Hydra accuracy counts along the true path, a different quantity, so those points get their own line. The measured points ship with `medusa_lib`:
+# `scripts/learning_curve.py` answers that. It trains fresh heads with the same recipe (3 heads, shared `lm_head`, 8,192-token draft, 2 epochs) on growing shares of a larger self-distilled pool, the answers to the hand-written and the template training prompts, and scores each set on all the held-out answers. Its largest points are the two shipped sets (notebook 02), trained on the same data: Medusa heads, and Hydra heads (Ankner et al., 2024: each head also reads the embeddings of the draft tokens before it on its path). Hydra heads were trained on the smaller shares too, so each kind has its own curve. Hydra accuracy counts along the true path, a different quantity, so its points get their own line. The measured points ship with `medusa_lib`:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -195,20 +195,21 @@ print(pd.DataFrame([{"kind": p.get("kind", "medusa"), "positions": p["positions"
 print(f"this notebook's Medusa-1 heads: {state['positions']:,} positions (scored on every 6th held-out answer only)")
 fig = plot_learning_curve(per_head_rows(points))
 print("saved", save_fig(fig, "figures/03_learning_curve.png"))
-medusa = sorted((p for p in points if p.get("kind", "medusa") == "medusa"), key=lambda p: p["positions"])   # one kind per curve
-gains = [(b["top1"][0] - a["top1"][0]) / math.log2(b["positions"] / a["positions"]) for a, b in zip(medusa, medusa[1:])]
-print("Medusa head-1 top-1 gained per doubling of data:", ", ".join(f"{g:+.3f}" for g in gains))
-assert gains[-1] < gains[0]   # the curve flattens
-for key in ["top1", "top5"]:
-    for k in range(3):
-        curve = [p[key][k] for p in medusa]
-        assert all(a < b for a, b in zip(curve, curve[1:])), (key, k, curve)   # more data, better heads
-assert points[-1]["top1"][0] > points[0]["top1"][0]
-hydra = [p for p in points if p.get("kind") == "hydra"]
+curves = {kind: sorted((p for p in points if p.get("kind", "medusa") == kind), key=lambda p: p["positions"])
+          for kind in ("medusa", "hydra")}   # one curve per kind
+for kind, curve in curves.items():
+    gains = [(b["top1"][0] - a["top1"][0]) / math.log2(b["positions"] / a["positions"]) for a, b in zip(curve, curve[1:])]
+    print(f"{kind} head-1 top-1 gained per doubling of data:", ", ".join(f"{g:+.3f}" for g in gains))
+    assert gains[-1] < gains[0]   # the curve flattens
+    for key in ["top1", "top5"]:
+        for k in range(3):
+            acc = [p[key][k] for p in curve]
+            assert all(a < b for a, b in zip(acc, acc[1:])), (kind, key, k, acc)   # more data, better heads
+medusa, hydra = curves["medusa"], curves["hydra"]
 assert all(h["top1"][k] > p["top1"][k] for h in hydra for p in medusa if p["positions"] == h["positions"] for k in range(3))
 
 # %% [markdown]
-# **Takeaway:** every Medusa head gets better with every step up in data, at top-1 and at top-5, up to the largest point, the shipped heads, though the last doubling of data buys less than the first (the gains printed above, asserted): the curve flattens. The Hydra heads on the same data beat them at every head (asserted above): a head that knows the tokens before it on its path is right more often than one that sees only h_t. So the heads trained here are held back by their small data set, not by the recipe. Exercise 3 trains them on all the training answers and places them on this curve.
+# **Takeaway:** every head of both kinds gets better with every step up in data, at top-1 and at top-5, up to the largest points, the shipped heads, though the last doubling of data buys less than the first (the gains printed above, asserted): both curves flatten. The Hydra heads on the same data beat the Medusa heads at every head (asserted above): a head that knows the tokens before it on its path is right more often than one that sees only h_t. So the heads trained here are held back by their small data set, not by the recipe. Exercise 3 trains them on all the training answers and places them on this curve.
 #
 # Save the heads, with their draft vocabulary, so that you can load them again on this machine with `MedusaModel.from_pretrained("runs/heads_03", base=model)`. (Notebooks 04 and 05 stand alone: they load the shipped heads.)
 
