@@ -96,6 +96,7 @@ def main():
     results += [record_point(d, note=f"make_heads.py --out {d}") for d in args.records]
     if args.with_shipped:
         results.append(record_point())
+    results.sort(key=lambda r: r["positions"])  # one x axis for every kind (stable: ties keep their order)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
