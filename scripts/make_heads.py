@@ -27,7 +27,7 @@ from medusa_lib.config import TrainConfig, set_seed
 from medusa_lib.data import HELDOUT_FILE, load_prompts, saved_rows, selfdistill_rows, take_positions, text_rows
 from medusa_lib.evaluate import head_accuracy, measure_tau
 from medusa_lib.heads import KINDS, SHIPPED
-from medusa_lib.models import load_base
+from medusa_lib.models import DTYPES, load_base
 from medusa_lib.train import fresh_heads, write_record
 from medusa_lib.tree import Tree, expected_accept_length
 
@@ -101,7 +101,7 @@ def main(argv=None):
     mm, state = fresh_heads(model, data["sd"] + data["tmpl"] + data["text"], heldout, args.epochs,
                             draft=args.draft, save_dir=Path("runs/make_heads") / args.kind, seed=args.seed,
                             kind=args.kind)
-    store = torch.float16 if args.save_dtype == "fp16" else torch.float32
+    store = DTYPES[args.save_dtype]
     with torch.no_grad():  # measure exactly the weights that ship: rounded to the stored dtype
         for p in mm.heads.parameters():
             p.copy_(p.to(store))
