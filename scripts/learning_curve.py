@@ -19,6 +19,7 @@ read it with `medusa_lib.evaluate.learning_curve()`), to medusa_lib/assets/heads
 import argparse
 import json
 import random
+import re
 import time
 from pathlib import Path
 
@@ -38,14 +39,16 @@ def point(model, rows, heldout, draft, epochs, kind="medusa"):
     t0 = time.time()
     _, state = fresh_heads(model, rows, heldout, epochs, draft=draft, progress=False, kind=kind)
     ev = state["evals"][-1]
-    return {"positions": state["positions"], "top1": ev["top1"], "top5": ev["top5"], "seconds": time.time() - t0}
+    return {"positions": state["positions"], "epochs": epochs, "top1": ev["top1"], "top5": ev["top5"],
+            "seconds": time.time() - t0}
 
 
 def record_point(heads_dir=SHIPPED_HEADS, note: str = "make heads") -> dict:
     """The heads `make_heads.py` wrote to `heads_dir` (the shipped ones by default) as one more curve point."""
     rec = json.loads((Path(heads_dir) / "training_record.json").read_text())
     seconds = rec.get("train_seconds")  # recorded by make heads since the layout change; older records: none
-    return {"source": "selfdistill", "kind": rec.get("kind", "medusa"), "positions": rec["positions"],
+    epochs = rec.get("epochs") or int(re.search(r"(\d+) epochs", rec["recipe"]).group(1))  # older: the recipe
+    return {"source": "selfdistill", "kind": rec.get("kind", "medusa"), "positions": rec["positions"], "epochs": epochs,
             "top1": rec["head_accuracy"], "top5": rec["head_accuracy_top5"], "seconds": seconds, "note": note}
 
 
@@ -100,10 +103,12 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    lines = ["| source | kind | positions | top1 (h1/h2/h3) | top5 (h1/h2/h3) | train s |", "|---|---|---|---|---|---|"]
+    lines = ["| source | kind | positions | epochs | top1 (h1/h2/h3) | top5 (h1/h2/h3) | train s |",
+             "|---|---|---|---|---|---|---|"]
     for r in results:
         f = "/".join(f"{x:.3f}" for x in r["top1"]), "/".join(f"{x:.3f}" for x in r["top5"])
-        lines.append(f"| {r['source']} | {r.get('kind', 'medusa')} | {r['positions']} | {f[0]} | {f[1]} | "
+        lines.append(f"| {r['source']} | {r.get('kind', 'medusa')} | {r['positions']} | {r.get('epochs', '?')} | "
+                     f"{f[0]} | {f[1]} | "
                      f"{r['seconds'] or float('nan'):.0f} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     save_fig(plot_learning_curve(per_head_rows(results)), out / "learning_curve.png")

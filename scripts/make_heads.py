@@ -79,7 +79,7 @@ def training_record(args, data: dict, state: dict, acc, tree, taus, seconds: flo
                   f"{args.epochs} epochs, "
                   f"batch {cfg.step_size()} positions, lr {cfg.lr}, CE+KD ({cfg.kd_weight}), decay {cfg.decay}, "
                   f"seed {args.seed}, weights stored in {args.save_dtype}",
-        "kind": args.kind, "positions": state["positions"],
+        "kind": args.kind, "positions": state["positions"], "epochs": args.epochs,
         "hidden_state_cache": f"one backbone pass of {state['bank_seconds']:.0f} s, instead of one per epoch "
                               f"({args.epochs} epochs, {state['seconds'] / args.epochs:.0f} s each with the cache)",
         "wall_time": f"{seconds:.0f} s total, {state['seconds']:.0f} s training",
