@@ -40,6 +40,8 @@ def row_states(rows, block_size: int) -> list[torch.Tensor | None]:
     """The hidden states kept at generation (row["states"], `batching.stream_greedy(keep_states=True)`),
     aligned with `check_rows(rows, block_size)`: [T - start, H] each, or None where not kept.
 
+    They stay in the dtype they were saved in (fp16), as views of the rows' own tensors where no padding
+    is needed: `PositionBank` copies them once into its fp32 store, so 2M positions cost one copy, not three.
     Generation never feeds its last token, so that position's state (an input no head has a target
     for, and never a target) is zero."""
     out = []
@@ -55,7 +57,7 @@ def row_states(rows, block_size: int) -> list[torch.Tensor | None]:
             raise ValueError(f"a row's states cover {len(h)} tokens, its answer {len(r['response_ids'])}: "
                              f"states saved with other answers; delete its states-*.pt and regenerate")
         n = len(seq[0]) - seq[1]
-        out.append(torch.cat([h[:n].float(), h.new_zeros(max(0, n - len(h)), h.shape[1]).float()]))
+        out.append(h[:n] if n <= len(h) else torch.cat([h, h.new_zeros(n - len(h), h.shape[1])]))
     return out
 
 
@@ -72,7 +74,7 @@ def hidden_states(mm: MedusaModel, seqs, progress: bool = False, batch_tokens: i
                   known=None) -> list[torch.Tensor]:
     """Last hidden states [T - start, H] (fp32, CPU) of each (ids, start) in `seqs`, in order.
 
-    `known[i]`, where given, is used as is (states kept at generation, `row_states`). The rest run
+    `known[i]`, where given, is used as is, in its own dtype (states kept at generation, `row_states`). The rest run
     through the backbone: sequences of similar length batched, right-padded, about `batch_tokens`
     tokens a forward; padding sits after every real token, so causal attention never sees it."""
     from tqdm.auto import tqdm
@@ -114,7 +116,8 @@ class PositionBank:
             toks.append(ids[start:])
             valid.append(torch.stack([t + k + 2 < len(ids) for k in range(num_heads)], 1))  # [T - start, K]
             kept.append(torch.full((len(t),), known is not None and known[i] is not None))
-        self.h, self.tok, self.valid = torch.cat(hs), torch.cat(toks), torch.cat(valid)
+        self.h = torch.cat(hs, out=torch.empty(sum(map(len, hs)), hs[0].shape[1]))  # [P, H] fp32, one copy
+        self.tok, self.valid = torch.cat(toks), torch.cat(valid)
         self.num_heads = num_heads
         self.greedy = self._greedy(mm, torch.cat(kept))  # [P] the base model's own greedy next token at each position
 

@@ -328,7 +328,9 @@ def test_states_kept_at_generation_replace_the_backbone_pass(tiny, tmp_path):
     mm = MedusaModel.from_base(model, 2)
     seqs = check_rows(rows, 512)
     known = row_states(rows, 512)
+    assert all(h.dtype == torch.float16 for h in known)  # kept as saved: the bank makes the one fp32 copy
     fast, slow = PositionBank(mm, seqs, 2, known=known), PositionBank(mm, seqs, 2)
+    assert fast.h.dtype == torch.float32
     used = fast.valid[:, 0]  # every position some head reads or is scored at
     torch.testing.assert_close(fast.h[used], slow.h[used], atol=2e-3, rtol=2e-3)
     assert torch.equal(fast.greedy[used], slow.greedy[used]) and torch.equal(fast.valid, slow.valid)
