@@ -38,8 +38,10 @@ bench: setup
 data: setup
 	$(BIN)/python scripts/generate_data.py
 
+# both shipped sets, one after the other (side by side they need about 2 x 11 GB at 2M positions)
 heads: setup
-	$(BIN)/python scripts/make_heads.py
+	$(BIN)/python scripts/make_heads.py --kind medusa
+	$(BIN)/python scripts/make_heads.py --kind hydra
 
 # notebooks/NN_name.py (jupytext percent format) and NN_name.ipynb are one notebook: edit either, then sync.
 sync-notebooks: setup
