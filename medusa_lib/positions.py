@@ -38,12 +38,12 @@ def _seq(row, block_size: int) -> tuple[torch.Tensor, int] | None:
 
 def row_states(rows, block_size: int) -> list[torch.Tensor | None]:
     """The hidden states kept at generation (row["states"], `batching.stream_greedy(keep_states=True)`),
-    aligned with `check_rows(rows, block_size)`: [T - start, H] each, or None where not kept.
+    aligned with `check_rows(rows, block_size)`: [<= T - start, H] each, or None where not kept.
 
-    They stay in the dtype they were saved in (fp16), as views of the rows' own tensors where no padding
-    is needed: `PositionBank` copies them once into its fp32 store, so 2M positions cost one copy, not three.
-    Generation never feeds its last token, so that position's state (an input no head has a target
-    for, and never a target) is zero."""
+    They are views of the rows' own tensors, in the dtype they were saved in (fp16): `PositionBank`
+    copies them once into its fp32 store, so 2M positions cost one copy, not three. Generation never
+    feeds its last token, so a whole answer's states stop one position short of T - start; the bank
+    leaves that position (an input no head has a target for, and never a target) at zero."""
     out = []
     for r in rows:
         seq = _seq(r, block_size)
@@ -57,7 +57,7 @@ def row_states(rows, block_size: int) -> list[torch.Tensor | None]:
             raise ValueError(f"a row's states cover {len(h)} tokens, its answer {len(r['response_ids'])}: "
                              f"states saved with other answers; delete its states-*.pt and regenerate")
         n = len(seq[0]) - seq[1]
-        out.append(h[:n] if n <= len(h) else torch.cat([h, h.new_zeros(n - len(h), h.shape[1])]))
+        out.append(h[:n])
     return out
 
 
@@ -74,7 +74,8 @@ def hidden_states(mm: MedusaModel, seqs, progress: bool = False, batch_tokens: i
                   known=None) -> list[torch.Tensor]:
     """Last hidden states [T - start, H] (fp32, CPU) of each (ids, start) in `seqs`, in order.
 
-    `known[i]`, where given, is used as is, in its own dtype (states kept at generation, `row_states`). The rest run
+    `known[i]`, where given, is passed through as is: its own dtype, and it may stop short
+    (states kept at generation, `row_states`; `PositionBank` zero-fills the rest). The rest run
     through the backbone: sequences of similar length batched, right-padded, about `batch_tokens`
     tokens a forward; padding sits after every real token, so causal attention never sees it."""
     from tqdm.auto import tqdm
@@ -116,8 +117,12 @@ class PositionBank:
             toks.append(ids[start:])
             valid.append(torch.stack([t + k + 2 < len(ids) for k in range(num_heads)], 1))  # [T - start, K]
             kept.append(torch.full((len(t),), known is not None and known[i] is not None))
-        self.h = torch.cat(hs, out=torch.empty(sum(map(len, hs)), hs[0].shape[1]))  # [P, H] fp32, one copy
         self.tok, self.valid = torch.cat(toks), torch.cat(valid)
+        self.h = torch.zeros(len(self.tok), hs[0].shape[1], dtype=torch.float32)  # [P, H]: one fp32 copy of all
+        at = 0
+        for h, t in zip(hs, toks):
+            self.h[at: at + len(h)] = h  # a kept answer's unfed last position stays zero
+            at += len(t)
         self.num_heads = num_heads
         self.greedy = self._greedy(mm, torch.cat(kept))  # [P] the base model's own greedy next token at each position
 
