@@ -47,7 +47,7 @@ def record_point(heads_dir=SHIPPED_HEADS, note: str = "make heads") -> dict:
     """The heads `make_heads.py` wrote to `heads_dir` (the shipped ones by default) as one more curve point."""
     rec = json.loads((Path(heads_dir) / "training_record.json").read_text())
     seconds = rec.get("train_seconds")  # recorded by make heads since the layout change; older records: none
-    epochs = rec.get("epochs") or int(re.search(r"(\d+) epochs", rec["recipe"]).group(1))  # older: the recipe
+    epochs = rec.get("epochs") or int(re.search(r"(\d+) epochs?", rec["recipe"]).group(1))  # older: the recipe
     return {"source": "selfdistill", "kind": rec.get("kind", "medusa"), "positions": rec["positions"], "epochs": epochs,
             "top1": rec["head_accuracy"], "top5": rec["head_accuracy_top5"], "seconds": seconds, "note": note}
 

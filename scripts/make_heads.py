@@ -44,7 +44,7 @@ def parse_args(argv=None):
     ap.add_argument("--kind", default="medusa", choices=KINDS)
     ap.add_argument("--text", type=int, default=0, help="text KD positions (0 = self-distilled only)")
     ap.add_argument("--draft", type=int, default=8192, help="draft vocabulary the heads rank")
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=1, help="1 over 2M positions: as many steps as 2 over 1M")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save_dtype", default="fp16", choices=("fp16", "fp32"),
                     help="stored weights (fp16: half the size; they load back into fp32)")
@@ -76,7 +76,7 @@ def training_record(args, data: dict, state: dict, acc, tree, taus, seconds: flo
                 f"{len(tmpl)} template prompts ({_tokens(tmpl)} tokens, {args.data}) + {args.text} positions "
                 f"of Python stdlib text (KD)",
         "recipe": f"Medusa-1, 3 {args.kind} heads x 1 ResBlock, shared lm_head, {args.draft} draft vocab, "
-                  f"{args.epochs} epochs, "
+                  f"{args.epochs} epoch{'s' * (args.epochs != 1)}, "
                   f"batch {cfg.step_size()} positions, lr {cfg.lr}, CE+KD ({cfg.kd_weight}), decay {cfg.decay}, "
                   f"seed {args.seed}, weights stored in {args.save_dtype}",
         "kind": args.kind, "positions": state["positions"], "epochs": args.epochs,
