@@ -178,7 +178,7 @@ if not SMOKE:
 #
 # ### How much data do the heads need?
 #
-# `scripts/learning_curve.py` answers that. It trains fresh heads with the same recipe (3 heads, shared `lm_head`, 8,192-token draft, 2 epochs) on growing shares of a larger self-distilled pool, the answers to the hand-written and the template training prompts, and scores each set on all the held-out answers. Its largest points are the two shipped sets (notebook 02), trained on the same data: Medusa heads, and Hydra heads (Ankner et al., 2024: each head also reads the embeddings of the draft tokens before it on its path). Hydra heads were trained on the smaller shares too, so each kind has its own curve. Hydra accuracy counts along the true path, a different quantity, so its points get their own line. The measured points ship with `medusa_lib`:
+# `scripts/learning_curve.py` answers that. It trains fresh heads with the same recipe (3 heads, shared `lm_head`, 8,192-token draft, 2 epochs) on growing shares of a larger self-distilled pool, the answers to the hand-written and the template training prompts, and scores each set on all the held-out answers. Its largest points are the two shipped sets (notebook 02), trained on the same data in one epoch (the `epochs` column; at that size one pass makes about as many training steps as two passes over half of it): Medusa heads, and Hydra heads (Ankner et al., 2024: each head also reads the embeddings of the draft tokens before it on its path). Hydra heads were trained on the smaller shares too, so each kind has its own curve. Hydra accuracy counts along the true path, a different quantity, so its points get their own line. The measured points ship with `medusa_lib`:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -189,7 +189,7 @@ from medusa_lib.evaluate import learning_curve, per_head_rows
 from medusa_lib.plots import plot_learning_curve
 
 points = learning_curve()
-print(pd.DataFrame([{"kind": p.get("kind", "medusa"), "positions": p["positions"], **{f"top-1 head {k + 1}": a for k, a in enumerate(p["top1"])},
+print(pd.DataFrame([{"kind": p.get("kind", "medusa"), "positions": p["positions"], "epochs": p.get("epochs"), **{f"top-1 head {k + 1}": a for k, a in enumerate(p["top1"])},
                      **{f"top-5 head {k + 1}": a for k, a in enumerate(p["top5"])}} for p in points])
       .round(3).to_string(index=False))
 print(f"this notebook's Medusa-1 heads: {state['positions']:,} positions (scored on every 6th held-out answer only)")
