@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints-cpu.txt
 TRAIN   ?= 0
 
-.PHONY: setup test lint demo bench data heads notebooks sync-notebooks stamp-notebooks clean-notebooks clean
+.PHONY: setup test lint rehearse memory demo bench data heads notebooks sync-notebooks stamp-notebooks clean-notebooks clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,18 @@ test: setup lint
 	MEDUSA_SMOKE=1 $(BIN)/python -m pytest -q tests; rc=$$?; [ $$rc -eq 5 ] && echo "no tests collected" || exit $$rc
 	MEDUSA_SMOKE=1 $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env notebooks/; rc=$$?; \
 	  [ $$rc -eq 5 ] && echo "no notebooks collected" || exit $$rc
+
+# a T4 rehearsed on this CPU: every notebook through its GPU branch (fp16, a GPU's code paths and data sizes,
+# hub backbones as random-weight, 2-layer copies of their architecture), smoke-sized, once per profile
+REHEARSE_PROFILES ?= embedded t4 llama2-7b-qlora
+rehearse: setup
+	@for p in $(REHEARSE_PROFILES); do echo "== rehearsing a T4 with profile $$p"; \
+	  MEDUSA_SMOKE=1 MEDUSA_REHEARSE=1 MEDUSA_PROFILE=$$p $(BIN)/python -m pytest -q -p no:cacheprovider \
+	    --nbval-lax --nbval-current-env notebooks/ || exit 1; done
+
+# the memory model of every phase (medusa_lib/memory.py) against measured peaks of a scaled 7B-shaped model
+memory: setup
+	$(BIN)/python scripts/measure_memory.py
 
 demo: setup
 	$(BIN)/python -m medusa_lib.demo $(if $(filter 1,$(TRAIN)),--train,)

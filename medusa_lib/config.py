@@ -6,8 +6,14 @@ verified (Sec. 2.1.2 and 2.3.1, `DecodeConfig`). Profiles bundle a backbone with
 the hardware it is meant for. Every field is read somewhere: the commands build their argparse
 flags from these dataclasses (`add_arguments`), so a default lives in exactly one place.
 
-`MEDUSA_SMOKE=1` is read here and nowhere else: `SMOKE` shrinks step counts and sizes so that CI
-can execute every notebook in a couple of minutes.
+The environment switches are read here and nowhere else:
+
+- `MEDUSA_SMOKE=1`: `SMOKE` shrinks step counts and sizes so that CI can execute every notebook in a
+  couple of minutes;
+- `MEDUSA_REHEARSE=1`: `REHEARSE` makes the notebooks take their GPU branch on this CPU (`on_gpu`),
+  with a T4's dtype (fp16) and a GPU's data sizes, so code that only a GPU runs is run before a learner
+  meets it. A hub profile then loads its backbone's architecture with random weights and fewer layers;
+- `MEDUSA_PROFILE=name`: the profile a notebook runs on, in place of the one its setup cell names.
 """
 
 from __future__ import annotations
@@ -21,7 +27,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-SMOKE: bool = os.environ.get("MEDUSA_SMOKE", "0").strip().lower() not in ("", "0", "false", "no")
+
+def env_flag(name: str) -> bool:
+    """A yes/no environment variable; anything but a plain yes or no fails, naming the variable."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{name}={os.environ[name]!r} is neither yes nor no; use {name}=1 or {name}=0")
+
+
+SMOKE: bool = env_flag("MEDUSA_SMOKE")
+REHEARSE: bool = env_flag("MEDUSA_REHEARSE")
+REHEARSE_LAYERS = 2  # a rehearsed hub backbone keeps its shapes, with this many decoder layers
 
 
 def smoke(full, small):
@@ -106,7 +125,7 @@ PROFILES: dict[str, Profile] = {
         "llama2-7b-qlora", "NousResearch/Llama-2-7b-chat-hf", "auto", load_in_4bit=True,
         head=HeadConfig(num_heads=3, num_layers=1, share_lm_head=True),
         train=TrainConfig(stage="joint", batch_size=1, grad_accum=8, block_size=512, lr=2e-4),
-        note="the seed's recipe: NF4 4-bit + LoRA, fp16 compute; fits a 15 GB T4 (see train.memory_budget)",
+        note="the seed's recipe: NF4 4-bit + LoRA, fp16 compute; fits a 15 GB T4 (see memory.memory_budget)",
     ),
     "tiny": Profile(
         "tiny", "tiny", "float32",
@@ -180,6 +199,18 @@ def get_device() -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def on_gpu(device: torch.device) -> bool:
+    """Whether a notebook takes its GPU branch: on CUDA, or on this CPU when `MEDUSA_REHEARSE=1`."""
+    return device.type == "cuda" or REHEARSE
+
+
+def chosen_profile(name: str) -> str:
+    """The profile a notebook runs on: `MEDUSA_PROFILE` when set, else the one its setup cell names."""
+    name = os.environ.get("MEDUSA_PROFILE", "").strip() or name
+    get_profile(name)  # a typo fails here, listing the profiles
+    return name
 
 
 def default_profile() -> str:

@@ -25,6 +25,7 @@ from medusa_lib.heads import MedusaModel
 from medusa_lib.models import hub_reachable
 
 ASSETS = Path(__file__).parent / "assets"
+COMMITTED = Path(__file__).resolve().parents[1] / "data" / "selfdistill"  # in a checkout of the repository
 PROMPTS_FILE = ASSETS / "prompts.jsonl"
 CATEGORIES = ("chat", "qa", "math", "code", "summarization", "extraction", "translation")
 
@@ -367,11 +368,28 @@ def template_rows(model, tok, n: int, chunk: int = 256, max_new_tokens: int = 19
     """Self-distilled answers to template prompts `start` .. `n`, generated (and cached under `root`)
     `chunk` prompts at a time, so a long run that is stopped keeps every finished answer."""
     prompts = [p.prompt for p in template_prompts(n)]
+    committed = committed_answers(model, tok, prompts[start:n], max_new_tokens)
+    if committed is not None:
+        return committed
     rows = []
     for i in range(start, n, chunk):
         rows += self_distill_data(model, tok, prompts[i:i + chunk], max_new_tokens, batch_size, root=root,
                                   progress=progress)
     return rows
+
+
+def committed_answers(model, tok, prompts: list[str], max_new_tokens: int, root=COMMITTED) -> list[dict] | None:
+    """`model`'s answers to every one of `prompts`, as `scripts/generate_data.py` committed them under `root`
+    (a checkout of the repository has them; a pip install does not), or None when any is missing there or was
+    cut at another length. The committed answers were generated in fp32 or bf16 on a CPU: training data
+    needs no bitwise match."""
+    if not Path(root).is_dir():
+        return None
+    saved = {tuple(r["prompt_ids"]): r for r in saved_rows(root, model)}
+    rows = [saved.get(tuple(chat_ids(tok, p)[0].tolist())) for p in prompts]
+    if any(r is None or len(r["response_ids"]) > max_new_tokens for r in rows):
+        return None
+    return [{"prompt_ids": r["prompt_ids"], "response_ids": r["response_ids"]} for r in rows]
 
 
 def saved_rows(root, model=None, states: bool = False) -> list[dict]:

@@ -203,7 +203,9 @@ class MedusaModel(nn.Module):
     def forward(self, input_ids, attention_mask=None, **kwargs):
         """Returns (base logits [B, T, V], head logits [K, B, T, V], decoder outputs).
 
-        Hydra heads are teacher-forced on `input_ids` (zero embeddings past the end: see `next_embeds`)."""
+        Hydra heads are teacher-forced on `input_ids` (zero embeddings past the end: see `next_embeds`).
+        No KV cache is built unless one is passed (`cache=`) or asked for (`use_cache=True`)."""
+        kwargs.setdefault("use_cache", kwargs.get("cache", kwargs.get("past_key_values")) is not None)
         out = self.decoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         h = out.last_hidden_state  # [B, T, H]
         if self.kind == "hydra":

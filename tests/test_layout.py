@@ -1,4 +1,4 @@
-"""The package's imports flow one way: config -> files -> models -> heads -> tree -> decoding -> data ->
+"""The package's imports flow one way: config -> files -> memory -> models -> heads -> tree -> decoding -> data ->
 positions -> train -> plots -> evaluate -> interop -> cli -> notebook (then the `python -m` shims)."""
 
 import ast
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import medusa_lib
 
-ORDER = ["config", "files", "models", "heads", "tree", "decoding", "batching", "data", "positions", "train", "plots",
+ORDER = ["config", "files", "memory", "models", "heads", "tree", "decoding", "batching", "data", "positions", "train",
+         "plots",
          "evaluate", "interop", "cli", "notebook"]
 SHIMS = ["__init__", "preprocess_data", "train_kd", "decode_tree", "export", "demo"]  # above everything
 PACKAGE = Path(medusa_lib.__file__).parent

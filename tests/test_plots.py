@@ -228,3 +228,17 @@ def test_show_acceptance_colours_each_step_by_its_length():
     assert "<6>" not in html_text  # token text is escaped
     assert str(view) == "9 tokens in 3 steps; one [ ] per step:\n[<4><5>][<6>][<1><2><3><7><8><9>]"
     assert str(plots.show_acceptance([[3], [4, 5]])).endswith("[3 ][4 5 ]")  # no tokenizer: the ids
+
+
+def test_explorers_display_their_widget_without_ipywidgets_8_only_api(monkeypatch):
+    """Colab ships ipywidgets 7, whose widgets have no _repr_mimebundle_: the explorers hand IPython's display
+    the widget itself, which both versions show."""
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objs: shown.extend(objs))
+    for explorer in (plots.TreeExplorer(typical_accuracies(3), n_nodes=4),
+                     plots.GenerationExplorer(fake_output(), small_tree())):
+        assert not hasattr(explorer, "_repr_mimebundle_")
+        explorer._ipython_display_()
+        assert shown[-1] is explorer.widget
