@@ -378,11 +378,12 @@ def template_rows(model, tok, n: int, chunk: int = 256, max_new_tokens: int = 19
     return rows
 
 
-def committed_answers(model, tok, prompts: list[str], max_new_tokens: int, root=COMMITTED) -> list[dict] | None:
+def committed_answers(model, tok, prompts: list[str], max_new_tokens: int, root=None) -> list[dict] | None:
     """`model`'s answers to every one of `prompts`, as `scripts/generate_data.py` committed them under `root`
     (a checkout of the repository has them; a pip install does not), or None when any is missing there or was
     cut at another length. The committed answers were generated in fp32 or bf16 on a CPU: training data
     needs no bitwise match."""
+    root = COMMITTED if root is None else root
     if not Path(root).is_dir():
         return None
     saved = {tuple(r["prompt_ids"]): r for r in saved_rows(root, model)}

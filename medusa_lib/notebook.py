@@ -11,7 +11,7 @@ import torch
 import transformers
 
 from medusa_lib.config import REHEARSE, SMOKE, chosen_profile, get_device, get_profile, set_seed, smoke
-from medusa_lib.data import heldout_rows, load_prompts, spread
+from medusa_lib.data import SD_TOKENS, heldout_rows, load_prompts, self_distill_data, spread
 from medusa_lib.heads import SHIPPED_HEADS, MedusaModel
 from medusa_lib.interop import resolve_heads, shipped_heads_fit
 from medusa_lib.models import load_base
@@ -56,10 +56,14 @@ def load_heads(model, tok) -> MedusaModel:
 def heldout_set(model, tok, n: int | None = None) -> tuple[list, list[dict]]:
     """(prompts, answers): `n` held-out prompts spread over every category (all when None) and the base model's
     own greedy answers to them, what the heads should predict. The answers are the ones shipped with the heads
-    when those fit `model`, else generated here (cached)."""
-    rows = heldout_rows(model, tok, heads_dir=SHIPPED_HEADS if shipped_heads_fit(model) else None)
-    pick = spread(range(len(rows)), n)
-    return [load_prompts("heldout")[i] for i in pick], [rows[i] for i in pick]
+    when those fit `model`, else generated here for just these prompts (cached; 16 tokens each in smoke mode)."""
+    prompts = load_prompts("heldout")
+    pick = spread(range(len(prompts)), n)
+    if shipped_heads_fit(model):
+        rows = heldout_rows(model, tok, heads_dir=SHIPPED_HEADS)
+        return [prompts[i] for i in pick], [rows[i] for i in pick]
+    rows = self_distill_data(model, tok, [prompts[i].prompt for i in pick], smoke(SD_TOKENS, 16))
+    return [prompts[i] for i in pick], rows
 
 
 def reset_peak_memory(device: torch.device) -> None:

@@ -176,7 +176,7 @@ ax.legend(frameon=False)
 print(f"{sum(lengths):,} answer tokens in {len(lengths)} answers, from {min(lengths)} to {max(lengths)} tokens long; "
       f"{capped} ({capped / len(lengths):.0%}) hit the {SD_TOKENS}-token cap")
 print("saved", save_fig(fig, "figures/01_answer_lengths.png"))
-if not SMOKE:
+if not SMOKE and PROFILE == "embedded":   # SmolLM2's answers; another backbone answers at its own length (printed)
     assert min(lengths) < SD_TOKENS // 4 and 0 < capped < len(lengths) / 2   # short answers, and some cut at the cap
 
 # %% [markdown]

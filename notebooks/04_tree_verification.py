@@ -428,13 +428,15 @@ chain = chain_accuracy(mm, first)  # top-1 along the chain, on the same position
 for d, (joint, alone) in enumerate(zip(chain["joint"], chain["independent"]), 1):
     print(f"heads 1..{d} all right at top-1: {joint:.3f} measured | {alone:.3f} if the heads were independent")
 if not SMOKE:  # the paragraph below
-    assert abs(measured - expected) < 0.05 * expected, (measured, expected)
-    assert level1 > 0.5 * (expected - 1)
     assert all(j > 1.5 * i for j, i in zip(chain["joint"][1:], chain["independent"][1:]))
+    if PROFILE == "embedded" and tree.num_nodes <= 8:  # calibrated on the shipped heads and a CPU's small tree;
+        assert abs(measured - expected) < 0.05 * expected, (measured, expected)  # a GPU picks a deeper one,
+        assert level1 > 0.5 * (expected - 1)  # where the correlation lifts more of τ (both printed above)
 
 # %% [markdown]
-# Measured and expected τ come out close (within 5%, asserted above), so the accuracies are a usable
-# guide for choosing a tree. Yet the model behind the prediction is wrong. It multiplies the heads'
+# With the shipped heads and a CPU's tree of 8 nodes or fewer, measured and expected τ come out close
+# (within 5%, asserted above for that case; the numbers are printed for any other), so the accuracies
+# are a usable guide for choosing a tree. Yet the model behind the prediction is wrong. It multiplies the heads'
 # accuracies along a path as if the heads were independent, and the last printout shows they are not:
 # on the same positions, heads 1 and 2 (and 1 to 3) are right together well over one and a half times
 # as often as the product says, because an easy stretch of text is easy for every head. Why doesn't

@@ -155,14 +155,15 @@ pairs = [(a > 1, b > 1) for r in runs for a, b in zip(r.accept_lengths, r.accept
 p_any = sum(b for _, b in pairs) / max(1, len(pairs))  # P(a step accepts at least one guess)
 p_after = sum(b for a, b in pairs if a) / max(1, sum(a for a, _ in pairs))  # ... right after a step that did
 print(f"steps that accept a guess: {p_any:.2f} of all steps | {p_after:.2f} of the steps right after one that did")
-if not SMOKE:  # the takeaway below
+if not SMOKE and PROFILE == "embedded":  # the takeaway below, calibrated on the shipped heads (printed for others)
     assert abs(p_after - p_any) < 0.1
 show_acceptance(split_steps(runs[mid].new_tokens, runs[mid].accept_lengths), tok)
 
 # %% [markdown]
-# **Takeaway:** the coloured text shows where the guesses were accepted. Whether a step accepts a
-# guess depends little on whether the step before it did: the two shares in the last printed line are
-# close. Acceptance follows the text at hand rather than coming in long runs.
+# **Takeaway:** the coloured text shows where the guesses were accepted. With the shipped heads on the
+# embedded model, whether a step accepts a guess depends little on whether the step before it did: the
+# two shares in the last printed line are close (asserted for that case). There, acceptance follows the
+# text at hand rather than coming in long runs.
 
 # %% [markdown]
 # ## 3. The speedup table
@@ -230,13 +231,14 @@ cats = list(dict.fromkeys(p.category for p in prompts))
 print(f"{'τ per category':16s}" + "".join(f"{c:>15s}" for c in cats))
 for m in ("hf_pld", *(f"medusa[{name}]" for name in trees)):
     print(f"{m:16s}" + "".join(f"{taus[m][c]:15.2f}" for c in cats))
-if not SMOKE:  # the takeaway below
-    assert taus["medusa[acc-8]"]["code"] > taus["medusa[acc-8]"]["chat"]
+if not SMOKE and PROFILE == "embedded":  # the takeaway below: SmolLM2's answers and the shipped heads (printed
+    assert taus["medusa[acc-8]"]["code"] > taus["medusa[acc-8]"]["chat"]   # for any other backbone)
     assert max(taus["hf_pld"], key=taus["hf_pld"].get) == "summarization"
 
 # %% [markdown]
-# **Takeaway:** Medusa's heads guess code better than chat: code is full of predictable syntax. Prompt
-# lookup's τ is highest on the summarisation prompt, whose answer reuses the prompt's words; where the
+# **Takeaway:** with the embedded model (asserted for it; printed for any other), Medusa's heads guess
+# code better than chat: code is full of predictable syntax. Prompt lookup's τ is highest on the
+# summarisation prompt, whose answer reuses the prompt's words; where the
 # answer does not copy the prompt there is nothing to look up. The two draft from different places, so
 # they win on different prompts.
 
@@ -330,8 +332,8 @@ for r in choices:
     print(f"{r['nodes']:>2} nodes: expected τ {r['expected_tau']:.2f} ÷ cost ×{r['cost']:.2f} "
           f"= ×{r['expected_speedup']:.2f}" + ("  <- predicted fastest" if r["nodes"] == best.num_nodes else ""))
 print(f"predicted fastest: {best.num_nodes} nodes | the sweep above measured: {fastest['nodes']} nodes")
-if device.type == "cpu" and not SMOKE:  # section 5's opening claim about CPUs
-    assert costs[max(costs)] > costs[2] > 1.1
+if device.type == "cpu" and not SMOKE:  # section 5's opening claim about CPUs: the cost climbs with n
+    assert costs[max(costs)] > costs[2] >= 1   # (t(2) itself is 1.07 on an AVX-512 CPU, 1.1-1.6 on others)
 
 # %% [markdown]
 # Expected τ assumes the heads are as accurate at decoding time as on the held-out answers, and the

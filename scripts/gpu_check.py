@@ -708,15 +708,15 @@ def part_big7b(ctx) -> dict:
     runs = {layers: big_run(layers, ctx, four_bit=bnb is not None) for layers in (2, 4)}
     res = {"memory_fraction": round(fraction, 4), "cap_gib": round(fraction * total / GIB, 2),
            "weights": "NF4 (bitsandbytes " + bnb + ")" if bnb else "fp16, no 4-bit: " + why, "runs": runs,
-           "budget_estimate_gib_32_layers": round(lib_attr("memory_budget")("llama2-7b-qlora")["total_gib"], 2)}
+           "model_gib_32_layers": modelled_phases()}
     ok = [r for r in runs.values() if "error" not in r]
     if len(ok) == 2:
         for key in ("train_peak_gib", "generate_peak_gib"):
             per_layer = (runs[4][key] - runs[2][key]) / 2
             res[f"{key}_32_layers_linear"] = round(runs[2][key] + 30 * per_layer, 2)
         res["headline"] = (f"train peak 2/4 layers {runs[2]['train_peak_gib']}/{runs[4]['train_peak_gib']} GiB -> "
-                           f"32 layers ~{res['train_peak_gib_32_layers_linear']} GiB (budget estimate "
-                           f"{res['budget_estimate_gib_32_layers']} GiB, cap 15)")
+                           f"32 layers ~{res['train_peak_gib_32_layers_linear']} GiB (memory model: "
+                           f"{res['model_gib_32_layers']['medusa-2 step']} GiB, cap 15)")
     res["status"] = "ok" if len(ok) == 2 else "failed"
     return res
 
@@ -768,16 +768,14 @@ def big_run(layers: int, ctx, four_bit: bool) -> dict:
     return out
 
 
-def lib_attr(name: str, modules=("medusa_lib.memory", "medusa_lib.train")):
-    """A library function that has moved between modules (memory_budget: train -> memory)."""
-    import importlib
+def modelled_phases() -> dict:
+    """medusa_lib.memory's figures for the phases big_run measures: the profile's Medusa-2 step, and generation
+    at big_run's batch (16 rows of 56 + 32 tokens)."""
+    from medusa_lib.memory import memory_budget
 
-    for mod in modules:
-        with contextlib.suppress(ImportError):
-            fn = getattr(importlib.import_module(mod), name, None)
-            if fn is not None:
-                return fn
-    raise ImportError(f"{name} is in none of {modules}")
+    step = memory_budget("llama2-7b-qlora")["phases"]["medusa-2 step"]
+    gen = memory_budget("llama2-7b-qlora", generation_batch_size=16, prompt_tokens=56, new_tokens=32)
+    return {"medusa-2 step": round(step, 2), "generation": round(gen["phases"]["generation"], 2)}
 
 
 def replace_cfg(cfg, **kw):

@@ -200,3 +200,18 @@ def test_spread_covers_every_heldout_category():
     assert {p.category for p in picked} == set(data.CATEGORIES)  # the first 14 would be chat and qa only
     assert data.spread(prompts, None) == prompts and data.spread(prompts, 10_000) == prompts
     assert data.spread(range(10), 3) == [0, 3, 6]
+
+
+def test_template_rows_reads_the_committed_answers_instead_of_generating(tiny, tmp_path, monkeypatch):
+    """A checkout of the repository has the template answers committed: a GPU branch rehearsed at full size on a
+    CPU reads them; a prompt missing there, or an answer longer than asked, means generating as before."""
+    model, tok = tiny
+    prompts = [p.prompt for p in data.template_prompts(3)]
+    saved = data.self_distill_data(model, tok, prompts, 8, batch_size=2, root=tmp_path, progress=False)
+    assert data.committed_answers(model, tok, prompts, 8, root=tmp_path) == saved
+    assert data.committed_answers(model, tok, prompts, 4, root=tmp_path) is None       # cut at another length
+    assert data.committed_answers(model, tok, prompts + ["unseen"], 8, root=tmp_path) is None
+    assert data.committed_answers(model, tok, prompts, 8, root=tmp_path / "missing") is None
+    monkeypatch.setattr(data, "COMMITTED", tmp_path)
+    monkeypatch.setattr(data, "self_distill_data", lambda *a, **k: pytest.fail("generated instead of reading"))
+    assert data.template_rows(model, tok, 3, max_new_tokens=8, progress=False) == saved
