@@ -39,7 +39,7 @@ MODES = ("greedy", "typical", "sample")
 class GenerateOutput:
     sequences: torch.Tensor  # [1, prompt + new]
     accept_lengths: list[int] = field(default_factory=list)  # tokens emitted per step (>= 1)
-    step_times: list[dict] = field(default_factory=list)  # seconds: forward, lm_head, heads, total
+    step_times: list[dict] = field(default_factory=list)  # seconds: forward, lm_head, heads, total (see `timing`)
     candidates: list[torch.Tensor] = field(default_factory=list)  # per step [N] (if record=True)
     accepted_nodes: list[list[int]] = field(default_factory=list)  # per step (if record=True)
     prompt_len: int = 0
@@ -62,6 +62,12 @@ def clock() -> float:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter()
+
+
+def stopwatch(timing: bool):
+    """`clock` (a GPU sync each call) when timings are asked for, else a bare perf_counter (no sync):
+    exact on a CPU either way; on CUDA the bare one only shows when work was queued."""
+    return clock if timing else time.perf_counter
 
 
 def logit_rows(weight: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -165,8 +171,8 @@ def choose_token(logits: torch.Tensor, mode: str, temperature: float, gen=None) 
 
 def accept_greedy(tree: Tree, cand: torch.Tensor, logits: torch.Tensor, **_) -> tuple[list[int], int]:
     """Walk down while the base argmax equals a child's token. Returns (path nodes, bonus token)."""
-    preds = logits.argmax(-1).tolist()  # [N]
-    cand, kids = cand.tolist(), tree.children()
+    preds, cand = torch.stack([logits.argmax(-1), cand.to(logits.device, torch.long)]).tolist()  # [N] each, 1 read
+    kids = tree.children()
     path = [0]
     while True:
         nxt = next((c for c in kids[path[-1]] if cand[c] == preds[path[-1]]), None)
@@ -184,19 +190,44 @@ def accept_sample(tree: Tree, cand: torch.Tensor, logits: torch.Tensor, temperat
     the bonus token is drawn from what is left. So every token is emitted with probability p(token).
     """
     probs = torch.softmax(logits.float() / temperature, -1)  # [N, V]
-    cand, kids = cand.tolist(), tree.children()
-    path = [0]
+    q, u, mass, cand = draft_odds(tree, cand, probs, gen)
+    kids, path = tree.children(), [0]
     while True:
-        p = probs[path[-1]].clone()
-        accepted = None
-        for c in kids[path[-1]]:
-            if torch.rand((), generator=gen, device=p.device).item() * float(p.sum()) < float(p[cand[c]]):
-                accepted = c
-                break
-            p[cand[c]] = 0.0
+        accepted, tried = try_children(kids[path[-1]], cand, q, u, mass[path[-1]])
         if accepted is None:
-            return path, int(torch.multinomial(p, 1, generator=gen))
+            return path, residual_draw(probs[path[-1]], tried, gen)
         path.append(accepted)
+
+
+def draft_odds(tree: Tree, cand: torch.Tensor, probs: torch.Tensor, gen=None):
+    """What rejection sampling reads, fetched in one transfer (not a sync per node), as lists:
+    q [N-1] the parent's probability of node i+1's token, u [N-1] one uniform per draft,
+    mass [N] each node's p.sum(), and the candidates [N]."""
+    n = tree.num_nodes
+    par = torch.tensor(tree.parents()[1:], dtype=torch.long, device=probs.device)  # [N-1] parent of node i+1
+    q = probs[par, cand[1:].to(probs.device)]  # [N-1]
+    u = torch.rand(n - 1, generator=gen, device=probs.device)  # [N-1]
+    host = torch.cat([q, u, probs.sum(-1)]).tolist()  # [3N - 2]
+    return host[: n - 1], host[n - 1: 2 * n - 2], host[2 * n - 2:], cand.tolist()
+
+
+def try_children(kids: list[int], cand: list[int], q: list[float], u: list[float], left: float):
+    """Try a node's children in rank order: child c wins when u_c * (mass left) < p(c); a rejected
+    child's mass leaves p. Returns (accepted child or None, the tokens rejected)."""
+    tried: list[int] = []
+    for c in kids:
+        pc = 0.0 if cand[c] in tried else q[c - 1]  # a repeated token's mass is already gone
+        if u[c - 1] * left < pc:
+            return c, tried
+        left, tried = left - pc, tried + [cand[c]]
+    return None, tried
+
+
+def residual_draw(p: torch.Tensor, tried: list[int], gen=None) -> int:
+    """A token from p [V] once the rejected drafts' tokens are removed (multinomial renormalises)."""
+    if tried:
+        p = p.index_fill(0, torch.tensor(tried, device=p.device), 0.0)
+    return int(torch.multinomial(p, 1, generator=gen))
 
 
 def accept_typical(tree: Tree, cand: torch.Tensor, logits: torch.Tensor, temperature: float = 1.0,
@@ -208,7 +239,8 @@ def accept_typical(tree: Tree, cand: torch.Tensor, logits: torch.Tensor, tempera
     entropy = -(probs * torch.log(probs + 1e-10)).sum(-1)  # [N]
     thresh = torch.clamp(posterior_alpha * torch.exp(-entropy), max=posterior_threshold)  # [N]
     parents = tree.parents()
-    ok = [True] + [bool(probs[parents[i], cand[i]] > thresh[parents[i]]) for i in range(1, tree.num_nodes)]
+    par = torch.tensor(parents[1:], dtype=torch.long, device=probs.device)  # [N-1] parent of node i+1
+    ok = [True] + (probs[par, cand[1:].to(probs.device)] > thresh[par]).tolist()  # one transfer, not N
     best = 0
     for i in range(1, tree.num_nodes):  # ancestors come first, so ok[] can be chained in order
         ok[i] = ok[i] and ok[parents[i]]
@@ -233,16 +265,33 @@ def prefill(mm, input_ids: torch.Tensor) -> tuple[DynamicCache, torch.Tensor]:
     return cache, out.last_hidden_state[0, -1:]
 
 
+class TreeInputs:
+    """A tree's float mask and depths, built once (per tree, dtype and device) on the model's device;
+    each step only prepends the past's columns (all visible) and adds the past length to the depths."""
+
+    def __init__(self, tree: Tree, dtype: torch.dtype, device):
+        self.nodes = tree.attention_mask(0, dtype=dtype, device=device)  # [1, 1, N, N]
+        self.depths = tree.position_ids(0, device)  # [1, N]
+
+    def mask(self, past: int) -> torch.Tensor:  # [1, 1, N, past + N]
+        return torch.cat([self.nodes.new_zeros(*self.nodes.shape[:-1], past), self.nodes], -1)
+
+    def position_ids(self, past: int) -> torch.Tensor:  # [1, N]
+        return self.depths + past
+
+
 @torch.no_grad()
-def tree_forward(mm, cache: DynamicCache, tree: Tree, cand: torch.Tensor) -> torch.Tensor:
+def tree_forward(mm, cache: DynamicCache, tree: Tree, cand: torch.Tensor,
+                 inputs: TreeInputs | None = None) -> torch.Tensor:
     """One forward of all tree nodes over the cache: float tree mask, depth position ids.
 
     Returns the last hidden states [N, H]; the cache grows by N entries (see `keep_path`).
+    `inputs`: the tree's `TreeInputs` for this model, reused across steps (built here if not given).
     """
     past, W = cache.get_seq_length(), mm.lm_head.weight
-    mask = tree.attention_mask(past, dtype=W.dtype, device=W.device)  # [1, 1, N, past + N]
-    out = mm.decoder(input_ids=cand[None].to(W.device), attention_mask=mask,
-                     position_ids=tree.position_ids(past, W.device), cache=cache, use_cache=True)
+    inputs = inputs or TreeInputs(tree, W.dtype, W.device)
+    out = mm.decoder(input_ids=cand[None].to(W.device), attention_mask=inputs.mask(past),
+                     position_ids=inputs.position_ids(past), cache=cache, use_cache=True)
     return out.last_hidden_state[0]
 
 
@@ -250,12 +299,13 @@ def tree_forward(mm, cache: DynamicCache, tree: Tree, cand: torch.Tensor) -> tor
 def medusa_generate(mm, input_ids: torch.Tensor, tree: Tree | None = None, max_new_tokens: int = 128,
                     mode: str = "greedy", temperature: float = 1.0, posterior_threshold: float = 0.09,
                     posterior_alpha: float = 0.3, eos_token_id=None, streamer=None, seed: int | None = None,
-                    record: bool = False) -> GenerateOutput:
+                    record: bool = False, timing: bool = False) -> GenerateOutput:
     """Generate with Medusa heads and tree verification. Batch size 1.
 
     greedy is lossless; sample is exact at `temperature`; typical is faster but not exact.
     Never emits past EOS or past `max_new_tokens`. `record=True` keeps each step's candidates
-    and accepted nodes (for the notebooks' explorer).
+    and accepted nodes (for the notebooks' explorer). `out.step_times` is always filled; on CUDA
+    pass `timing=True` for true per-part times (it syncs the GPU several times a step).
     """
     check_inputs(input_ids, mode, max_new_tokens, temperature, mm.config.vocab_size)
     tree = tree or Tree.default(mm.num_heads)
@@ -264,6 +314,7 @@ def medusa_generate(mm, input_ids: torch.Tensor, tree: Tree | None = None, max_n
     gen = torch.Generator(device=W.device).manual_seed(seed) if seed is not None else None
     opts = dict(temperature=temperature, posterior_threshold=posterior_threshold,
                 posterior_alpha=posterior_alpha, gen=gen)
+    inputs, stamp = TreeInputs(tree, W.dtype, W.device), stopwatch(timing)
     eos, out, new = eos_set(eos_token_id, mm.config), GenerateOutput(input_ids, prompt_len=input_ids.shape[1]), []
     if streamer is not None:
         streamer.put(input_ids.cpu())
@@ -272,14 +323,14 @@ def medusa_generate(mm, input_ids: torch.Tensor, tree: Tree | None = None, max_n
     cand = draft(mm, tree, h, root)  # [N]
     done = False
     while not done:
-        path, root, hs, times = medusa_step(mm, cache, tree, cand, ACCEPT[mode], opts)
+        path, root, hs, times = medusa_step(mm, cache, tree, cand, ACCEPT[mode], opts, inputs, stamp)
         emitted, done = clip_emitted(cand[path].tolist(), eos, max_new_tokens - len(new))
         new += emitted
         _record(out, streamer, emitted, times, cand, path, record)  # stream before the heads run
-        t0 = clock()
+        t0 = stamp()
         if not done:  # the heads read the last accepted node's hidden state
             cand = draft(mm, tree, hs[path[-1]][None], root)
-        times["heads"] = clock() - t0
+        times["heads"] = stamp() - t0
         times["total"] += times["heads"]
     if streamer is not None:
         streamer.end()
@@ -327,20 +378,21 @@ def hydra_candidates(mm, tree: Tree, h: torch.Tensor, root: int) -> torch.Tensor
     return cand
 
 
-def medusa_step(mm, cache, tree: Tree, cand: torch.Tensor, accept, opts: dict):
+def medusa_step(mm, cache, tree: Tree, cand: torch.Tensor, accept, opts: dict, inputs: TreeInputs | None = None,
+                stamp=time.perf_counter):
     """One tree forward of the candidates [N] -> acceptance -> keep the accepted KV entries.
 
-    Returns (accepted node path, next root token, hidden states [N, H], timings).
+    Returns (accepted node path, next root token, hidden states [N, H], timings by `stamp`).
     """
-    t0 = clock()
+    t0 = stamp()
     past = cache.get_seq_length()
-    hs = tree_forward(mm, cache, tree, cand)  # [N, H]
-    t1 = clock()
+    hs = tree_forward(mm, cache, tree, cand, inputs)  # [N, H]
+    t1 = stamp()
     logits = logit_rows(mm.lm_head.weight, hs)  # [N, V]
-    t2 = clock()
+    t2 = stamp()
     path, bonus = accept(tree, cand, logits, **opts)
     keep_path(cache, past, path)
-    times = {"forward": t1 - t0, "lm_head": t2 - t1, "total": clock() - t0}
+    times = {"forward": t1 - t0, "lm_head": t2 - t1, "total": stamp() - t0}
     return path, bonus, hs, times
 
 
@@ -356,8 +408,10 @@ def _record(out: GenerateOutput, streamer, emitted: list[int], times: dict, cand
 
 @torch.no_grad()
 def greedy_generate(model_or_mm, input_ids: torch.Tensor, max_new_tokens: int = 128, eos_token_id=None,
-                    streamer=None) -> GenerateOutput:
-    """Plain greedy decoding on the same cache code: the like-for-like baseline (tau = 1)."""
+                    streamer=None, timing: bool = False) -> GenerateOutput:
+    """Plain greedy decoding on the same cache code: the like-for-like baseline (tau = 1).
+
+    `timing=True` syncs the GPU around each step's clock (see `medusa_generate`)."""
     from medusa_lib.heads import MedusaModel
 
     check_inputs(input_ids, "greedy", max_new_tokens, vocab_size=model_or_mm.config.vocab_size)
@@ -367,20 +421,20 @@ def greedy_generate(model_or_mm, input_ids: torch.Tensor, max_new_tokens: int = 
     if streamer is not None:
         streamer.put(input_ids.cpu())
     cache, h = prefill(mm, input_ids)
-    new: list[int] = []
+    new, stamp = [], stopwatch(timing)
     while True:
-        t0 = clock()
+        t0 = stamp()
         tok = int(logit_rows(W, h)[0].argmax())
         new.append(tok)
         if streamer is not None:
             streamer.put(torch.tensor([tok]))
         out.accept_lengths.append(1)
         if tok in eos or len(new) >= max_new_tokens:
-            out.step_times.append({"total": clock() - t0})
+            out.step_times.append({"total": stamp() - t0})
             break
         h = mm.decoder(input_ids=torch.tensor([[tok]], device=W.device), cache=cache,
                        use_cache=True).last_hidden_state[0, -1:]
-        out.step_times.append({"total": clock() - t0})
+        out.step_times.append({"total": stamp() - t0})
     if streamer is not None:
         streamer.end()
     out.sequences = torch.cat([input_ids, torch.tensor([new], dtype=input_ids.dtype, device=input_ids.device)], 1)

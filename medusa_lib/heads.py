@@ -105,9 +105,10 @@ class MedusaHeads(nn.Module):
         """Vocab logits of head states z [K, ..., H] (or one head's [..., H] when k is given)."""
         if self.lm_heads is None:
             return base_lm_head(z.to(base_lm_head.weight.dtype))
-        if k is not None:
-            return self.lm_heads[k](z.float())
-        return torch.stack([proj(zk.float()) for proj, zk in zip(self.lm_heads, z)])
+        with self.precision(z):  # as the ResBlocks: half compute on CUDA from the fp32 master weights
+            if k is not None:
+                return self.lm_heads[k](z if z.is_cuda else z.float())
+            return torch.stack([proj(zk if zk.is_cuda else zk.float()) for proj, zk in zip(self.lm_heads, z)])
 
     def forward(self, h, base_lm_head: nn.Module):  # [B, T, H] -> [K, B, T, V]
         return self.project(self.hidden(h), base_lm_head)

@@ -243,6 +243,8 @@ def _load_hub(name: str, dtype, device, load_in_4bit: bool):
     if load_in_4bit:
         kwargs.update(quantization_config=_bnb_config(dtype), device_map={"": device.index or 0}
                       if device.type == "cuda" else {"": "cpu"})
+    elif device.type == "cuda":  # straight onto the GPU (accelerate): no full CPU copy, then a second one
+        kwargs["device_map"] = {"": device.index or 0}
     local = Path(name).exists()
     try:  # a local folder or the HF cache first: works offline
         return _from_pretrained(name, local_files_only=True, **kwargs)

@@ -179,6 +179,7 @@ def bank_accuracy(mm: MedusaModel, bank: PositionBank, topk: int = 10, chunk: in
     device = mm.lm_head.weight.device
     for pos in torch.arange(len(bank)).split(chunk):
         h = bank.inputs(pos, device)  # [B, H]
+        tops = None if mm.kind == "hydra" else mm.head_topk(h, topk)  # [K, B, topk]: every head, once
         for k in range(mm.num_heads):
             target, mask = bank.target(pos, k)
             if not mask.any():
@@ -186,7 +187,7 @@ def bank_accuracy(mm: MedusaModel, bank: PositionBank, topk: int = 10, chunk: in
             if mm.kind == "hydra":  # teacher-forced along the true path: tokens t+1 .. t+k+1
                 top = mm.hydra_topk(h[mask.to(device)], k, bank.path_ids(pos[mask], k), topk)  # [n, topk]
             else:
-                top = mm.head_topk(h[mask.to(device)], topk)[k]  # [n, topk]
+                top = tops[k][mask.to(device)]  # [n, topk]
             first = (top == target[mask].to(device)[:, None]).float().cumsum(-1).clamp(max=1)  # [n, topk]
             hits[k] += first.sum(0).cpu()
             count[k] += mask.sum()

@@ -121,7 +121,10 @@ def head_term(mm: MedusaModel, k: int, h, target, teacher_h, mask, cfg: TrainCon
         target, in_draft = to_draft(target, draft, mm.heads.vocab_size)
         mask = mask & in_draft
     z = mm.heads.block(h, k) if prev is None else mm.hydra_state(h, k, prev)  # [B, H]
-    student = z.float() @ weight.T.float()  # [B, V']
+    if weight.requires_grad:  # trainable projections keep fp32 weights: no copy
+        student = z.float() @ weight.T.float()  # [B, V']
+    else:  # a frozen (fp16) lm_head is read in its own dtype, not copied to fp32 on every call
+        student = (z.to(weight.dtype) @ weight.T).float()  # [B, V']
     return cfg.decay ** (k + 1) * head_loss(student, target, teacher, cfg.kd_weight, mask)
 
 

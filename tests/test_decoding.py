@@ -386,3 +386,81 @@ def test_hydra_greedy_lossless_embedded(embedded, tree):
         ref = hf_greedy(model, ids, 24)
         out = medusa_generate(mm, ids, tree=tree, max_new_tokens=24)
         assert_same_or_near_tie(model, out.sequences, ref)
+
+
+# ----------------------------------------------------------------------------- GPU costs a CPU can show
+
+
+def count_host_reads(monkeypatch) -> list[str]:
+    """Every tensor -> Python read (a GPU sync on CUDA) from now on, by name."""
+    calls = []
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__"):
+        real = getattr(torch.Tensor, name)
+
+        def read(self, *a, _real=real, _name=name, **k):
+            calls.append(_name)
+            return _real(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, read)
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["greedy", "sample", "typical"])
+def test_acceptance_reads_the_device_a_few_times_a_step_not_once_per_node(monkeypatch, mode):
+    from medusa_lib.decoding import ACCEPT
+
+    tree, g = Tree.standard(3, 40), torch.Generator().manual_seed(0)
+    logits = torch.randn(tree.num_nodes, 50, generator=g)  # [N, V]: drafts mostly rejected, many tried
+    cand = torch.randint(0, 50, (tree.num_nodes,), generator=g)  # [N]
+    calls = count_host_reads(monkeypatch)
+    ACCEPT[mode](tree, cand, logits, gen=torch.Generator().manual_seed(1))
+    assert len(calls) <= 4, calls
+
+
+def test_sample_acceptance_is_exact_with_repeated_sibling_drafts():
+    """Root drafts [a, a, b]: the first emitted token still follows p (a repeat adds no mass)."""
+    from medusa_lib.decoding import accept_sample
+
+    tree = Tree.from_choices([[0], [1], [2]])
+    logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0]] * 4)  # [N, V], the root's row is what counts
+    cand, gen, counts, n = torch.tensor([0, 1, 1, 3]), torch.Generator().manual_seed(0), {}, 3000
+    for _ in range(n):
+        path, bonus = accept_sample(tree, cand, logits, gen=gen)
+        tok = int(cand[path[1]]) if len(path) > 1 else bonus
+        counts[tok] = counts.get(tok, 0) + 1
+    assert _chi2_ok(counts, torch.softmax(logits[0], -1), n)
+
+
+def test_medusa_step_syncs_the_gpu_only_when_timing_is_asked(tiny, monkeypatch):
+    import time
+
+    from medusa_lib import decoding
+
+    synced = []
+    monkeypatch.setattr(decoding, "clock", lambda: synced.append(1) or time.perf_counter())
+    mm, ids = perturbed(tiny[0]), torch.tensor([[10, 20, 30]])
+    for run in (medusa_generate, greedy_generate):
+        out = run(mm, ids, max_new_tokens=6, eos_token_id=[])
+        assert synced == [] and len(out.step_times) == len(out.accept_lengths)
+        assert all(t["total"] >= 0 for t in out.step_times)
+        timed = run(mm, ids, max_new_tokens=6, eos_token_id=[], timing=True)
+        assert len(synced) >= 2 * len(timed.step_times) and timed.sequences.equal(out.sequences)
+        synced.clear()
+    assert set(out.step_times[0]) == {"total"}  # greedy's; medusa's has forward, lm_head, heads too
+
+
+def test_the_tree_mask_is_built_once_per_generation(tiny, monkeypatch):
+    built, real = [], Tree.attention_mask
+    monkeypatch.setattr(Tree, "attention_mask", lambda self, *a, **k: built.append(1) or real(self, *a, **k))
+    out = medusa_generate(perturbed(tiny[0]), torch.tensor([[10, 20, 30]]), tree=Tree.standard(3, 8),
+                          max_new_tokens=10, eos_token_id=[])
+    assert len(out.accept_lengths) > 1 and len(built) == 1
+
+
+def test_tree_inputs_equal_the_trees_own_mask_and_positions():
+    from medusa_lib.decoding import TreeInputs
+
+    tree = Tree.standard(3, 12)
+    inputs = TreeInputs(tree, torch.float16, "cpu")
+    for past in (0, 1, 17):
+        assert torch.equal(inputs.mask(past), tree.attention_mask(past, dtype=torch.float16))
+        assert torch.equal(inputs.position_ids(past), tree.position_ids(past))

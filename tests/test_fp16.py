@@ -111,3 +111,34 @@ def test_hydra_heads_train_and_decode_in_fp16(device):
         ref = greedy_generate(mm, ids, max_new_tokens=20, eos_token_id=[]).sequences
         out = medusa_generate(mm, ids, tree=Tree.standard(3, 8), max_new_tokens=20, eos_token_id=[])
         assert torch.equal(out.sequences, ref)
+
+
+def test_own_lm_head_projection_runs_under_the_heads_autocast(tiny, monkeypatch):
+    """Heads with their own vocab projection compute it in the autocast dtype (half on CUDA, where
+    `precision` turns it on), like their ResBlocks, from fp32 master weights; shown here with CPU bf16."""
+    mm = MedusaModel.from_base(tiny[0], 2, share_lm_head=False)
+    z = torch.randn(2, 3, 64, generator=torch.Generator().manual_seed(0))  # [K, N, H]
+    full = mm.heads.project(z, mm.lm_head)  # plain fp32 off CUDA
+    monkeypatch.setattr(mm.heads, "precision", lambda h: torch.autocast("cpu", dtype=torch.bfloat16))
+    half, one = mm.heads.project(z, mm.lm_head), mm.heads.project(z[1], mm.lm_head, 1)
+    assert full.dtype == torch.float32 and half.dtype == one.dtype == torch.bfloat16
+    assert torch.allclose(half.float(), full, atol=0.05, rtol=0.05) and torch.equal(one, half[1])
+    assert all(p.dtype == torch.float32 for p in mm.heads.parameters())
+
+
+def test_a_frozen_fp16_lm_head_is_not_copied_to_fp32_per_step(monkeypatch):
+    """Medusa-1 with a shared lm_head on an fp16 backbone reads the frozen projection in fp16; a [V, H] fp32 copy
+    on every call (about 1 GB a step for 4 heads at TinyLlama's size) is what it used to make."""
+    from medusa_lib.train import head_term
+
+    model, _ = fp16_tiny("cpu")
+    mm = MedusaModel.from_base(model.requires_grad_(False), 2, share_lm_head=True)  # Medusa-1: the backbone frozen
+    W = mm.lm_head.weight
+    copied = []
+    original = torch.Tensor.float
+    monkeypatch.setattr(torch.Tensor, "float", lambda t, *a, **k: (copied.append(tuple(t.shape)), original(t))[1])
+    h = torch.randn(5, W.shape[1], dtype=torch.float16)
+    target, mask = torch.randint(0, W.shape[0], (5,)), torch.ones(5, dtype=torch.bool)
+    loss = head_term(mm, 0, h, target, h, mask, TrainConfig())
+    assert torch.isfinite(loss) and loss.dtype == torch.float32
+    assert tuple(W.T.shape) not in copied and tuple(W.shape) not in copied

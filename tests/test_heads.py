@@ -252,3 +252,25 @@ def test_shipped_heads_of_both_kinds_load_on_the_embedded_model(embedded):
     assert kinds == {"medusa", "hydra"}
     records = [json.loads((d / "training_record.json").read_text()) for d in (SHIPPED_HEADS, SHIPPED_HYDRA_HEADS)]
     assert records[0]["positions"] == records[1]["positions"]
+
+
+def test_bank_accuracy_runs_the_heads_once_per_chunk(tiny):
+    """Every head's top-k from one head_topk call, not one call (of all K heads) per head."""
+    from medusa_lib.positions import PositionBank, bank_accuracy, check_rows
+
+    g = torch.Generator().manual_seed(0)
+    rows = [{"prompt_ids": torch.randint(4, 100, (4,), generator=g).tolist(),
+             "response_ids": torch.randint(4, 100, (12,), generator=g).tolist()} for _ in range(3)]
+    mm = MedusaModel.from_base(tiny[0], 3, share_lm_head=False)
+    for p in mm.heads.parameters():
+        p.data += 0.05 * torch.randn(p.shape, generator=g)
+    bank = PositionBank(mm, check_rows(rows, 64), 3)
+    calls, real = [], mm.head_topk
+    mm.head_topk = lambda h, topk: calls.append(1) or real(h, topk)
+    acc = bank_accuracy(mm, bank, topk=5)
+    assert len(calls) == 1 and acc.shape == (3, 5)
+    for k in range(3):  # the same numbers as each head scored on its own rows
+        target, mask = bank.target(torch.arange(len(bank)), k)
+        top = real(bank.h[mask], 5)[k]  # [n, 5]
+        want = (top == target[mask][:, None]).float().cumsum(-1).clamp(max=1).mean(0)
+        assert torch.allclose(acc[k], want)

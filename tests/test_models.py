@@ -1,4 +1,5 @@
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -153,3 +154,24 @@ def test_rehearsal_builds_the_hub_architecture_in_fp16(monkeypatch, tmp_path, em
     assert model.dtype == torch.float16 and "rehearse-TinyLlama" in c.name_or_path
     ids = chat_ids(tok, "Hi")
     assert model(ids).logits.shape == (1, ids.shape[1], len(tok))
+
+
+@pytest.mark.parametrize("device, placed", [("cuda", {"": 0}), ("cpu", None)])
+def test_hub_models_load_straight_onto_the_gpu(monkeypatch, device, placed):
+    """On CUDA the weights land on the GPU as they load (device_map), not on the CPU first."""
+    class Dummy:
+        generation_config = SimpleNamespace()
+
+        def to(self, **_):
+            return self
+
+        def eval(self):
+            return self
+
+    seen = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    tok = SimpleNamespace(pad_token="<pad>", pad_token_id=0)
+    monkeypatch.setattr(models, "_from_pretrained", lambda name, **kw: (seen.update(kw), (Dummy(), tok))[1])
+    models.load_base("some-org/some-model", device=device, dtype="float16")
+    assert seen.get("device_map") == placed and seen["dtype"] == torch.float16
