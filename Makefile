@@ -27,14 +27,21 @@ test: setup lint
 	MEDUSA_SMOKE=1 $(BIN)/python -m pytest -q tests; rc=$$?; [ $$rc -eq 5 ] && echo "no tests collected" || exit $$rc
 	MEDUSA_SMOKE=1 $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env notebooks/; rc=$$?; \
 	  [ $$rc -eq 5 ] && echo "no notebooks collected" || exit $$rc
+	$(MAKE) --no-print-directory rehearse
 
-# a T4 rehearsed on this CPU: every notebook through its GPU branch (fp16, a GPU's code paths and data sizes,
-# hub backbones as random-weight, 2-layer copies of their architecture), smoke-sized, once per profile
-REHEARSE_PROFILES ?= embedded t4 llama2-7b-qlora
+# a T4 rehearsed on this CPU: notebooks through their GPU branch (fp16, a GPU's code paths and data sizes, hub
+# backbones as random-weight 2-layer copies of their architecture), smoke-sized. Every notebook on `t4`; notebook 03
+# (the only one that branches on the GPU) on `embedded`; 00 and 03 on `llama2-7b-qlora` (its NF4 layers are slow on
+# a CPU, and 01, 02, 04 and 05 take no path there that `t4` does not). REHEARSE_ALL=1: every notebook, every profile.
+NB := notebooks
+REHEARSE_SET := $(if $(filter 1,$(REHEARSE_ALL)),embedded:$(NB) t4:$(NB) llama2-7b-qlora:$(NB),\
+  embedded:$(NB)/03_self_distillation.ipynb t4:$(NB) \
+  llama2-7b-qlora:$(NB)/00_why_medusa.ipynb,$(NB)/03_self_distillation.ipynb)
 rehearse: setup
-	@for p in $(REHEARSE_PROFILES); do echo "== rehearsing a T4 with profile $$p"; \
+	@for run in $(REHEARSE_SET); do p=$${run%%:*}; nbs=$$(echo $${run#*:} | tr , ' '); \
+	  echo "== rehearsing a T4 with profile $$p: $$nbs"; \
 	  MEDUSA_SMOKE=1 MEDUSA_REHEARSE=1 MEDUSA_PROFILE=$$p $(BIN)/python -m pytest -q -p no:cacheprovider \
-	    --nbval-lax --nbval-current-env notebooks/ || exit 1; done
+	    --nbval-lax --nbval-current-env $$nbs || exit 1; done
 
 # the memory model of every phase (medusa_lib/memory.py) against measured peaks of a scaled 7B-shaped model
 memory: setup
@@ -44,7 +51,7 @@ demo: setup
 	$(BIN)/python -m medusa_lib.demo $(if $(filter 1,$(TRAIN)),--train,)
 
 bench: setup
-	$(BIN)/python -m medusa_lib.evaluate --out runs/bench
+	$(BIN)/evaluate --out runs/bench
 
 # the self-distillation answers `make heads` trains on, saved in data/selfdistill/ as they finish (commit them)
 data: setup

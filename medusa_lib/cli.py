@@ -1,6 +1,7 @@
 """Every command: the seed's four (preprocess_data, train_kd, decode_tree, evaluate), export and demo.
 
-Each is a console script and a module (`python -m medusa_lib.train_kd ...`); `train_kd` also runs
+Each is a console script and, but for `evaluate` (whose module name is the library it runs,
+`medusa_lib.evaluate`, below this one), a module (`python -m medusa_lib.train_kd ...`); `train_kd` also runs
 under `accelerate launch -m medusa_lib.train_kd ...`, which picks the device. Flags come from the
 dataclasses in `medusa_lib.config`, with the chosen profile's values as defaults. Every argument is
 checked before a model loads or data is generated; a user error ends with one line on stderr and
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 from medusa_lib import plots
+from medusa_lib.checkpoints import check_save_dir, save_checkpoint, write_record
 from medusa_lib.config import (
     DecodeConfig,
     HeadConfig,
@@ -29,21 +31,13 @@ from medusa_lib.config import (
 )
 from medusa_lib.data import chat_ids, draft_vocab, heldout_rows, load_corpus, load_prompts, pack, self_distill_data
 from medusa_lib.decoding import check_sampling, medusa_generate
+from medusa_lib.drafters import KINDS
 from medusa_lib.evaluate import is_heads_method, markdown_table, report
-from medusa_lib.heads import SHIPPED, MedusaModel
+from medusa_lib.heads import CONFIG_NAME, SHIPPED, MedusaModel, read_config
 from medusa_lib.interop import FORMATS, export_heads, load_heads, resolve_heads
 from medusa_lib.models import EMBEDDED_NAME, load_base
 from medusa_lib.positions import check_block_size
-from medusa_lib.train import (
-    add_lora,
-    check_config,
-    check_save_dir,
-    quick_heads,
-    save_checkpoint,
-    train_heads,
-    train_joint,
-    write_record,
-)
+from medusa_lib.train import add_lora, check_config, quick_heads, train_heads, train_joint
 from medusa_lib.tree import Tree
 
 USER_ERRORS = (ValueError, KeyError, OSError, ImportError)  # bad input, file, package: one line, exit 2
@@ -240,7 +234,7 @@ def decode_tree_parser(base: str = "embedded") -> argparse.ArgumentParser:
     ap.add_argument("--base_model_id", default=base, help="embedded, a profile, a hub id or a folder")
     ap.add_argument("--adapter_dir", default=None, help="a PEFT adapter folder (Medusa-2; default: the heads' own)")
     ap.add_argument("--mtp_ckpt_path", default=None, help="heads folder or train_kd run (default: shipped heads)")
-    kind_arg(ap)
+    kind_arg(ap, KINDS)
     ap.add_argument("--prompt", default="Explain what a hash table is in two sentences.")
     add_arguments(ap, DecodeConfig, profile_for(base).decode)
     return ap
@@ -254,9 +248,8 @@ def decode_tree(argv=None) -> dict:
     if args.adapter_dir is not None and not Path(args.adapter_dir).is_dir():
         raise FileNotFoundError(f"--adapter_dir {args.adapter_dir}: no such folder")
     model, tok = load_base(args.base_model_id)
-    mm = with_adapter(load_heads_arg(model, tok, args.mtp_ckpt_path, args.kind), args.adapter_dir, args.mtp_ckpt_path)
-    tree = parse_tree(dec.tree, mm.num_heads)
-    ids = chat_ids(tok, args.prompt).to(mm.lm_head.weight.device)
+    mm, tree = decode_source(model, tok, args, dec.tree)
+    ids = chat_ids(tok, args.prompt).to(model.device)
     t0 = time.perf_counter()
     out = medusa_generate(mm, ids, tree=tree, max_new_tokens=dec.max_new_tokens, mode=dec.mode,
                           temperature=dec.temperature, posterior_threshold=dec.posterior_threshold,
@@ -264,9 +257,23 @@ def decode_tree(argv=None) -> dict:
     dt = time.perf_counter() - t0
     n = out.new_tokens.numel()
     print(tok.decode(out.new_tokens, skip_special_tokens=True))
-    print(f"\n[{dec.mode}, {tree.num_nodes}-node tree] {n} tokens in {dt:.2f} s = {n / dt:.1f} tok/s, "
-          f"tau = {out.tau:.2f} tokens/step")
+    shape = f"{tree.num_nodes}-node tree" if tree is not None else f"{args.kind}, a tree per step"
+    print(f"\n[{dec.mode}, {shape}] {n} tokens in {dt:.2f} s = {n / dt:.1f} tok/s, tau = {out.tau:.2f} tokens/step")
     return {"tokens": n, "seconds": dt, "tau": out.tau}
+
+
+def decode_source(model, tok, args, tree_arg: str):
+    """(what decodes, its tree): heads on the `--tree` asked for, or a drafter that builds its own tree."""
+    if args.kind in SHIPPED:
+        mm = with_adapter(load_heads_arg(model, tok, args.mtp_ckpt_path, args.kind), args.adapter_dir,
+                          args.mtp_ckpt_path)
+        return mm, parse_tree(tree_arg, mm.num_heads)
+    if tree_arg != "default":
+        raise ValueError(f"--kind {args.kind} builds its own tree each step; leave --tree unset")
+    if args.adapter_dir is not None:
+        raise ValueError(f"--adapter_dir goes with Medusa-2 heads, not with --kind {args.kind}")
+    heads = run_heads(args.mtp_ckpt_path) if args.mtp_ckpt_path else None
+    return resolve_heads(model, tok, heads, kind=args.kind), None
 
 
 def load_heads_arg(model, tok, path, kind: str = DECODE_KIND) -> MedusaModel:
@@ -277,12 +284,17 @@ def load_heads_arg(model, tok, path, kind: str = DECODE_KIND) -> MedusaModel:
         others = " or ".join(f"--kind {k}" for k in SHIPPED if k != kind)
         print(f"heads: the shipped {kind} set ({others} for the other)")
         return mm
+    return load_heads(run_heads(path), model)
+
+
+def run_heads(path) -> Path:
+    """A heads folder as given, or a train_kd run folder's best/ (else last/) heads."""
     path = Path(path)
     for sub in ("best", "last"):
-        if path.is_dir() and not (path / "medusa_config.json").exists() and (path / sub).is_dir():
+        if path.is_dir() and not (path / CONFIG_NAME).exists() and (path / sub).is_dir():
             print(f"{path} is a training run: using its {sub}/ heads")
-            return load_heads(path / sub, model)
-    return load_heads(path, model)
+            return path / sub
+    return path
 
 
 def with_adapter(mm: MedusaModel, adapter_dir, heads_dir) -> MedusaModel:
@@ -303,10 +315,11 @@ def with_adapter(mm: MedusaModel, adapter_dir, heads_dir) -> MedusaModel:
 # ----------------------------------------------------------------------------- evaluate and demo
 
 
-def kind_arg(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--kind", choices=sorted(SHIPPED), default=DECODE_KIND,
-                    help=f"which shipped heads, when no heads are named (default: {DECODE_KIND}, the faster set "
-                         f"in docs/heads_race.json; the notebooks teach with the medusa set)")
+def kind_arg(ap: argparse.ArgumentParser, kinds=tuple(SHIPPED)) -> None:
+    ap.add_argument("--kind", choices=kinds, default=DECODE_KIND,
+                    help=f"which drafter ({', '.join(kinds)}); heads kinds: the shipped set when no heads are named "
+                         f"(default: {DECODE_KIND}, the faster set in docs/heads_race.json; the notebooks teach with "
+                         f"the medusa set)")
 
 
 def measure_args(ap: argparse.ArgumentParser, out: str) -> None:
@@ -398,10 +411,10 @@ def export(argv=None) -> Path:
 
 
 def saved_config(heads_dir: Path) -> dict:
-    """medusa_config.json (or a foreign config.json) of a heads folder; {} if neither is there."""
-    for name in ("medusa_config.json", "config.json"):
+    """medusa_config.json (or a foreign config.json) of a heads folder, by `heads.read_config`; {} if neither."""
+    for name, foreign in ((CONFIG_NAME, False), ("config.json", True)):
         if (heads_dir / name).exists():
-            return json.loads((heads_dir / name).read_text())
+            return read_config(heads_dir / name, foreign)
     if not heads_dir.is_dir():
         raise FileNotFoundError(f"--heads {heads_dir}: no such folder")
     return {}

@@ -3,8 +3,9 @@
 Follows Cai et al., 2024, Sec. 2.1.2 (tree attention) and 2.3.1 (typical acceptance). One step:
 
 1. the root is the token the base model itself chose last step (always correct);
-2. head k's top-k ids fill depth k of the tree (`Tree.candidates`); with Hydra heads each node's
-   children are instead its own top-k, drafted depth by depth from its path (`hydra_candidates`);
+2. a drafter (`drafters.py`) proposes a tree of candidates from the verified state: head k's top-k ids
+   fill depth k of a static tree (Medusa), each node's own top-k (Hydra), or continuations found in the
+   context (prompt lookup), or several of these merged (hybrid). This loop never names the kind;
 3. one forward of all N nodes over the KV cache, under a float 4D tree mask, with position ids
    = past length + depth (plain HF `DynamicCache`; no patched modeling files);
 4. acceptance walks down the tree from the root (`greedy`, `typical` or `sample`);
@@ -30,6 +31,9 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from medusa_lib.backbone import as_backbone
+from medusa_lib.drafters import as_drafter
+from medusa_lib.models import clock
 from medusa_lib.tree import Tree
 
 MODES = ("greedy", "typical", "sample")
@@ -55,13 +59,6 @@ class GenerateOutput:
 
 
 # ----------------------------------------------------------------------------- small pieces
-
-
-def clock() -> float:
-    """perf_counter once queued GPU work is done: CUDA runs asynchronously, so a bare clock lies."""
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter()
 
 
 def stopwatch(timing: bool):
@@ -300,36 +297,36 @@ def medusa_generate(mm, input_ids: torch.Tensor, tree: Tree | None = None, max_n
                     mode: str = "greedy", temperature: float = 1.0, posterior_threshold: float = 0.09,
                     posterior_alpha: float = 0.3, eos_token_id=None, streamer=None, seed: int | None = None,
                     record: bool = False, timing: bool = False) -> GenerateOutput:
-    """Generate with Medusa heads and tree verification. Batch size 1.
+    """Generate with tree verification. Batch size 1.
 
+    `mm` is a `MedusaModel` (its heads draft on `tree`, default `Tree.default`) or any `drafters.Drafter`
+    (prompt lookup, a hybrid, heads on their own tree: `interop.resolve_heads(..., kind=...)`).
     greedy is lossless; sample is exact at `temperature`; typical is faster but not exact.
     Never emits past EOS or past `max_new_tokens`. `record=True` keeps each step's candidates
     and accepted nodes (for the notebooks' explorer). `out.step_times` is always filled; on CUDA
     pass `timing=True` for true per-part times (it syncs the GPU several times a step).
     """
-    check_inputs(input_ids, mode, max_new_tokens, temperature, mm.config.vocab_size)
-    tree = tree or Tree.default(mm.num_heads)
-    check_tree(mm, tree)
-    W = mm.lm_head.weight
-    gen = torch.Generator(device=W.device).manual_seed(seed) if seed is not None else None
-    opts = dict(temperature=temperature, posterior_threshold=posterior_threshold,
-                posterior_alpha=posterior_alpha, gen=gen)
-    inputs, stamp = TreeInputs(tree, W.dtype, W.device), stopwatch(timing)
-    eos, out, new = eos_set(eos_token_id, mm.config), GenerateOutput(input_ids, prompt_len=input_ids.shape[1]), []
-    if streamer is not None:
-        streamer.put(input_ids.cpu())
-    cache, h = prefill(mm, input_ids)
-    root = choose_token(logit_rows(W, h)[0], "greedy" if mode == "greedy" else "sample", temperature, gen)
-    cand = draft(mm, tree, h, root)  # [N]
+    drafter = as_drafter(mm, tree)
+    bb = as_backbone(drafter.backbone)
+    check_inputs(input_ids, mode, max_new_tokens, temperature, bb.config.vocab_size)
+    W = bb.lm_head.weight
+    opts = dict(temperature=temperature, posterior_threshold=posterior_threshold, posterior_alpha=posterior_alpha,
+                gen=torch.Generator(device=W.device).manual_seed(seed) if seed is not None else None)
+    inputs, stamp = TreeCache(W.dtype, W.device), stopwatch(timing)
+    eos, out, new = eos_set(eos_token_id, bb.config), GenerateOutput(input_ids, prompt_len=input_ids.shape[1]), []
+    cache, context, step = start(drafter, bb, input_ids, mode, opts, streamer)
     done = False
     while not done:
-        path, root, hs, times = medusa_step(mm, cache, tree, cand, ACCEPT[mode], opts, inputs, stamp)
-        emitted, done = clip_emitted(cand[path].tolist(), eos, max_new_tokens - len(new))
+        path, root, hs, times = medusa_step(bb, cache, step.tree, step.tokens, ACCEPT[mode], opts,
+                                            inputs.get(step.tree), stamp)
+        emitted, done = clip_emitted(step.tokens[path].tolist(), eos, max_new_tokens - len(new))
         new += emitted
-        _record(out, streamer, emitted, times, cand, path, record)  # stream before the heads run
+        context += emitted
+        drafter.accepted(step, path)
+        _record(out, streamer, emitted, times, step.tokens, path, record)  # stream before the drafter runs
         t0 = stamp()
-        if not done:  # the heads read the last accepted node's hidden state
-            cand = draft(mm, tree, hs[path[-1]][None], root)
+        if not done:  # the drafter reads the last accepted node's hidden state
+            step = drafter.propose(hs[path[-1]][None], root, context)
         times["heads"] = stamp() - t0
         times["total"] += times["heads"]
     if streamer is not None:
@@ -338,44 +335,30 @@ def medusa_generate(mm, input_ids: torch.Tensor, tree: Tree | None = None, max_n
     return out
 
 
-def check_tree(mm, tree: Tree) -> None:
-    """The tree must fit the heads: one head per depth, and top-k within what the heads can propose."""
-    if not isinstance(tree, Tree):
-        raise TypeError(f"tree must be a Tree, got {type(tree).__name__}; "
-                        f"build one with Tree.from_choices([[0], [0, 0], [1]]) or Tree.default(num_heads)")
-    if tree.depth > mm.num_heads:
-        raise ValueError(f"tree depth {tree.depth} needs {tree.depth} heads; the model has {mm.num_heads}")
-    proposed = mm.draft_ids.numel() if mm.draft_ids is not None else mm.heads.vocab_size
-    if tree.max_rank > proposed:
-        raise ValueError(f"tree rank {tree.max_rank - 1} needs top-{tree.max_rank} but the heads propose only "
-                         f"{proposed} tokens (draft vocabulary); use a tree with ranks below {proposed} "
-                         f"(e.g. Tree.default({mm.num_heads})) or a larger draft vocabulary (set_draft_vocab)")
+def start(drafter, bb, input_ids: torch.Tensor, mode: str, opts: dict, streamer):
+    """Read the prompt, choose the first root token, and let the drafter propose the first tree.
+    Returns (cache, context ids, first draft)."""
+    if streamer is not None:
+        streamer.put(input_ids.cpu())
+    context = input_ids[0].tolist()
+    drafter.start(context)
+    cache, h = prefill(bb, input_ids)
+    how = "greedy" if mode == "greedy" else "sample"
+    root = choose_token(logit_rows(bb.lm_head.weight, h)[0], how, opts["temperature"], opts["gen"])
+    return cache, context, drafter.propose(h, root, context)
 
 
-def draft(mm, tree: Tree, h: torch.Tensor, root: int) -> torch.Tensor:
-    """[N] token of every node, from the root token and the heads at hidden state h [1, H].
+class TreeCache:
+    """Each tree's `TreeInputs`, built once: a static tree every step, a dynamic drafter's trees as they recur."""
 
-    Medusa heads: head k's top-k fill depth k+1 (`Tree.candidates`). Hydra heads: node by node.
-    """
-    if mm.kind == "hydra":
-        return hydra_candidates(mm, tree, h, root)
-    topk = mm.head_topk(h, max(1, tree.max_rank))[:, 0]  # [K, topk]
-    return tree.candidates(root, topk)
+    def __init__(self, dtype: torch.dtype, device):
+        self.dtype, self.device, self.built = dtype, device, {}
 
-
-def hydra_candidates(mm, tree: Tree, h: torch.Tensor, root: int) -> torch.Tensor:
-    """[N] token of every node with Hydra heads: each node's children come from its own top-k.
-
-    Depth by depth: the nodes of depth d that have children feed head d with h and the embeddings
-    of their path (root .. the node itself, d+1 tokens), all as one batch; the child of rank r of
-    a node takes the rank-r token of that node's own distribution (Ankner et al., 2024).
-    """
-    cand = torch.full((tree.num_nodes,), root, dtype=torch.long, device=h.device)  # [N]
-    for d, (nodes, paths, row, rank) in enumerate(tree.levels()):  # nodes at depth d+1
-        prev = cand[paths.to(h.device)]  # [P, d+1] path tokens of the P parents at depth d
-        top = mm.hydra_topk(h.expand(len(paths), -1), d, prev, max(1, tree.max_rank))  # [P, topk]
-        cand[nodes.to(h.device)] = top[row.to(h.device), rank.to(h.device)]
-    return cand
+    def get(self, tree: Tree) -> TreeInputs:
+        key = tuple(tree.paths)
+        if key not in self.built:
+            self.built[key] = TreeInputs(tree, self.dtype, self.device)
+        return self.built[key]
 
 
 def medusa_step(mm, cache, tree: Tree, cand: torch.Tensor, accept, opts: dict, inputs: TreeInputs | None = None,
@@ -412,10 +395,8 @@ def greedy_generate(model_or_mm, input_ids: torch.Tensor, max_new_tokens: int = 
     """Plain greedy decoding on the same cache code: the like-for-like baseline (tau = 1).
 
     `timing=True` syncs the GPU around each step's clock (see `medusa_generate`)."""
-    from medusa_lib.heads import MedusaModel
-
     check_inputs(input_ids, "greedy", max_new_tokens, vocab_size=model_or_mm.config.vocab_size)
-    mm = model_or_mm if isinstance(model_or_mm, MedusaModel) else MedusaModel.from_base(model_or_mm, 1)
+    mm = as_backbone(model_or_mm)  # a causal LM, a Backbone or a MedusaModel: only the parts are used
     eos, W = eos_set(eos_token_id, mm.config), mm.lm_head.weight
     out = GenerateOutput(sequences=input_ids, prompt_len=input_ids.shape[1])
     if streamer is not None:

@@ -9,7 +9,7 @@ the same tokens as HF greedy.
 
 `report` is the one measurement both `demo` and `evaluate` (`make bench`) print: held-out head
 accuracy, the tree chosen for this machine's verify cost (`choose_tree`), and the speed table.
-The command itself lives in `medusa_lib.cli`.
+The command itself lives in `medusa_lib.cli` (the `evaluate` console script).
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ import torch
 
 from medusa_lib import plots
 from medusa_lib.data import chat_ids, load_prompts
-from medusa_lib.decoding import clock, draft, greedy_generate, logit_rows, medusa_generate, prefill, tree_forward
+from medusa_lib.decoding import greedy_generate, logit_rows, medusa_generate, prefill, tree_forward
+from medusa_lib.drafters import HeadsDrafter, HybridDrafter, PromptLookupDrafter, as_drafter, draft
 from medusa_lib.heads import KINDS, SHIPPED_HEADS, MedusaModel
+from medusa_lib.models import clock, median_seconds
 from medusa_lib.positions import PositionBank, bank_accuracy, check_rows
 from medusa_lib.tree import Tree, expected_accept_length, fastest_tree
 
@@ -148,11 +150,21 @@ def hf_method(model, **gen_kwargs):
     return run
 
 
-def medusa_method(mm, tree: Tree):
+def medusa_method(mm, tree: Tree | None = None):
+    """Tree decoding as a benchmark method: `mm` is a MedusaModel (its heads on `tree`) or any drafter."""
+    drafter = as_drafter(mm, tree)
+
     def run(ids, n):
-        out = medusa_generate(mm, ids.to(mm.lm_head.weight.device), tree=tree, max_new_tokens=n)
+        out = medusa_generate(drafter, ids.to(drafter.backbone.lm_head.weight.device), max_new_tokens=n)
         return out.new_tokens.tolist(), len(out.accept_lengths)
     return run
+
+
+def drafter_methods(mm, tree: Tree) -> dict:
+    """Our own prompt lookup, and the hybrid of `mm`'s heads on `tree` with it (a few more nodes than the
+    tree alone, which the hybrid splits by what each drafter gets accepted)."""
+    hybrid = HybridDrafter([HeadsDrafter(mm, tree), PromptLookupDrafter(mm)], budget=tree.num_nodes + 3)
+    return {"pld": medusa_method(PromptLookupDrafter(mm)), f"hybrid[{mm.kind}]": medusa_method(hybrid)}
 
 
 def our_greedy_method(mm):
@@ -249,8 +261,8 @@ def account_divergences(model, tok, prompts: list[BenchPrompt], runs: list[dict]
     ref = {r["prompt"]: r for r in runs if r["method"] == reference}
     text = {p.id: p.text for p in prompts}
     out = []
-    for r in runs:
-        if r["method"] != reference and not r["method"].endswith("pld") and r["tokens"] != ref[r["prompt"]]["tokens"]:
+    for r in runs:  # every method but HF's own prompt lookup is held to lossless, our drafters included
+        if r["method"] not in (reference, "hf_pld") and r["tokens"] != ref[r["prompt"]]["tokens"]:
             why = explain_divergence(model, chat_ids(tok, text[r["prompt"]]), ref[r["prompt"]]["tokens"], r["tokens"])
             out.append({"method": r["method"], "prompt": r["prompt"], **why})
     return out
@@ -326,18 +338,6 @@ def tree_sweep(mm: MedusaModel, tok, prompts: list[BenchPrompt], acc, sizes=(2, 
 
 
 @torch.no_grad()
-def median_seconds(fn, repeats: int = 5, after=None) -> float:
-    """Median wall time of `fn()` over `repeats` calls after one warm-up; `after()` runs untimed after each."""
-    times = []
-    for _ in range(repeats + 1):
-        t0 = clock()
-        fn()
-        times.append(clock() - t0)
-        if after is not None:
-            after()
-    return statistics.median(times[1:])
-
-
 def generate_seconds(model, ids, max_new_tokens: int = 8, repeats: int = 2) -> float:
     """Median seconds of one HF greedy generation of `max_new_tokens` tokens from `ids`, after a warm-up: how
     fast a model (say, the same one in another dtype) decodes here."""
@@ -411,6 +411,7 @@ def report(mm: MedusaModel, tok, answers, out: Path, per_group: int, max_new_tok
     print(f"tree from accuracies: {tree.num_nodes} nodes, expected tau {expected_accept_length(tree, acc):.2f}")
     prompts = bench_prompts(per_group=per_group, humaneval=humaneval)
     methods = {k: v for k, v in default_methods(mm, {f"acc-{tree.num_nodes}": tree}).items() if k != "our_greedy"}
+    methods.update(drafter_methods(mm, tree))
     res = benchmark(methods, tok, prompts, max_new_tokens)
     res.update(head_accuracy=acc.tolist(), tree=[list(p) for p in tree.paths], tree_choice=choices)
     res["divergences"] = account_divergences(mm.base, tok, prompts, res["runs"])
@@ -439,7 +440,6 @@ def write_results(res: dict, out: Path) -> None:
     plots.save_fig(plots.plot_accept_hist(taus), out / "tau_per_prompt.png")
 
 
-if __name__ == "__main__":  # `python -m medusa_lib.evaluate`: the seed's command, in medusa_lib.cli
-    from medusa_lib.cli import evaluate_main
-
-    raise SystemExit(evaluate_main())
+if __name__ == "__main__":  # the command sits above this module (medusa_lib.cli), so it is not run from here
+    raise SystemExit("python -m medusa_lib.evaluate: error: this module is the measurement library; run the "
+                     "command as the `evaluate` console script (`evaluate --out runs/bench`, as `make bench` does)")

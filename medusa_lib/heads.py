@@ -23,7 +23,7 @@ its own tree path, x_{t+1} (the root: the base model's next token) .. x_{t+k+1}:
 then the same vocab projection as a Medusa head (shared `lm_head` or its own; draft vocabulary
 alike). e is the base model's own input embedding table, frozen. W_in_k starts as [I, 0, ..., 0]:
 it picks h_t, so a fresh Hydra head is exactly the fresh Medusa head. Drafting is then per node,
-not per depth (`decoding.hydra_candidates`); vLLM and FasterDecoding cannot load Hydra heads.
+not per depth (`drafters.hydra_candidates`); vLLM and FasterDecoding cannot load Hydra heads.
 
 Native save/load lives here (with the folder's model card); vLLM and FasterDecoding layouts,
 and finding heads for a model, live in `medusa_lib.interop`.
@@ -41,6 +41,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from medusa_lib.backbone import core_model as _core
 from medusa_lib.files import atomic_path, atomic_write_text
 from medusa_lib.models import EMBEDDED_NAME
 
@@ -392,16 +393,24 @@ def _how_to_load(mm: MedusaModel, info: dict) -> list[str]:
 # ----------------------------------------------------------------------------- checks
 REQUIRED_KEYS = ("hidden_size", "vocab_size", "num_heads", "num_layers", "share_lm_head")
 RESAVE = "re-save the heads with MedusaModel.save_pretrained, or delete the folder and train them again"
+FOREIGN_FIX = "it should be the config.json that vLLM or FasterDecoding/Medusa saved with the heads"
 
 
-def read_config(path: Path) -> dict:
-    """medusa_config.json with every key `from_pretrained` needs; a damaged or partial file fails, naming it."""
+def read_config(path: Path, foreign: bool = False) -> dict:
+    """The one reader of a heads config: the JSON object in `path`; a missing, damaged or partial file
+    fails, naming it. Ours (medusa_config.json) must hold every key `from_pretrained` needs; a foreign
+    one (vLLM's or FasterDecoding's config.json, `foreign=True`) has its keys checked by `interop`."""
+    fix = FOREIGN_FIX if foreign else RESAVE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: it gives the number of heads and layers; {fix}")
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise ValueError(f"{path} is not valid JSON ({e}); {RESAVE}") from None
+        raise ValueError(f"{path} is not valid JSON ({e}); {fix}") from None
     if not isinstance(cfg, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(cfg).__name__}; {RESAVE}")
+        raise ValueError(f"{path} must hold a JSON object, got {type(cfg).__name__}; {fix}")
+    if foreign:
+        return cfg
     missing = [k for k in REQUIRED_KEYS if k not in cfg]
     if missing:
         raise ValueError(f"{path} is missing {', '.join(missing)} (a Medusa heads config needs "
@@ -448,11 +457,6 @@ def check_compatible(cfg: dict, base_config, source: str = "checkpoint") -> None
                              f"these heads were trained for {cfg.get('base_model_name_or_path', 'another model')}")
     if int(cfg.get("num_heads", 0)) < 1:
         raise ValueError(f"{source}: num_heads must be >= 1, got {cfg.get('num_heads')}")
-
-
-def _core(base):
-    """The causal-LM module under an optional PEFT wrapper."""
-    return base.get_base_model() if hasattr(base, "get_base_model") else base
 
 
 def _base_name(base) -> str:

@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from medusa_lib.backbone import as_backbone
+from medusa_lib.drafters import KINDS, HeadsDrafter, HybridDrafter, PromptLookupDrafter
 from medusa_lib.files import atomic_dir, atomic_write_text
 from medusa_lib.heads import (
     CONFIG_NAME,
@@ -35,11 +37,13 @@ from medusa_lib.heads import (
     MedusaModel,
     check_compatible,
     model_card,
+    read_config,
     read_draft_ids,
 )
 from medusa_lib.train import quick_heads
 
 FORMATS = ("vllm", "medusa")
+HYBRID_HEADS = "hydra"  # the hybrid's heads: the faster shipped set in docs/heads_race.json
 VLLM_WEIGHTS = "model.safetensors"
 MEDUSA_WEIGHTS = "medusa_lm_head.pt"
 MEDUSA_WEIGHTS_ST = "medusa_lm_head.safetensors"
@@ -144,7 +148,7 @@ def foreign_format(directory) -> str | None:
     if (directory / MEDUSA_WEIGHTS).exists() or (directory / MEDUSA_WEIGHTS_ST).exists():
         return "medusa"
     config = directory / "config.json"
-    if config.exists() and json.loads(config.read_text()).get("model_type") == "medusa":
+    if config.exists() and read_config(config, foreign=True).get("model_type") == "medusa":
         return "vllm"
     return None
 
@@ -157,7 +161,7 @@ def load_foreign_heads(directory, base) -> MedusaModel:
     if format is None:
         raise FileNotFoundError(f"{directory} holds neither {MEDUSA_WEIGHTS} nor a config.json with "
                                 f"model_type 'medusa'")
-    cfg = _read_config(directory)
+    cfg = read_config(directory / "config.json", foreign=True)
     num_heads, num_layers = _sizes(cfg, format, directory)
     state, source = _read_weights(directory, format)
     names = key_map(num_heads, num_layers, format)
@@ -190,13 +194,6 @@ def check_state(state: dict, shapes: dict, source: str) -> None:
     extra = sorted(set(state) - set(shapes))
     if extra:
         raise KeyError(f"{source}: unexpected keys {extra[:5]} (config and weights disagree on heads or layers)")
-
-
-def _read_config(directory: Path) -> dict:
-    path = directory / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: it gives the number of heads and layers")
-    return json.loads(path.read_text())
 
 
 def _sizes(cfg: dict, format: str, directory: Path) -> tuple[int, int]:
@@ -254,7 +251,7 @@ def load_heads(directory, base) -> MedusaModel:
 def shipped_heads_fit(base, kind: str = "medusa") -> bool:
     """Whether the heads of `kind` shipped with medusa_lib (for the embedded model) fit `base`."""
     try:
-        cfg = json.loads((SHIPPED[kind] / CONFIG_NAME).read_text())
+        cfg = read_config(SHIPPED[kind] / CONFIG_NAME)
         check_compatible(cfg, base.config)
     except (OSError, ValueError):
         return False
@@ -262,12 +259,23 @@ def shipped_heads_fit(base, kind: str = "medusa") -> bool:
 
 
 def resolve_heads(base, tok=None, heads=None, quick: bool = False, kind: str = "medusa",
-                  **quick_kwargs) -> MedusaModel:
-    """The heads to decode with: the folder named (it must load, or this fails with the reason), else
-    the shipped heads of `kind` when they fit `base`, else with `quick=True` a small set trained now
-    (said out loud), else an error that says how to get heads. A named folder is never silently replaced."""
-    if kind not in SHIPPED:
-        raise ValueError(f"kind must be one of {sorted(SHIPPED)}, got {kind!r}")
+                  **quick_kwargs):
+    """What `medusa_generate` decodes with, for every drafter kind (`drafters.KINDS`).
+
+    `medusa`, `hydra`: a `MedusaModel`: the heads folder named (it must load, or this fails with the reason),
+    else the shipped heads of `kind` when they fit `base`, else with `quick=True` a small set trained now
+    (said out loud), else an error that says how to get heads. A named folder is never silently replaced.
+    `pld`: prompt lookup on `base` (no weights). `hybrid`: the `HYBRID_HEADS` heads (found as above) and
+    prompt lookup, merged into one tree each step."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind == "pld":
+        if heads is not None:
+            raise ValueError("prompt lookup (kind 'pld') uses no heads; leave heads unset")
+        return PromptLookupDrafter(as_backbone(base))
+    if kind == "hybrid":
+        mm = resolve_heads(base, tok, heads, quick, HYBRID_HEADS, **quick_kwargs)
+        return HybridDrafter([HeadsDrafter(mm), PromptLookupDrafter(mm)])
     if heads is not None:
         return load_heads(heads, base)
     if shipped_heads_fit(base, kind):

@@ -7,8 +7,8 @@ A Medusa tutorial on a 16 GB T4 meets five peaks, and the weights are only part 
   0.5 MB a token) outgrows the weights within a few dozen rows. `generation_batch` picks the largest batch
   whose peak fits a budget;
 - warm-up bank: `positions.hidden_states` runs the frozen backbone over ~8,192 tokens a forward, no cache;
-- medusa-1 step: the heads alone on banked states (`train.bank_batch_loss`, one head's backward at a time);
-- medusa-2 step: heads + LoRA (`train.joint_loss`) with gradient checkpointing: the teacher's and the
+- medusa-1 step: the heads alone on banked states (`losses.bank_batch_loss`, one head's backward at a time);
+- medusa-2 step: heads + LoRA (`losses.joint_loss`) with gradient checkpointing: the teacher's and the
   student's last hidden states, each layer's checkpointed input, one layer recomputed in the backward pass,
   and one chunk of fp32 logits;
 - decoding: tree verification (`decoding.medusa_generate`), one prompt's KV cache plus the tree's nodes.
@@ -43,10 +43,14 @@ def backbone_shapes(profile_name: str) -> dict:
     from medusa_lib.config import get_profile
 
     backbone = get_profile(profile_name).backbone
-    name = "SmolLM2-135M-Instruct" if backbone == "embedded" else backbone.split("/")[-1]
-    path = CONFIGS / f"{name}.json"
+    return shipped_config("SmolLM2-135M-Instruct" if backbone == "embedded" else backbone)
+
+
+def shipped_config(hub_id: str) -> dict:
+    """The config.json shipped in assets/configs for a hub backbone (no download), read once here for every user."""
+    path = CONFIGS / f"{hub_id.split('/')[-1]}.json"
     if not path.exists():
-        raise FileNotFoundError(f"no shipped config for {backbone!r} in {CONFIGS}; add {path.name} to estimate it")
+        raise FileNotFoundError(f"no shipped config for {hub_id!r} in {CONFIGS}; add {path.name} to estimate it")
     return json.loads(path.read_text())
 
 
@@ -67,12 +71,19 @@ def backbone_params(profile_name: str) -> int:
     """Parameter count of a profile's Llama-style backbone from its shipped config (no download):
     attention, MLP, RMSNorms and embeddings (tied ones counted once)."""
     c = backbone_shapes(profile_name)
+    return dims(c)["L"] * layer_params(c) + other_params(c)
+
+
+def other_params(c: dict) -> int:
+    """Everything but the decoder's linears: RMSNorms (two a layer, one final) and embeddings (tied ones once)."""
     d = dims(c)
-    return d["L"] * (layer_params(c) + 2 * d["H"]) + d["H"] + _embed_params(c)
+    return d["L"] * 2 * d["H"] + d["H"] + d["V"] * d["H"] * (1 if c.get("tie_word_embeddings") else 2)
 
 
-def _embed_params(c: dict) -> int:
-    return c["vocab_size"] * c["hidden_size"] * (1 if c.get("tie_word_embeddings") else 2)
+def resblock_params(c: dict) -> int:
+    """One ResBlock of a head: an H x H weight and its bias."""
+    H = dims(c)["H"]
+    return H * H + H
 
 
 # ----------------------------------------------------------------------------- bytes of the pieces
@@ -95,7 +106,7 @@ def precision(profile_name: str) -> dict:
 def weight_bytes(c: dict, p: dict) -> float:
     """The backbone on the device: decoder linears at p["linear"], norms and embeddings at p["embed"]."""
     d = dims(c)
-    return d["L"] * layer_params(c) * p["linear"] + (d["L"] * 2 * d["H"] + d["H"] + _embed_params(c)) * p["embed"]
+    return d["L"] * layer_params(c) * p["linear"] + other_params(c) * p["embed"]
 
 
 def kv_bytes(c: dict, tokens: int, act: float) -> float:
@@ -123,9 +134,9 @@ def grad_layer_work(c: dict, tokens: int, act: float, lora_bytes: float = 4) -> 
 
 
 def logits_work(rows: int, V: int, copies: int = 5) -> float:
-    """One loss term on `rows` positions (`train.head_loss`): the student's fp32 logits, its log-softmax, the
-    teacher's, the KL terms and the backward's gradient: about five fp32 [rows, V] (`train.bank_batch_loss`).
-    `train.joint_loss` also computes both logits in the backbone's dtype before their fp32 copies: nine."""
+    """One loss term on `rows` positions (`losses.head_loss`): the student's fp32 logits, its log-softmax, the
+    teacher's, the KL terms and the backward's gradient: about five fp32 [rows, V] (`losses.bank_batch_loss`).
+    `losses.joint_loss` also computes both logits in the backbone's dtype before their fp32 copies: nine."""
     return copies * rows * V * 4
 
 
@@ -140,7 +151,7 @@ def heads_bytes(c: dict, head_cfg, trainable: bool) -> float:
     """Medusa heads in fp32 (ResBlock H x H + bias each, own lm_heads unless shared); trained, each
     parameter also carries its gradient and AdamW's two moments: 16 bytes."""
     d = dims(c)
-    per = head_cfg.num_layers * (d["H"] * d["H"] + d["H"]) + (0 if head_cfg.share_lm_head else d["V"] * d["H"])
+    per = head_cfg.num_layers * resblock_params(c) + (0 if head_cfg.share_lm_head else d["V"] * d["H"])
     return head_cfg.num_heads * per * (16 if trainable else 4)
 
 
@@ -158,7 +169,7 @@ def generation_bytes(c: dict, p: dict, batch: int, prompt_tokens: int, new_token
     full = kv_bytes(c, batch * (prompt_tokens + new_tokens), act) * (1 + 1 / d["L"])
     if refill:
         full += forward_work(c, max(1, batch // 4) * prompt_tokens, act)
-    fixed = weight_bytes(c, p) + (d["H"] * d["H"] + d["H"]) * 4 + p["context"]
+    fixed = weight_bytes(c, p) + resblock_params(c) * 4 + p["context"]
     return fixed + max(prefill, full) + 2 * batch * d["V"] * act
 
 
@@ -174,7 +185,7 @@ def bank_bytes(c: dict, p: dict, head_cfg, block_size: int, batch_tokens: int = 
 
 
 def medusa1_bytes(c: dict, p: dict, head_cfg, positions: int) -> float:
-    """`train.bank_batch_loss` on `positions` banked states: the heads with gradients and AdamW state; one
+    """`losses.bank_batch_loss` on `positions` banked states: the heads with gradients and AdamW state; one
     head at a time, its loss over the draft rows (`logits_work`), and, for a shared lm_head that is not
     fp32, the fp32 copy of its (draft) rows that the student's product keeps for the backward."""
     d = dims(c)
@@ -186,7 +197,7 @@ def medusa1_bytes(c: dict, p: dict, head_cfg, positions: int) -> float:
 
 def medusa2_parts(c: dict, p: dict, head_cfg, lora_r: int, batch: int, block_size: int, chunk: int = 1024,
                   checkpointing: bool = True) -> dict:
-    """`train.joint_loss` on a [batch, block_size] micro-batch, by part (bytes). Checkpointing keeps
+    """`losses.joint_loss` on a [batch, block_size] micro-batch, by part (bytes). Checkpointing keeps
     each layer's input [B, T, H] and recomputes one layer at a time in the backward pass; without it
     every layer keeps all its saved tensors. The peak's last part is the larger of that recomputed
     layer and one chunk of logits (`chunk` positions)."""

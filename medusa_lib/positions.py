@@ -69,6 +69,17 @@ def check_block_size(block_size: int, max_positions: int | None = None) -> None:
         raise ValueError(f"block_size={block_size} is above the model's context of {max_positions} tokens")
 
 
+def pad_batch(seqs, pad_id: int = 0, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad [(ids [T_i], start)] into ids [B, T] (`pad_id` after each row's tokens), attention mask
+    [B, T] and starts [B]: padding sits after every real token, so causal attention never sees it."""
+    T = max(len(ids) for ids, _ in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(seqs), T, dtype=torch.long)
+    for i, (seq, _) in enumerate(seqs):
+        ids[i, : len(seq)], mask[i, : len(seq)] = seq, 1
+    return ids.to(device), mask.to(device), torch.tensor([start for _, start in seqs], device=device)
+
+
 @torch.no_grad()
 def hidden_states(mm: MedusaModel, seqs, progress: bool = False, batch_tokens: int = 8192,
                   known=None) -> list[torch.Tensor]:
@@ -88,12 +99,8 @@ def hidden_states(mm: MedusaModel, seqs, progress: bool = False, batch_tokens: i
     while order:
         T = len(seqs[order[-1]][0])
         group = [order.pop() for _ in range(min(len(order), max(1, batch_tokens // T)))]  # longest first
-        ids = torch.zeros(len(group), T, dtype=torch.long)
-        mask = torch.zeros(len(group), T, dtype=torch.long)
-        for row, i in enumerate(group):
-            ids[row, : len(seqs[i][0])], mask[row, : len(seqs[i][0])] = seqs[i][0], 1
-        h = mm.decoder(input_ids=ids.to(device), attention_mask=mask.to(device),
-                       use_cache=False).last_hidden_state  # [b, T, H], no KV cache built
+        ids, mask, _ = pad_batch([seqs[i] for i in group], device=device)  # [b, T] each
+        h = mm.decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # [b, T, H], no KV cache
         for row, i in enumerate(group):
             out[i] = h[row, seqs[i][1]: len(seqs[i][0])].float().cpu()
         bar.update(int(mask.sum()))

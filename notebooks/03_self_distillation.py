@@ -93,10 +93,10 @@ by_hand = (1 - cfg.kd_weight) * ce + cfg.kd_weight * kd
 print(f"CE {ce:.4f}, KD {kd:.4f} -> loss {by_hand:.4f}")
 
 # %%
-from medusa_lib.train import head_loss
+from medusa_lib.losses import head_loss
 
 assert torch.allclose(by_hand, head_loss(student, target, teacher, cfg.kd_weight), atol=1e-6)
-print("equals medusa_lib.train.head_loss")
+print("equals medusa_lib.losses.head_loss")
 
 # %% [markdown]
 # In Medusa-1 the backbone is frozen, so its hidden states never change. `train_heads` computes them once for all training positions (a `PositionBank`). Each epoch then costs only the heads and their projection. The KD targets come from the same bank: the teacher's logits at $t+k$ are `lm_head(h_{t+k})`.
@@ -321,7 +321,7 @@ assert not torch.equal(adapted, original)   # the student is another model, howe
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from medusa_lib.train import kl_to_teacher
+from medusa_lib.losses import kl_to_teacher
 
 answer = slice(len(row["prompt_ids"]) - 1, -1)   # the positions that predict the answer's tokens
 same = (adapted[0, answer].argmax(-1) == original[0, answer].argmax(-1)).float().mean()

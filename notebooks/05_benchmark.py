@@ -400,7 +400,7 @@ else:
 # every divergence is printed with the base model's top-2 logit gap where it starts. A gap within
 # bf16's rounding noise is a near-tie, which rounding breaks either way; that is the price of the
 # speed, not a bug. Medusa in bf16 pays it twice: its N-row verification rounds differently from a
-# 1-row step, so it can even leave bf16 greedy. `python -m medusa_lib.evaluate --dtype bfloat16` runs
+# 1-row step, so it can even leave bf16 greedy. The command `evaluate --dtype bfloat16` runs
 # the full benchmark that way and accounts for every divergence. Generating training data does not
 # need exactness, so bf16 is a fair way to make it faster; the lossless guarantee does, which is why
 # fp32 is the default here.

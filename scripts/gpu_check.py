@@ -61,7 +61,6 @@ CPU_BOXES = {"tests": 120, "verify_cost": 60, "e2e": 60, "qlora": 60, "big7b": 3
 KEY = ("torch", "transformers", "huggingface_hub", "tokenizers", "safetensors", "peft", "accelerate",
        "bitsandbytes", "numpy", "pytest", "matplotlib")
 GIB = 2**30
-CONFIGS = ROOT / "medusa_lib" / "assets" / "configs"  # the shipped backbone configs (shapes, no weights)
 NOT_CARRIED = ("the embedded model's real weights cannot travel to the GPU machine: its GGUF is 98 MB, the cached "
                "safetensors 517 MB in fp32 (about 270 MB in fp16), and the working tree plus carried folders are "
                "limited to 64 MiB; shapes match the real model, so step costs hold, but tau is not measured here")
@@ -316,7 +315,9 @@ def summary_line(res: dict) -> str:
 def shipped_config(name: str, layers: int | None = None):
     from transformers import LlamaConfig
 
-    cfg = json.loads((CONFIGS / f"{name}.json").read_text())
+    from medusa_lib.memory import shipped_config as read_shipped
+
+    cfg = read_shipped(name)
     if layers:
         cfg["num_hidden_layers"] = layers
     return LlamaConfig(**{k: v for k, v in cfg.items() if not k.startswith("_")})
@@ -519,7 +520,7 @@ def e2e_methods(model, ctx, plan) -> tuple[dict, dict]:
 def part_e2e(ctx) -> dict:
     import torch
 
-    from medusa_lib.decoding import clock
+    from medusa_lib.models import clock
 
     plan = e2e_plan(ctx)
     dtype = torch.float16 if ctx.cuda else torch.float32

@@ -23,12 +23,13 @@ from pathlib import Path
 
 import torch
 
+from medusa_lib.checkpoints import write_record
 from medusa_lib.config import TrainConfig, set_seed
 from medusa_lib.data import HELDOUT_FILE, load_prompts, saved_rows, selfdistill_rows, take_positions, text_rows
 from medusa_lib.evaluate import head_accuracy, measure_tau
 from medusa_lib.heads import KINDS, SHIPPED
 from medusa_lib.models import DTYPES, load_base
-from medusa_lib.train import fresh_heads, write_record
+from medusa_lib.train import fresh_heads
 from medusa_lib.tree import Tree, expected_accept_length
 
 

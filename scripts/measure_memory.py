@@ -31,10 +31,9 @@ SIZES = {"generation": dict(batch=12, prompt=64, new=32), "warm-up bank": dict(s
 
 def shapes(scale: int, layers: int) -> dict:
     """Llama-2-7B's config with widths / scale and `layers` decoder layers."""
-    from medusa_lib.memory import CONFIGS
+    from medusa_lib.memory import shipped_config
 
-    shapes = json.loads((CONFIGS / "Llama-2-7b-chat-hf.json").read_text())
-    c = {k: v for k, v in shapes.items() if not k.startswith("_")}
+    c = {k: v for k, v in shipped_config("Llama-2-7b-chat-hf").items() if not k.startswith("_")}
     heads = c["num_attention_heads"] // scale
     return {**c, "hidden_size": c["hidden_size"] // scale, "intermediate_size": c["intermediate_size"] // scale,
             "num_attention_heads": heads, "num_key_value_heads": heads, "num_hidden_layers": layers}
@@ -121,8 +120,9 @@ def run_phase(phase: str, model, data, s: dict) -> int:
 
     from medusa_lib.config import TrainConfig
     from medusa_lib.heads import MedusaModel
-    from medusa_lib.positions import hidden_states
-    from medusa_lib.train import _pad, add_lora, bank_batch_loss, joint_loss
+    from medusa_lib.losses import bank_batch_loss, joint_loss
+    from medusa_lib.positions import hidden_states, pad_batch
+    from medusa_lib.train import add_lora
 
     hc = head_config()
     if phase == "generation":
@@ -147,7 +147,7 @@ def run_phase(phase: str, model, data, s: dict) -> int:
         mm.train()
         lora = [p for n, p in mm.base.named_parameters() if "lora_" in n]
         opt = torch.optim.AdamW([{"params": lora}, {"params": mm.heads.parameters()}], lr=1e-4)
-        ids, attn, start = _pad(check_rows(data, s["block"]), 0, "cpu")
+        ids, attn, start = pad_batch(check_rows(data, s["block"]), 0, "cpu")
         joint_loss(mm, ids, attn, start, TrainConfig(stage="joint"), chunk=s["chunk"])
         opt.step()
         return 0

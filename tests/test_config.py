@@ -71,19 +71,101 @@ def test_cli_parsers_are_built_from_the_dataclasses():
     assert cfg.epochs == 5 and cfg.offsets == (1, 2) and not args.share_lm_head
 
 
-def test_every_profile_field_is_read():
-    """No setting that nothing reads: each Profile / config field name appears in the library's code."""
-    import dataclasses
-    from pathlib import Path
+@pytest.mark.parametrize("name", ["embedded", "t4", "llama2-7b-qlora", "tiny"])
+def test_train_kd_reads_each_profiles_train_and_head_settings(name, tmp_path):
+    """train_kd's defaults, through parsing and checking, are exactly the profile's TrainConfig and HeadConfig."""
+    from medusa_lib import cli
 
-    import medusa_lib
+    prof = config.get_profile(name)
+    args = cli.parse_train_kd(["--student_name", name, "--save_dir", str(tmp_path / "run")])
+    cfg, head = cli.check_train_kd(args)
+    assert (cfg, head) == (prof.train, prof.head)
+    assert args.qlora == prof.load_in_4bit
 
-    root = Path(medusa_lib.__file__).parent
-    sources = [p for p in root.glob("*.py") if p.name != "config.py"] + list(root.parent.glob("notebooks/*.ipynb"))
-    code = "\n".join(p.read_text() for p in sources) + config.TrainConfig.step_size.__code__.co_names.__repr__()
-    for cls in (config.Profile, config.HeadConfig, config.TrainConfig, config.DecodeConfig):
-        for f in dataclasses.fields(cls):
-            assert f".{f.name}" in code or f"'{f.name}'" in code, f"{cls.__name__}.{f.name} is never read"
+
+@pytest.mark.parametrize("name", ["t4", "llama2-7b-qlora"])
+def test_load_base_reads_each_profiles_backbone_dtype_and_4bit(name, monkeypatch):
+    """A hub profile reaches the loader with its backbone id, dtype ("auto": the device's) and 4-bit setting."""
+    from medusa_lib import models
+
+    class Loaded(Exception):
+        pass
+
+    def fake_hub(*args):
+        raise Loaded(args)
+
+    monkeypatch.setattr(models, "REHEARSE", False)
+    monkeypatch.setattr(models, "_load_hub", fake_hub)
+    prof = config.get_profile(name)
+    with pytest.raises(Loaded) as got:
+        models.load_base(name, device="cpu")
+    backbone, dtype, device, load_in_4bit = got.value.args[0]
+    want = models.pick_dtype(torch.device("cpu")) if prof.dtype == "auto" else getattr(torch, prof.dtype)
+    assert (backbone, dtype, torch.device(device).type, load_in_4bit) == (prof.backbone, want, "cpu",
+                                                                           prof.load_in_4bit)
+
+
+def _heads_settings(mm) -> dict:
+    """What a HeadConfig decides, read back from built heads (draft_size: 0 = every token may be proposed)."""
+    draft = 0 if mm.draft_ids is None else len(mm.draft_ids)
+    return {"num_heads": mm.num_heads, "num_layers": mm.heads.num_layers, "share_lm_head": mm.heads.share_lm_head,
+            "kind": mm.heads.kind, "draft_size": draft}
+
+
+def _wanted_settings(head: config.HeadConfig, vocab_size: int) -> dict:
+    return {"num_heads": head.num_heads, "num_layers": head.num_layers, "share_lm_head": head.share_lm_head,
+            "kind": head.kind, "draft_size": min(head.draft_size, vocab_size)}
+
+
+def _tiny_rows(n=4):
+    return [{"prompt_ids": [5, 6, 7], "response_ids": list(range(10 + i, 40 + i))} for i in range(n)]
+
+
+@pytest.mark.parametrize("name", ["embedded", "t4", "tiny"])
+def test_train_kd_builds_the_heads_its_profile_names(name, tiny, tmp_path, monkeypatch):
+    """train_kd's heads have the profile's num_heads, num_layers, share_lm_head, kind and draft size.
+    (The tiny backbone stands in for every profile's; training itself is cut off.)"""
+    from medusa_lib import cli, models
+
+    class Built(Exception):
+        pass
+
+    def fake_fit(mm, *args, **kwargs):
+        raise Built(mm)
+
+    def tiny_base(*args, **kwargs):
+        model, tok = models.load_base("tiny", device="cpu")
+        model.config.max_position_embeddings = 4096  # the t4 profile's block_size passes the check
+        return model, tok
+
+    monkeypatch.setattr(cli, "load_base", tiny_base)
+    monkeypatch.setattr(cli, "training_rows", lambda *a, **k: _tiny_rows())
+    monkeypatch.setattr(cli, "heldout_rows", lambda *a, **k: [])
+    monkeypatch.setattr(cli, "fit", fake_fit)
+    with pytest.raises(Built) as got:
+        cli.train_kd(["--student_name", name, "--save_dir", str(tmp_path / "run")])
+    mm = got.value.args[0]
+    assert _heads_settings(mm) == _wanted_settings(config.get_profile(name).head, mm.config.vocab_size)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="fresh_heads hard-codes the recipe; issue: one door for every drafter")
+def test_fresh_heads_builds_the_heads_its_profile_names(tiny):
+    """train.fresh_heads (the shipped heads' recipe, make heads, quick_heads) should build what the profile
+    names. Today it takes no profile: 3 heads, shared lm_head, an 8192-token draft, whatever the profile says.
+    When the fix gives it a way to receive the profile, pass it here (a `head=` or `profile=` keyword is
+    tried), and drop the xfail."""
+    import inspect
+
+    from medusa_lib.train import fresh_heads
+
+    params = inspect.signature(fresh_heads).parameters
+    model, _ = tiny
+    for name in ("embedded", "t4", "llama2-7b-qlora", "tiny"):
+        prof = config.get_profile(name)
+        kw = {"head": prof.head} if "head" in params else {"profile": prof} if "profile" in params else {}
+        mm, _ = fresh_heads(model, _tiny_rows(), epochs=1, progress=False, **kw)
+        assert _heads_settings(mm) == _wanted_settings(prof.head, mm.config.vocab_size), name
 
 
 def test_a_4bit_profile_trains_qlora_joint_with_its_own_batch_and_lr():

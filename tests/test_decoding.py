@@ -1,10 +1,11 @@
 """The invariants: lossless greedy, tree logits == sequential logits, exact sampling, output limits."""
 
 import random
+import warnings
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
 from medusa_lib.config import SMOKE
@@ -14,8 +15,8 @@ from medusa_lib.heads import MedusaModel
 from medusa_lib.tree import Tree
 
 
-def perturbed(model, num_heads=3, seed=0, scale=0.05):
-    mm = MedusaModel.from_base(model, num_heads, share_lm_head=False)
+def perturbed(model, num_heads=3, seed=0, scale=0.05, share_lm_head=False):
+    mm = MedusaModel.from_base(model, num_heads, share_lm_head=share_lm_head)
     g = torch.Generator().manual_seed(seed)
     for p in mm.heads.parameters():
         p.data += scale * torch.randn(p.shape, generator=g)
@@ -54,17 +55,28 @@ def hf_greedy(model, ids, n, eos=None):
     return model.generate(ids, max_new_tokens=n, do_sample=False, pad_token_id=model.config.pad_token_id or 0, **kw)
 
 
-def assert_same_or_near_tie(model, ours, ref, tol=1e-4):
-    """Equal token for token, or the first difference is a true near-tie (reported, not hidden)."""
+class NearTie(UserWarning):
+    """Greedy outputs that differ only after a true near-tie (top-2 logit gap < 1e-4): tolerated, reported."""
+
+
+def assert_same_or_near_tie(model, ours, ref, tol=1e-4) -> str | None:
+    """Equal token for token, or the first difference is a true near-tie: the token we chose there is
+    within `tol` of the top logit. A near-tie is reported (a NearTie warning, and returned), never skipped;
+    anything else fails."""
     if torch.equal(ours, ref):
-        return
+        return None
     n = min(ours.shape[1], ref.shape[1])
-    i = next(i for i in range(n) if ours[0, i] != ref[0, i])
+    i = next((i for i in range(n) if ours[0, i] != ref[0, i]), None)
+    assert i is not None, f"outputs agree on their first {n} tokens but differ in length: {ours.shape} vs {ref.shape}"
     with torch.no_grad():
-        top2 = model(ref[:, :i]).logits[0, -1].topk(2).values
-    gap = float(top2[0] - top2[1])
-    assert gap < tol, f"outputs differ at {i} with top-2 gap {gap:.2e} (not a near-tie)"
-    pytest.skip(f"near-tie at position {i}: top-2 gap {gap:.1e} < {tol}")
+        logits = model(ref[:, :i]).logits[0, -1]
+    top2 = logits.topk(2).values
+    gap = float(logits.max() - logits[ours[0, i]])  # 0 < gap: ours took a token below the top one
+    assert gap < tol, (f"outputs differ at {i} (ours {int(ours[0, i])}, reference {int(ref[0, i])}) and ours is "
+                       f"{gap:.2e} below the top logit: not a near-tie")
+    msg = f"near-tie at position {i}: top-2 gap {float(top2[0] - top2[1]):.1e} < {tol}"
+    warnings.warn(NearTie(msg), stacklevel=2)
+    return msg
 
 
 @settings(max_examples=10 if SMOKE else 40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -87,7 +99,10 @@ def check_lossless_random_tree(model, paths, seed, n_new, mm, oracle):
     stream = oracle(mm, ref, ids) if seed % 2 else None
     out = medusa_generate(mm, ids, tree=tree, max_new_tokens=n_new, streamer=stream)
     assert sum(out.accept_lengths) == out.sequences.shape[1] - ids.shape[1] <= n_new
-    assert_same_or_near_tie(model, out.sequences, ref)
+    tie = assert_same_or_near_tie(model, out.sequences, ref)  # fails unless equal or a true near-tie
+    if tie is not None:  # tolerated and reported; the other examples still run
+        event("near-tie")
+        note(tie)
 
 
 def test_oracle_heads_give_long_paths(tiny):
@@ -109,18 +124,37 @@ PROMPTS = ["What is the capital of France?", "Write a Python function that check
            "Summarize: The cat sat on the mat all day because it was warm and sunny."]
 
 
-@pytest.mark.parametrize("tree", [Tree.chain(3), Tree.default(3), Tree.standard(3, 16)],
-                         ids=["chain4", "default8", "standard16"])
-def test_greedy_lossless_embedded(embedded, tree):
+@pytest.fixture(scope="module")
+def embedded_refs(embedded):
+    """Random heads on the embedded model (ResBlocks only: they share its lm_head, so no 28M-parameter
+    projection per head), and per prompt, computed once for every tree: ids, HF greedy, our plain greedy."""
     model, tok = embedded
-    mm = perturbed(model, scale=0.01)
+    mm = perturbed(model, scale=0.01, share_lm_head=True)  # leaves the base (and its lm_head) untouched
     n = 24 if SMOKE else 64
+    refs = []
     for prompt in PROMPTS:
         ids = chat_ids(tok, prompt)
-        ref = hf_greedy(model, ids, n)
-        out = medusa_generate(mm, ids, tree=tree, max_new_tokens=n)
+        refs.append((ids, hf_greedy(model, ids, n), greedy_generate(mm, ids, max_new_tokens=n).sequences))
+    return mm, n, refs
+
+
+@pytest.mark.parametrize("tree", [Tree.chain(3), Tree.default(3), Tree.standard(3, 16)],
+                         ids=["chain4", "default8", "standard16"])
+def test_greedy_lossless_embedded(embedded, embedded_refs, tree):
+    """Random heads (rarely accepted) on even prompts; on odd ones oracle heads that propose the reference
+    with probability 0.8, so that long paths are accepted, and rejected, on the real model (fewer steps too)."""
+    model, _ = embedded
+    mm, n, refs = embedded_refs
+    for j, (ids, ref, greedy) in enumerate(refs):
+        if j % 2:
+            oracle_mm = MedusaModel.from_base(model, 3, share_lm_head=True)
+            stream = Oracle(oracle_mm, ref, ids.shape[1], hit=0.8, seed=j, spread=True)
+            out = medusa_generate(oracle_mm, ids, tree=tree, max_new_tokens=n, streamer=stream)
+            assert max(out.accept_lengths) > 1, "the oracle's drafts were never accepted"
+        else:
+            out = medusa_generate(mm, ids, tree=tree, max_new_tokens=n)
         assert_same_or_near_tie(model, out.sequences, ref)
-        assert torch.equal(greedy_generate(mm, ids, max_new_tokens=n).sequences, out.sequences)
+        assert torch.equal(greedy, out.sequences)
 
 
 @pytest.mark.parametrize("which", ["tiny", "embedded"])
@@ -346,7 +380,7 @@ def test_hydra_greedy_lossless_tiny_random_trees(tiny, paths, seed, n_new):
 
 def test_hydra_candidates_come_from_each_nodes_own_path(tiny):
     """Every node's token is the rank-r token of head d-1 reading h and its parent's path, node by node."""
-    from medusa_lib.decoding import hydra_candidates
+    from medusa_lib.drafters import hydra_candidates
 
     model, _ = tiny
     mm = perturbed_hydra(model, scale=0.3)

@@ -2,6 +2,8 @@
 CPU, and run on CUDA too where one is present (`gpu` marker). Heads must stay finite, losses fall, every
 tensor meets the model on its device, and fp16 Medusa greedy equals fp16 greedy on the same cache code."""
 
+import math
+
 import pytest
 import torch
 
@@ -9,9 +11,10 @@ from medusa_lib.config import TrainConfig
 from medusa_lib.decoding import greedy_generate, medusa_generate
 from medusa_lib.evaluate import benchmark, default_methods, head_accuracy
 from medusa_lib.heads import MedusaModel
+from medusa_lib.losses import bank_batch_loss
 from medusa_lib.models import load_base
 from medusa_lib.positions import PositionBank, check_rows
-from medusa_lib.train import add_lora, bank_batch_loss, train_heads, train_joint
+from medusa_lib.train import add_lora, train_heads, train_joint
 from medusa_lib.tree import Tree
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
@@ -74,7 +77,7 @@ def test_medusa2_joint_step_in_fp16(device):
                       max_steps=3, grad_accum=2)
     out = train_joint(mm, rows, cfg=cfg, progress=False)
     losses = [e["loss"] for e in out["history"]]
-    assert len(losses) == 3 and all(loss == loss and abs(loss) < 1e4 for loss in losses)  # finite
+    assert len(losses) == 3 and all(math.isfinite(loss) and 0 < loss < 1e4 for loss in losses), losses
     assert finite(mm) and all(torch.isfinite(p).all() for p in lora)
 
 
@@ -104,7 +107,8 @@ def test_hydra_heads_train_and_decode_in_fp16(device):
     mm = MedusaModel.from_base(model, 3, share_lm_head=True, kind="hydra")
     mm.set_draft_vocab(torch.arange(0, 100, 2))
     state = train_heads(mm, rows, cfg=TrainConfig(epochs=2, batch_size=64, lr=3e-3, block_size=64), progress=False)
-    assert finite(mm) and all(loss == loss for e in state["history"] for loss in e["head_losses"])
+    assert finite(mm) and state["history"]
+    assert all(math.isfinite(loss) for e in state["history"] for loss in e["head_losses"]), state["history"]
     assert all(p.dtype == torch.float32 for p in mm.heads.parameters())
     for text in ("hello there", "0123 456"):
         ids = tok(text, return_tensors="pt").input_ids.to(device)
@@ -129,7 +133,7 @@ def test_own_lm_head_projection_runs_under_the_heads_autocast(tiny, monkeypatch)
 def test_a_frozen_fp16_lm_head_is_not_copied_to_fp32_per_step(monkeypatch):
     """Medusa-1 with a shared lm_head on an fp16 backbone reads the frozen projection in fp16; a [V, H] fp32 copy
     on every call (about 1 GB a step for 4 heads at TinyLlama's size) is what it used to make."""
-    from medusa_lib.train import head_term
+    from medusa_lib.losses import head_term
 
     model, _ = fp16_tiny("cpu")
     mm = MedusaModel.from_base(model.requires_grad_(False), 2, share_lm_head=True)  # Medusa-1: the backbone frozen

@@ -129,24 +129,70 @@ def test_corrupted_embedded_cache_is_rebuilt_once(embedded, tmp_path, monkeypatc
         models.load_base("embedded", device="cpu")
 
 
+def _clocked(cost: dict):
+    """A stand-in model whose forward "takes" `cost[dtype]` seconds on a fake clock; returns (model, clock).
+
+    The clock lives in a closure, so the copies faster_dtype makes (deepcopy) advance the same clock."""
+    clock = [0.0]
+
+    class Clocked(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(2))
+            self.config = SimpleNamespace(vocab_size=10)
+
+        @property
+        def dtype(self):
+            return self.w.dtype
+
+        @property
+        def device(self):
+            return self.w.device
+
+        def forward(self, input_ids):
+            assert input_ids.shape == (2, 4)  # the [batch, length] asked for
+            clock[0] += cost[self.dtype]
+
+    return Clocked(), clock
+
+
+@pytest.mark.parametrize("cost,kw,want", [
+    ({torch.float32: 2.0, torch.bfloat16: 1.0}, {}, torch.bfloat16),  # twice as fast: chosen
+    ({torch.float32: 2.0, torch.bfloat16: 4.0}, {}, torch.float32),  # slower (emulated bf16): not chosen
+    ({torch.float32: 2.0, torch.bfloat16: 1.8}, {}, torch.float32),  # 11% faster: under the 15% margin
+    ({torch.float32: 2.0, torch.bfloat16: 1.8}, {"margin": 1.0}, torch.bfloat16),  # without a margin it wins
+    ({torch.float32: 2.0, torch.bfloat16: 1.0, torch.float16: 0.5},  # the fastest of several candidates
+     {"candidates": (torch.bfloat16, torch.float16)}, torch.float16),
+    ({torch.float32: 2.0, torch.bfloat16: 1.0, torch.float16: 0.5}, {"candidates": ()}, torch.float32),
+], ids=["faster", "slower", "under-margin", "no-margin", "fastest-of-two", "no-candidates"])
+def test_faster_dtype_picks_the_measured_winner_by_its_margin(monkeypatch, cost, kw, want):
+    """faster_dtype times each dtype's forward: a fake clock, advanced by the forward, makes it deterministic."""
+    import time
+
+    from medusa_lib.models import faster_dtype
+
+    model, clock = _clocked(cost)
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    assert faster_dtype(model, batch=2, length=4, **kw) == want
+    assert model.dtype == torch.float32  # the candidates ran on copies
+
+
 def test_faster_dtype_is_measured_and_defaults_to_the_models_own(tiny):
     from medusa_lib.models import faster_dtype
 
     model, _ = tiny
     assert faster_dtype(model, candidates=()) == model.dtype
-    assert faster_dtype(model, batch=2, length=4) in (model.dtype, torch.bfloat16)
     assert faster_dtype(model, batch=2, length=4, margin=1e9) == model.dtype  # nothing wins by an impossible margin
+    assert model.dtype == torch.float32 and all(p.dtype == torch.float32 for p in model.parameters())
 
 
 def test_rehearsal_builds_the_hub_architecture_in_fp16(monkeypatch, tmp_path, embedded):
     """MEDUSA_REHEARSE=1: the t4 profile's TinyLlama shapes, random weights, fewer layers, a T4's fp16."""
-    import json
-
     monkeypatch.setattr(models, "REHEARSE", True)
     monkeypatch.setenv("MEDUSA_CACHE", str(tmp_path))
     monkeypatch.setattr(models, "_load_embedded", lambda dtype: embedded)  # its tokenizer, without a reload
     model, tok = models.load_base("t4", device="cpu")
-    shapes = json.loads((models.CONFIGS / "TinyLlama-1.1B-Chat-v1.0.json").read_text())
+    shapes = models.shipped_config("TinyLlama/TinyLlama-1.1B-Chat-v1.0")
     c = model.config
     assert (c.hidden_size, c.intermediate_size, c.num_key_value_heads) == \
         (shapes["hidden_size"], shapes["intermediate_size"], shapes["num_key_value_heads"])

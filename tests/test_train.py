@@ -1,3 +1,4 @@
+import math
 import os
 
 import pytest
@@ -5,15 +6,9 @@ import torch
 
 from medusa_lib.config import TrainConfig
 from medusa_lib.heads import MedusaModel
+from medusa_lib.losses import head_loss, joint_loss, kl_to_teacher
 from medusa_lib.positions import PositionBank, bank_accuracy, check_rows
-from medusa_lib.train import (
-    add_lora,
-    head_loss,
-    joint_loss,
-    kl_to_teacher,
-    train_heads,
-    train_joint,
-)
+from medusa_lib.train import add_lora, train_heads, train_joint
 
 LORA4 = TrainConfig(stage="joint", lora_r=4, lora_alpha=8)
 
@@ -126,7 +121,7 @@ def test_keyboard_interrupt_saves_last(tiny, rows, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         train_heads(mm, rows, cfg=TrainConfig(batch_size=64), save_dir=tmp_path, callback=stop, progress=False)
-    from medusa_lib.train import load_checkpoint
+    from medusa_lib.checkpoints import load_checkpoint
 
     assert load_checkpoint(MedusaModel.from_base(model, 3), tmp_path / "last")["step"] == 3
 
@@ -167,11 +162,11 @@ def test_joint_stage_trains_lora_and_heads_only(rows):
 
 def test_joint_loss_zero_lm_term_at_start(rows):
     from medusa_lib.models import load_base
-    from medusa_lib.train import _pad
+    from medusa_lib.positions import pad_batch
 
     base, _ = load_base("tiny", device="cpu")
     mm = MedusaModel.from_base(add_lora(base, LORA4), 2, share_lm_head=False)
-    ids, attn, start = _pad(check_rows(rows[:2], 512), 0, "cpu")
+    ids, attn, start = pad_batch(check_rows(rows[:2], 512), 0, "cpu")
     _, parts = joint_loss(mm, ids, attn, start, TrainConfig(offsets=(1, 2)))
     assert abs(parts[0]) < 1e-5  # fresh LoRA (B = 0): student == teacher
 
@@ -201,9 +196,18 @@ def _tiny_nf4():
 
 def test_qlora_step_on_cpu_or_skip(rows):
     mm = MedusaModel.from_base(add_lora(_tiny_nf4(), LORA4, qlora=True), 2, share_lm_head=False)
+    lora_b = {n: p.detach().clone() for n, p in mm.base.named_parameters() if "lora_B" in n}
+    heads0 = [p.detach().clone() for p in mm.heads.parameters()]
     out = train_joint(mm, rows[:4], cfg=TrainConfig(stage="joint", batch_size=2, warmup_head_steps=0,
                                                      offsets=(1, 2), max_steps=1), progress=False)
-    assert len(out["history"]) == 1 and out["history"][0]["loss"] == out["history"][0]["loss"]  # not NaN
+    (event,) = out["history"]
+    assert math.isfinite(event["loss"]) and event["loss"] > 0, event  # fresh heads cannot have a zero loss
+    assert all(math.isfinite(h) for h in event["head_losses"]) and math.isfinite(event["lm_kd"]), event
+    after = dict(mm.base.named_parameters())
+    assert lora_b and all(b.abs().sum() == 0 for b in lora_b.values())  # PEFT starts B at zero ...
+    assert any(after[n].abs().sum() > 0 for n in lora_b), "the QLoRA step did not move the LoRA B weights"
+    assert all(torch.isfinite(after[n]).all() for n in lora_b)
+    assert any(not torch.equal(a, b) for a, b in zip(heads0, mm.heads.parameters())), "the heads did not move"
 
 
 def test_resume_refuses_other_heads_or_other_data(tiny, rows, tmp_path):
@@ -269,7 +273,7 @@ def test_add_lora_enables_gradient_checkpointing(rows):
 
 
 def test_joint_targets_never_fall_in_padding():
-    from medusa_lib.train import joint_positions
+    from medusa_lib.losses import joint_positions
 
     attn = torch.tensor([[1] * 10, [1] * 6 + [0] * 4])  # right-padded: lengths 10 and 6
     start = torch.tensor([2, 1])

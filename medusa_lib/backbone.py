@@ -1,0 +1,53 @@
+"""The backbone: the base model that verifies, seen as its parts (decoder, lm_head, embeddings, config).
+
+Medusa leaves the base model untouched (Cai et al., 2024, Sec. 2): drafters propose, the backbone's decoder
+runs the tree and its lm_head judges. Decoding needs only those parts, so a `Backbone` wraps any causal LM
+(optionally under a PEFT wrapper); a `MedusaModel` offers the same attributes for its own base.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def core_model(model):
+    """The causal-LM module under an optional PEFT wrapper."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+class Backbone:
+    """A causal LM's parts: `decoder` (the transformer without its head), `lm_head`, `config`, `embed`."""
+
+    def __init__(self, model):
+        self.model = model
+
+    @property
+    def decoder(self):
+        return core_model(self.model).model
+
+    @property
+    def lm_head(self):
+        return core_model(self.model).lm_head
+
+    @property
+    def config(self):
+        return core_model(self.model).config
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:  # [...] token ids -> [..., H]
+        return self.decoder.embed_tokens(ids)
+
+
+def as_backbone(model_or_parts):
+    """`model_or_parts` if it already offers decoder, lm_head and config (a MedusaModel, a Backbone), else a
+    `Backbone` of the causal LM."""
+    if all(hasattr(model_or_parts, a) for a in ("decoder", "lm_head", "config")):
+        return model_or_parts
+    return Backbone(model_or_parts)
