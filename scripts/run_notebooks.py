@@ -45,6 +45,7 @@ def main(argv=None) -> dict[str, float]:
     ap.add_argument("--smoke", action="store_true", help="run with MEDUSA_SMOKE=1 (small sizes; not for committing)")
     ap.add_argument("--no-clean", action="store_true", help="skip the clean step")
     ap.add_argument("--rehearse", action="store_true", help="the GPU branch on this CPU; copies to runs/rehearse/")
+    ap.add_argument("--timeout", type=int, default=CELL_TIMEOUT, help="seconds a cell may run")
     args = ap.parse_args(argv)
     os.environ["MEDUSA_SMOKE"] = "1" if args.smoke else "0"  # the kernels inherit this environment
     os.environ["MEDUSA_REHEARSE"] = "1" if args.rehearse else "0"
@@ -55,7 +56,7 @@ def main(argv=None) -> dict[str, float]:
         print(f"running {path.name} ...", flush=True)
         if outdir is not None:
             outdir.mkdir(parents=True, exist_ok=True)
-        times[path.name] = run(path, out=outdir / path.name if outdir else None)
+        times[path.name] = run(path, args.timeout, out=outdir / path.name if outdir else None)
         print(f"  {path.name}: {times[path.name]:.0f} s", flush=True)
     summary = ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
     print(f"wall time: {summary}; total {sum(times.values()):.0f} s")
