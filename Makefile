@@ -30,13 +30,13 @@ test: setup lint
 	$(MAKE) --no-print-directory rehearse
 
 # a T4 rehearsed on this CPU: notebooks through their GPU branch (fp16, a GPU's code paths and data sizes, hub
-# backbones as random-weight 2-layer copies of their architecture), smoke-sized. Every notebook on `t4`; notebook 03
-# (the only one that branches on the GPU) on `embedded`; 00 and 03 on `llama2-7b-qlora` (its NF4 layers are slow on
-# a CPU, and 01, 02, 04 and 05 take no path there that `t4` does not). REHEARSE_ALL=1: every notebook, every profile.
+# backbones as random-weight one-layer copies of their architecture), smoke-sized. Every notebook on `t4`; notebook 03
+# (the only one that branches on the GPU) on `embedded` and on `llama2-7b-qlora` (its NF4 layers are slow on a CPU,
+# and the other notebooks take no path there that `t4` does not). REHEARSE_ALL=1: every notebook, every profile.
 NB := notebooks
 REHEARSE_SET := $(if $(filter 1,$(REHEARSE_ALL)),embedded:$(NB) t4:$(NB) llama2-7b-qlora:$(NB),\
   embedded:$(NB)/03_self_distillation.ipynb t4:$(NB) \
-  llama2-7b-qlora:$(NB)/00_why_medusa.ipynb,$(NB)/03_self_distillation.ipynb)
+  llama2-7b-qlora:$(NB)/03_self_distillation.ipynb)
 rehearse: setup
 	@for run in $(REHEARSE_SET); do p=$${run%%:*}; nbs=$$(echo $${run#*:} | tr , ' '); \
 	  echo "== rehearsing a T4 with profile $$p: $$nbs"; \
