@@ -19,7 +19,8 @@ with the heads.
 
 With `--heads`, nothing is trained: heads folders already made (`make_heads.py --kind ... --out ...`)
 race each other and both baselines in one interleaved benchmark (`evaluate.benchmark`), each kind with
-the tree `evaluate.choose_tree` picks for it on this machine (its drafting cost included):
+the tree `evaluate.choose_tree` picks for it on this machine (its drafting cost included), with our own
+prompt lookup and the hybrid of the Hydra heads with it (`evaluate.drafter_methods`):
 
     python scripts/compare_heads.py --heads runs/heads_medusa runs/heads_hydra --json runs/race.json
 """
@@ -38,12 +39,14 @@ from medusa_lib.evaluate import (
     bench_prompts,
     benchmark,
     choose_tree,
+    drafter_methods,
     head_accuracy,
     markdown_table,
     measure_tau,
     medusa_method,
 )
 from medusa_lib.heads import SHIPPED_HEADS, MedusaModel
+from medusa_lib.interop import HYBRID_HEADS
 from medusa_lib.models import load_base
 from medusa_lib.train import fresh_heads
 from medusa_lib.tree import Tree, expected_accept_length
@@ -98,6 +101,8 @@ def race(dirs: list[str], args) -> dict:
         heads[name] = {"dir": d, "top1": acc[:, 0].tolist(), "top5": acc[:, 4].tolist(),
                        "E[tau]": expected_accept_length(tree, acc), "tree": [list(p) for p in tree.paths]}
         print(f"{name} ({d}): top-1 {[round(x, 3) for x in heads[name]['top1']]}, E[tau] {heads[name]['E[tau]']:.2f}")
+        if mm.kind == HYBRID_HEADS:  # our prompt lookup, and the hybrid of these heads with it
+            methods.update(drafter_methods(mm, tree))
     prompts = bench_prompts(per_group=args.per_group, humaneval=args.humaneval)
     res = benchmark(methods, tok, prompts, args.max_new_tokens)
     res["divergences"] = account_divergences(model, tok, prompts, res["runs"])
