@@ -41,14 +41,14 @@ class Running:
         return all(type(layer) is DynamicLayer for layer in self.cache.layers)
 
 
-def _prefill(mm, prompts: list[list[int]], rows: list[int], pad_id: int) -> Running:
+def _prefill(bb, prompts: list[list[int]], rows: list[int], pad_id: int) -> Running:
     """One left-padded forward over new prompts."""
-    device = mm.lm_head.weight.device
+    device = bb.lm_head.weight.device
     T = max(len(p) for p in prompts)
     ids = torch.tensor([[pad_id] * (T - len(p)) + list(p) for p in prompts], device=device)  # [b, T]
     mask = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts], device=device)  # [b, T]
-    cache = DynamicCache(config=mm.config)
-    h = mm.decoder(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+    cache = DynamicCache(config=bb.config)
+    h = bb.decoder(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
                    cache=cache, use_cache=True).last_hidden_state[:, -1]  # [b, H]
     return Running(rows, mask, cache, h)
 
@@ -88,18 +88,19 @@ def keep_rows(run: Running, keep: torch.Tensor) -> None:
             layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
 
 
-def step(mm, run: Running, tok: torch.Tensor) -> None:
+def step(bb, run: Running, tok: torch.Tensor) -> None:
     """Feed each row its new token [b]; the cache and mask grow by one column."""
     run.mask = torch.cat([run.mask, torch.ones_like(run.mask[:, :1])], 1)  # [b, L + 1]
-    run.h = mm.decoder(input_ids=tok[:, None], attention_mask=run.mask, position_ids=run.mask.sum(1, keepdim=True) - 1,
+    run.h = bb.decoder(input_ids=tok[:, None], attention_mask=run.mask, position_ids=run.mask.sum(1, keepdim=True) - 1,
                        cache=run.cache, use_cache=True).last_hidden_state[:, -1]
 
 
 @torch.no_grad()
-def stream_greedy(mm, prompts: list[list[int]], max_new_tokens: int, eos: set[int], pad_id: int = 0,
+def stream_greedy(bb, prompts: list[list[int]], max_new_tokens: int, eos: set[int], pad_id: int = 0,
                   batch_size: int = 64, refill: int | None = None, on_done=None,
                   keep_states: bool = False) -> list[list[int]]:
-    """Greedy answers (new token ids) to every prompt, with continuous batching.
+    """Greedy answers (new token ids) to every prompt, with continuous batching, on a backbone `bb` (anything
+    with `decoder`, `lm_head` and `config`: `backbone.as_backbone(model)`).
 
     Prompts wait in a queue sorted by length. Whenever `refill` slots are free (default a quarter of
     `batch_size`), that many are prefilled together and join the batch. `on_done(i, tokens, states)` is
@@ -121,19 +122,19 @@ def stream_greedy(mm, prompts: list[list[int]], max_new_tokens: int, eos: set[in
         empty = run is None or not run.rows
         if queue and (empty or (run.joinable and free >= min(refill, len(queue)))):
             new = [queue.popleft() for _ in range(min(free, len(queue)))]
-            run = join(run, _prefill(mm, [prompts[i] for i in new], new, pad_id))
+            run = join(run, _prefill(bb, [prompts[i] for i in new], new, pad_id))
         if states is not None:
             h = run.h.to("cpu", torch.float16)  # [b, H]
             for r, i in enumerate(run.rows):
                 states.setdefault(i, []).append(h[r])
-        tok = mm.lm_head(run.h).argmax(-1)  # [b]
+        tok = bb.lm_head(run.h).argmax(-1)  # [b]
         keep = _emit(run.rows, tok.tolist(), out, eos, max_new_tokens, on_done, states)
         if not all(keep):
             keep_t = torch.tensor(keep, device=tok.device)
             keep_rows(run, keep_t)
             tok = tok[keep_t]
         if run.rows:
-            step(mm, run, tok)
+            step(bb, run, tok)
     return out
 
 

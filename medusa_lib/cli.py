@@ -34,10 +34,11 @@ from medusa_lib.decoding import check_sampling, medusa_generate
 from medusa_lib.drafters import KINDS
 from medusa_lib.evaluate import is_heads_method, markdown_table, report
 from medusa_lib.heads import CONFIG_NAME, SHIPPED, MedusaModel, read_config
-from medusa_lib.interop import FORMATS, export_heads, load_heads, resolve_heads
+from medusa_lib.interop import FORMATS, export_heads, load_heads
 from medusa_lib.models import EMBEDDED_NAME, load_base
 from medusa_lib.positions import check_block_size
-from medusa_lib.train import add_lora, check_config, quick_heads, train_heads, train_joint
+from medusa_lib.recipes import HYBRID_HEADS, quick_heads, resolve_heads, shipped_heads_fit
+from medusa_lib.train import add_lora, check_config, train_heads, train_joint
 from medusa_lib.tree import Tree
 
 USER_ERRORS = (ValueError, KeyError, OSError, ImportError)  # bad input, file, package: one line, exit 2
@@ -315,11 +316,26 @@ def with_adapter(mm: MedusaModel, adapter_dir, heads_dir) -> MedusaModel:
 # ----------------------------------------------------------------------------- evaluate and demo
 
 
-def kind_arg(ap: argparse.ArgumentParser, kinds=tuple(SHIPPED)) -> None:
+def kind_arg(ap: argparse.ArgumentParser, kinds=KINDS) -> None:
     ap.add_argument("--kind", choices=kinds, default=DECODE_KIND,
                     help=f"which drafter ({', '.join(kinds)}); heads kinds: the shipped set when no heads are named "
                          f"(default: {DECODE_KIND}, the faster set in docs/heads_race.json; the notebooks teach with "
                          f"the medusa set)")
+
+
+def measured_heads(model, tok, args) -> MedusaModel:
+    """The heads evaluate and demo score (accuracy, tree): `--kind`'s, or for a kind without heads (eagle, pld,
+    hybrid: each is raced anyway) the hybrid's heads."""
+    kind = args.kind if args.kind in SHIPPED else HYBRID_HEADS
+    if kind != args.kind:
+        print(f"--kind {args.kind} has no heads to score: scoring the {kind} heads; every drafter is raced")
+    return with_adapter(load_heads_arg(model, tok, args.heads, kind), None, args.heads)
+
+
+def raced_drafters(model, tok) -> list:
+    """The drafters the race adds to the heads, prompt lookup and the hybrid: the shipped EAGLE drafter when it
+    fits `model`."""
+    return [resolve_heads(model, tok, kind="eagle")] if shipped_heads_fit(model, "eagle") else []
 
 
 def measure_args(ap: argparse.ArgumentParser, out: str) -> None:
@@ -332,6 +348,8 @@ def measure_args(ap: argparse.ArgumentParser, out: str) -> None:
     ap.add_argument("--per_group", type=int, default=smoke(2, 1), help="benchmark prompts per group")
     ap.add_argument("--humaneval", type=int, default=smoke(1, 0), help="HumanEval problems (if installed)")
     ap.add_argument("--max_new_tokens", type=int, default=smoke(96, 12))
+    ap.add_argument("--rounds", type=int, default=smoke(2, 1), help="times each method runs each prompt (the "
+                    "fastest counts, the spread is reported: a shared machine's bursts land on one round)")
 
 
 def check_measure(args) -> Path:
@@ -350,9 +368,10 @@ def evaluate(argv=None) -> dict:
     args = ap.parse_args(argv)
     out = check_measure(args)
     model, tok = load_base(args.model, dtype=args.dtype)
-    mm = with_adapter(load_heads_arg(model, tok, args.heads, args.kind), None, args.heads)
-    answers = heldout_rows(model, tok, smoke(24, 4), heads_dir=args.heads or SHIPPED[args.kind])
-    res = report(mm, tok, answers, out, args.per_group, args.max_new_tokens, args.humaneval, args.sweep)
+    mm = measured_heads(model, tok, args)
+    answers = heldout_rows(model, tok, smoke(24, 4), heads_dir=args.heads or SHIPPED[mm.kind])
+    res = report(mm, tok, answers, out, args.per_group, args.max_new_tokens, args.humaneval, args.sweep,
+                 raced_drafters(model, tok), args.rounds)
     print("\n" + markdown_table(res["summary"]))
     return res
 
@@ -372,10 +391,11 @@ def demo(argv=None) -> dict:
         mm, state = quick_heads(model, tok, save_dir=out / "heads")
         plots.save_fig(plots.plot_loss_curves(state["history"]), out / "loss.png")
     else:
-        mm = with_adapter(load_heads_arg(model, tok, args.heads, args.kind), None, args.heads)
+        mm = measured_heads(model, tok, args)
     print("[2/2] measuring" if args.train else "measuring the heads")
-    answers = heldout_rows(model, tok, smoke(24, 4), heads_dir=args.heads or SHIPPED[args.kind])
-    res = report(mm, tok, answers, out, args.per_group, args.max_new_tokens, args.humaneval)
+    answers = heldout_rows(model, tok, smoke(24, 4), heads_dir=args.heads or SHIPPED[mm.kind])
+    res = report(mm, tok, answers, out, args.per_group, args.max_new_tokens, args.humaneval, others=raced_drafters(
+        model, tok), rounds=args.rounds)
     print("\n" + markdown_table(res["summary"]))
     same = [r["identical"] for r in res["summary"] if is_heads_method(r["method"]) and r["group"] == "all"]
     print(f"\n{mm.kind.capitalize()} output identical to HF greedy: {same[0]} prompts")

@@ -256,10 +256,10 @@ ACCEPT = {"greedy": accept_greedy, "typical": accept_typical, "sample": accept_s
 
 @torch.no_grad()
 def prefill(mm, input_ids: torch.Tensor) -> tuple[DynamicCache, torch.Tensor]:
-    """Run the prompt once; returns (cache, last hidden state [1, H])."""
+    """Run the prompt once; returns (cache, the prompt's last hidden states [T, H])."""
     cache = DynamicCache(config=mm.config)
     out = mm.decoder(input_ids=input_ids, cache=cache, use_cache=True)
-    return cache, out.last_hidden_state[0, -1:]
+    return cache, out.last_hidden_state[0]
 
 
 class TreeInputs:
@@ -300,7 +300,7 @@ def medusa_generate(mm, input_ids: torch.Tensor, tree: Tree | None = None, max_n
     """Generate with tree verification. Batch size 1.
 
     `mm` is a `MedusaModel` (its heads draft on `tree`, default `Tree.default`) or any `drafters.Drafter`
-    (prompt lookup, a hybrid, heads on their own tree: `interop.resolve_heads(..., kind=...)`).
+    (prompt lookup, a hybrid, heads on their own tree: `recipes.resolve_heads(..., kind=...)`).
     greedy is lossless; sample is exact at `temperature`; typical is faster but not exact.
     Never emits past EOS or past `max_new_tokens`. `record=True` keeps each step's candidates
     and accepted nodes (for the notebooks' explorer). `out.step_times` is always filled; on CUDA
@@ -325,8 +325,8 @@ def medusa_generate(mm, input_ids: torch.Tensor, tree: Tree | None = None, max_n
         drafter.accepted(step, path)
         _record(out, streamer, emitted, times, step.tokens, path, record)  # stream before the drafter runs
         t0 = stamp()
-        if not done:  # the drafter reads the last accepted node's hidden state
-            step = drafter.propose(hs[path[-1]][None], root, context)
+        if not done:  # the drafter reads the accepted nodes' hidden states (heads: the last one)
+            step = drafter.propose(hs[path], root, context)
         times["heads"] = stamp() - t0
         times["total"] += times["heads"]
     if streamer is not None:
@@ -344,7 +344,7 @@ def start(drafter, bb, input_ids: torch.Tensor, mode: str, opts: dict, streamer)
     drafter.start(context)
     cache, h = prefill(bb, input_ids)
     how = "greedy" if mode == "greedy" else "sample"
-    root = choose_token(logit_rows(bb.lm_head.weight, h)[0], how, opts["temperature"], opts["gen"])
+    root = choose_token(logit_rows(bb.lm_head.weight, h[-1:])[0], how, opts["temperature"], opts["gen"])
     return cache, context, drafter.propose(h, root, context)
 
 
@@ -402,7 +402,7 @@ def greedy_generate(model_or_mm, input_ids: torch.Tensor, max_new_tokens: int = 
     if streamer is not None:
         streamer.put(input_ids.cpu())
     cache, h = prefill(mm, input_ids)
-    new, stamp = [], stopwatch(timing)
+    h, new, stamp = h[-1:], [], stopwatch(timing)
     while True:
         t0 = stamp()
         tok = int(logit_rows(W, h)[0].argmax())

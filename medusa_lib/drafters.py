@@ -5,12 +5,14 @@ something cheap *drafts* candidate continuations, and the base model *verifies* 
 under a tree mask. Decoding (`decoding.medusa_generate`) owns the verification and never names a drafter's
 kind; a drafter owns how its tree is built, as HF's `CandidateGenerator` and EAGLE's `topK_genrate` do.
 
-Every drafter answers one question each step: given the last verified hidden state h [1, H], the next root
-token (the base model's own choice, always right) and the context so far, which tree of tokens should the
-base model check? It returns a `Draft` (a `Tree` and the token of every node) and may learn from what was
-accepted. The kinds:
+Every drafter answers one question each step: given the hidden states verified since its last step
+h [A, H] (the prompt's at the start, then the accepted path's; heads read only the last row), the next root
+token (the base model's own choice, always right) and the context so far (its last A tokens are the ones
+those states were computed at), which tree of tokens should the base model check? It returns a `Draft`
+(a `Tree` and the token of every node) and may learn from what was accepted. The kinds:
 
 - `medusa`, `hydra`: trained heads on h (Sec. 2.1.1; Hydra: Ankner et al., 2024), on a static tree;
+- `eagle`: a feature-level drafter, one decoder layer deep, on a dynamic tree (`eagle.py`; Li et al., 2024);
 - `pld`: prompt lookup (Saxena, 2023): continuations of the longest n-gram of the context's end that
   occurred earlier in the context. No weights; several matches give several branches;
 - `hybrid`: two drafters' trees merged into one (shared prefixes merged), the node budget split by each
@@ -25,7 +27,7 @@ import torch
 
 from medusa_lib.tree import Tree
 
-KINDS = ("medusa", "hydra", "pld", "hybrid")  # every drafter `interop.resolve_heads(kind=...)` builds
+KINDS = ("medusa", "hydra", "eagle", "pld", "hybrid")  # every drafter `recipes.resolve_heads(kind=...)` builds
 
 
 @dataclass
@@ -71,7 +73,7 @@ class HeadsDrafter(Drafter):
         self.kind = mm.kind
 
     def propose(self, h: torch.Tensor, root: int, context: list[int]) -> Draft:
-        return Draft(self.tree, draft(self.mm, self.tree, h, root))
+        return Draft(self.tree, draft(self.mm, self.tree, h[-1:], root))
 
 
 def check_tree(mm, tree: Tree) -> None:
@@ -93,7 +95,7 @@ def draft(mm, tree: Tree, h: torch.Tensor, root: int) -> torch.Tensor:
 
     Medusa heads: head k's top-k fill depth k+1 (`Tree.candidates`). Hydra heads: node by node.
     """
-    if mm.kind == "hydra":
+    if mm.heads.reads_path:
         return hydra_candidates(mm, tree, h, root)
     topk = mm.head_topk(h, max(1, tree.max_rank))[:, 0]  # [K, topk]
     return tree.candidates(root, topk)
@@ -109,7 +111,7 @@ def hydra_candidates(mm, tree: Tree, h: torch.Tensor, root: int) -> torch.Tensor
     cand = torch.full((tree.num_nodes,), root, dtype=torch.long, device=h.device)  # [N]
     for d, (nodes, paths, row, rank) in enumerate(tree.levels()):  # nodes at depth d+1
         prev = cand[paths.to(h.device)]  # [P, d+1] path tokens of the P parents at depth d
-        top = mm.hydra_topk(h.expand(len(paths), -1), d, prev, max(1, tree.max_rank))  # [P, topk]
+        top = mm.topk_along(h.expand(len(paths), -1), d, prev, max(1, tree.max_rank))  # [P, topk]
         cand[nodes.to(h.device)] = top[row.to(h.device), rank.to(h.device)]
     return cand
 

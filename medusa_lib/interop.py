@@ -14,7 +14,7 @@ format knows) travels as an extra `draft_ids.pt` that `load_heads` restores, so 
 through either layout gives the same heads, drafting the same tokens. Hydra heads have no
 vLLM or FasterDecoding layout: `export_heads` refuses them.
 
-`resolve_heads` is the one place that decides which heads a command or notebook uses.
+Which drafter a command or notebook uses is decided in one place: `recipes.resolve_heads`.
 
     python -m medusa_lib.export --heads runs/heads --format vllm --out exports/vllm
 """
@@ -27,23 +27,17 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from medusa_lib.backbone import as_backbone
-from medusa_lib.drafters import KINDS, HeadsDrafter, HybridDrafter, PromptLookupDrafter
 from medusa_lib.files import atomic_dir, atomic_write_text
 from medusa_lib.heads import (
     CONFIG_NAME,
     DRAFT_NAME,
-    SHIPPED,
     MedusaModel,
-    check_compatible,
     model_card,
     read_config,
     read_draft_ids,
 )
-from medusa_lib.train import quick_heads
 
 FORMATS = ("vllm", "medusa")
-HYBRID_HEADS = "hydra"  # the hybrid's heads: the faster shipped set in docs/heads_race.json
 VLLM_WEIGHTS = "model.safetensors"
 MEDUSA_WEIGHTS = "medusa_lm_head.pt"
 MEDUSA_WEIGHTS_ST = "medusa_lm_head.safetensors"
@@ -103,7 +97,7 @@ def medusa_config(mm: MedusaModel) -> dict:
 
 def check_exportable(mm: MedusaModel) -> None:
     """Only Medusa heads have a vLLM or FasterDecoding layout: Hydra heads also read draft tokens."""
-    if mm.kind != "medusa":
+    if mm.heads.reads_path:
         raise ValueError("vLLM and FasterDecoding load Medusa heads only; these are Hydra heads (each head also "
                          "reads the draft tokens before it), which neither can run. Keep them in medusa_lib's "
                          "own format (MedusaModel.save_pretrained) and decode with medusa_generate")
@@ -246,49 +240,6 @@ def load_heads(directory, base) -> MedusaModel:
         return load_foreign_heads(directory, base)
     raise FileNotFoundError(f"{directory} holds no heads: no {CONFIG_NAME} (medusa_lib), no {MEDUSA_WEIGHTS} "
                             f"(FasterDecoding) and no config.json with model_type 'medusa' (vLLM)")
-
-
-def shipped_heads_fit(base, kind: str = "medusa") -> bool:
-    """Whether the heads of `kind` shipped with medusa_lib (for the embedded model) fit `base`."""
-    try:
-        cfg = read_config(SHIPPED[kind] / CONFIG_NAME)
-        check_compatible(cfg, base.config)
-    except (OSError, ValueError):
-        return False
-    return getattr(base.config, "name_or_path", None) == cfg.get("base_model_name_or_path")
-
-
-def resolve_heads(base, tok=None, heads=None, quick: bool = False, kind: str = "medusa",
-                  **quick_kwargs):
-    """What `medusa_generate` decodes with, for every drafter kind (`drafters.KINDS`).
-
-    `medusa`, `hydra`: a `MedusaModel`: the heads folder named (it must load, or this fails with the reason),
-    else the shipped heads of `kind` when they fit `base`, else with `quick=True` a small set trained now
-    (said out loud), else an error that says how to get heads. A named folder is never silently replaced.
-    `pld`: prompt lookup on `base` (no weights). `hybrid`: the `HYBRID_HEADS` heads (found as above) and
-    prompt lookup, merged into one tree each step."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    if kind == "pld":
-        if heads is not None:
-            raise ValueError("prompt lookup (kind 'pld') uses no heads; leave heads unset")
-        return PromptLookupDrafter(as_backbone(base))
-    if kind == "hybrid":
-        mm = resolve_heads(base, tok, heads, quick, HYBRID_HEADS, **quick_kwargs)
-        return HybridDrafter([HeadsDrafter(mm), PromptLookupDrafter(mm)])
-    if heads is not None:
-        return load_heads(heads, base)
-    if shipped_heads_fit(base, kind):
-        return MedusaModel.from_pretrained(SHIPPED[kind], base=base)
-    name = getattr(base.config, "name_or_path", "this model")
-    why = (f"the shipped {kind} heads are for another model than {name}" if (SHIPPED[kind] / CONFIG_NAME).exists()
-           else f"the shipped {kind} heads are missing ({SHIPPED[kind].name}/)")
-    if not quick:
-        raise FileNotFoundError(f"no heads given and {why}; train some with `train_kd --student_name ...` "
-                                f"and pass their folder")
-    print(f"no heads given ({why}): training a small quick set of Medusa heads now (self-distil, Medusa-1; "
-          f"a few minutes)")
-    return quick_heads(base, tok, **quick_kwargs)[0]
 
 
 # ----------------------------------------------------------------------------- hub

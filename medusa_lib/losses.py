@@ -81,7 +81,7 @@ def head_term(mm: MedusaModel, k: int, h, target, teacher_h, mask, cfg: TrainCon
     if draft is not None:
         target, in_draft = to_draft(target, draft, mm.heads.vocab_size)
         mask = mask & in_draft
-    z = mm.heads.block(h, k) if prev is None else mm.hydra_state(h, k, prev)  # [B, H]
+    z = mm.head_state(h, k, prev)  # [B, H]
     if weight.requires_grad:  # trainable projections keep fp32 weights: no copy
         student = z.float() @ weight.T.float()  # [B, V']
     else:  # a frozen (fp16) lm_head is read in its own dtype, not copied to fp32 on every call
@@ -100,7 +100,7 @@ def bank_batch_loss(mm: MedusaModel, bank: PositionBank, pos: torch.Tensor, cfg:
     losses = []
     for k in range(mm.num_heads):
         target, mask = bank.target(pos, k)
-        prev = bank.path_ids(pos, k) if mm.kind == "hydra" else None  # teacher forcing: tokens t+1 .. t+k+1
+        prev = bank.path_ids(pos, k) if mm.heads.reads_path else None  # teacher forcing: tokens t+1 .. t+k+1
         loss = head_term(mm, k, h, target.to(dev), bank.teacher_state(pos, k), mask.to(dev), cfg, prev)
         if backward and loss.requires_grad:
             loss.backward()

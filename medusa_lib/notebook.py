@@ -13,8 +13,8 @@ import transformers
 from medusa_lib.config import REHEARSE, SMOKE, chosen_profile, get_device, get_profile, set_seed, smoke
 from medusa_lib.data import SD_TOKENS, heldout_rows, load_prompts, self_distill_data, spread
 from medusa_lib.heads import SHIPPED_HEADS, MedusaModel
-from medusa_lib.interop import resolve_heads, shipped_heads_fit
 from medusa_lib.models import load_base
+from medusa_lib.recipes import resolve_heads, shipped_heads_fit
 
 
 def setup(profile: str = "embedded", seed: int = 0) -> tuple[torch.device, str]:
@@ -61,7 +61,8 @@ def heldout_set(model, tok, n: int | None = None) -> tuple[list, list[dict]]:
     pick = spread(range(len(prompts)), n)
     if shipped_heads_fit(model):
         rows = heldout_rows(model, tok, heads_dir=SHIPPED_HEADS)
-        return [prompts[i] for i in pick], [rows[i] for i in pick]
+        if all(i < len(rows) for i in pick):  # prompts added after the heads shipped have no shipped answer
+            return [prompts[i] for i in pick], [rows[i] for i in pick]
     rows = self_distill_data(model, tok, [prompts[i].prompt for i in pick], smoke(SD_TOKENS, 16))
     return [prompts[i] for i in pick], rows
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from medusa_lib.backbone import as_backbone
 from medusa_lib.heads import MedusaModel
 
 
@@ -81,7 +82,7 @@ def pad_batch(seqs, pad_id: int = 0, device=None) -> tuple[torch.Tensor, torch.T
 
 
 @torch.no_grad()
-def hidden_states(mm: MedusaModel, seqs, progress: bool = False, batch_tokens: int = 8192,
+def hidden_states(backbone, seqs, progress: bool = False, batch_tokens: int = 8192,
                   known=None) -> list[torch.Tensor]:
     """Last hidden states [T - start, H] (fp32, CPU) of each (ids, start) in `seqs`, in order.
 
@@ -92,7 +93,8 @@ def hidden_states(mm: MedusaModel, seqs, progress: bool = False, batch_tokens: i
     every real token, so causal attention never sees it."""
     from tqdm.auto import tqdm
 
-    device = mm.lm_head.weight.device
+    bb = as_backbone(backbone)  # a causal LM, a Backbone or a MedusaModel: only the decoder runs
+    device = bb.lm_head.weight.device
     out = list(known) if known is not None else [None] * len(seqs)
     order = sorted((i for i in range(len(seqs)) if out[i] is None), key=lambda i: len(seqs[i][0]))
     bar = tqdm(total=sum(len(seqs[i][0]) for i in order), desc="hidden states", unit="tok", disable=not progress)
@@ -100,7 +102,7 @@ def hidden_states(mm: MedusaModel, seqs, progress: bool = False, batch_tokens: i
         T = len(seqs[order[-1]][0])
         group = [order.pop() for _ in range(min(len(order), max(1, batch_tokens // T)))]  # longest first
         ids, mask, _ = pad_batch([seqs[i] for i in group], device=device)  # [b, T] each
-        h = mm.decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # [b, T, H], no KV cache
+        h = bb.decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # [b, T, H], no KV cache
         for row, i in enumerate(group):
             out[i] = h[row, seqs[i][1]: len(seqs[i][0])].float().cpu()
         bar.update(int(mask.sum()))
@@ -186,13 +188,13 @@ def bank_accuracy(mm: MedusaModel, bank: PositionBank, topk: int = 10, chunk: in
     device = mm.lm_head.weight.device
     for pos in torch.arange(len(bank)).split(chunk):
         h = bank.inputs(pos, device)  # [B, H]
-        tops = None if mm.kind == "hydra" else mm.head_topk(h, topk)  # [K, B, topk]: every head, once
+        tops = None if mm.heads.reads_path else mm.head_topk(h, topk)  # [K, B, topk]: every head, once
         for k in range(mm.num_heads):
             target, mask = bank.target(pos, k)
             if not mask.any():
                 continue
-            if mm.kind == "hydra":  # teacher-forced along the true path: tokens t+1 .. t+k+1
-                top = mm.hydra_topk(h[mask.to(device)], k, bank.path_ids(pos[mask], k), topk)  # [n, topk]
+            if tops is None:  # heads that read their path: teacher-forced along the true one, tokens t+1 .. t+k+1
+                top = mm.topk_along(h[mask.to(device)], k, bank.path_ids(pos[mask], k), topk)  # [n, topk]
             else:
                 top = tops[k][mask.to(device)]  # [n, topk]
             first = (top == target[mask].to(device)[:, None]).float().cumsum(-1).clamp(max=1)  # [n, topk]

@@ -21,8 +21,7 @@ from dataclasses import asdict, replace
 import torch
 
 from medusa_lib.checkpoints import check_save_dir, is_peft, load_checkpoint, save_checkpoint
-from medusa_lib.config import TrainConfig, smoke
-from medusa_lib.data import draft_vocab, load_prompts, self_distill_data
+from medusa_lib.config import TrainConfig
 from medusa_lib.heads import MedusaModel
 from medusa_lib.losses import bank_batch_loss, joint_loss
 from medusa_lib.positions import PositionBank, bank_accuracy, check_rows, pad_batch, row_states
@@ -278,7 +277,7 @@ def check_joint(mm: MedusaModel) -> None:
     """Medusa-2 needs LoRA adapters on the base, and Medusa heads (Hydra heads train in Medusa-1 only)."""
     if not is_peft(mm.base):
         raise TypeError("train_joint needs LoRA adapters on the base: MedusaModel.from_base(add_lora(model), ...)")
-    if mm.kind != "medusa":
+    if mm.heads.reads_path:
         raise ValueError(f"train_joint (Medusa-2) trains Medusa heads only; these are {mm.kind} heads: "
                          f"train them with train_heads (Medusa-1, frozen backbone)")
 
@@ -302,31 +301,3 @@ def compute_dtype(model) -> torch.dtype:
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype.replace("torch.", ""))
     return dtype or model.get_output_embeddings().weight.dtype
-
-
-# ----------------------------------------------------------------------------- the quick recipe
-
-
-def fresh_heads(model, rows, eval_rows=None, epochs: int = 2, num_heads: int = 3, draft=8192, save_dir=None,
-                seed: int = 0, progress: bool = True, kind: str = "medusa") -> tuple[MedusaModel, dict]:
-    """The shipped recipe on given rows: fresh heads (1 ResBlock each, shared lm_head), a draft
-    vocabulary (`draft`: a size, or the token ids), Medusa-1. `kind`: "medusa" or "hydra" heads.
-    Returns (heads, trainer state)."""
-    mm = MedusaModel.from_base(model, num_heads, share_lm_head=True, kind=kind)
-    if isinstance(draft, int) and draft:
-        draft = draft_vocab(rows, draft, model.config.vocab_size)
-    if draft is not None and not isinstance(draft, int):
-        mm.set_draft_vocab(draft)
-    cfg = TrainConfig(epochs=epochs, offsets=tuple(range(1, num_heads + 1)), seed=seed)
-    state = train_heads(mm, rows, eval_rows, cfg=cfg, save_dir=save_dir, overwrite=True, progress=progress)
-    return mm, state
-
-
-def quick_heads(model, tok, n_prompts: int | None = None, max_new_tokens: int | None = None,
-                epochs: int | None = None, save_dir=None, progress: bool = True) -> tuple[MedusaModel, dict]:
-    """A small set of heads trained in a few minutes on a CPU, for notebooks without heads and
-    `demo --train`: self-distil `n_prompts` training prompts (cached on disk), then `fresh_heads`."""
-    n_prompts, max_new_tokens = n_prompts or smoke(40, 4), max_new_tokens or smoke(128, 16)
-    prompts = [p.prompt for p in load_prompts("train")[:n_prompts]]
-    rows = self_distill_data(model, tok, prompts, max_new_tokens, batch_size=16, progress=progress)
-    return fresh_heads(model, rows, epochs=epochs or smoke(3, 1), save_dir=save_dir, progress=progress)

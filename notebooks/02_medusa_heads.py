@@ -174,14 +174,14 @@ eval_rows = held_rows[::smoke(6, 1)]   # every 6th answer: 10 rows spread over t
 print(f"{len(eval_rows)} held-out answers, {sum(len(r['response_ids']) for r in eval_rows):,} answer tokens")
 
 # %% [markdown]
-# The **trained** heads come from `resolve_heads`. For the embedded model it loads the heads shipped with `medusa_lib`, which `make heads` trains on the model's own answers to the hand-written training prompts and to template prompts (`data.template_prompts`); the next cell prints their training record. If they are missing (or do not fit the backbone), it trains a quick small set on the spot with `train.quick_heads`: the model's 128-token answers to the first 40 training prompts, here for 6 epochs, a few minutes on a CPU.
+# The **trained** heads come from `resolve_heads`. For the embedded model it loads the heads shipped with `medusa_lib`, which `make heads` trains on the model's own answers to the hand-written training prompts and to template prompts (`data.template_prompts`); the next cell prints their training record. If they are missing (or do not fit the backbone), it trains a quick small set on the spot with `recipes.quick_heads`: the model's 128-token answers to the first 40 training prompts, here for 6 epochs, a few minutes on a CPU.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 import json
 
 from medusa_lib.heads import SHIPPED_HEADS
-from medusa_lib.interop import resolve_heads, shipped_heads_fit
+from medusa_lib.recipes import resolve_heads, shipped_heads_fit
 
 quick = smoke(dict(epochs=6), dict(n_prompts=4, max_new_tokens=16, epochs=1))   # only used without shipped heads
 print("shipped heads:", "found" if (SHIPPED_HEADS / "medusa_config.json").exists() else "not found, training a quick set")

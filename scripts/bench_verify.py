@@ -18,7 +18,7 @@ from medusa_lib import MedusaModel, Tree, load_base, medusa_generate
 from medusa_lib.data import chat_ids
 from medusa_lib.decoding import logit_rows
 from medusa_lib.evaluate import median_seconds, verify_costs
-from medusa_lib.interop import resolve_heads
+from medusa_lib.recipes import resolve_heads
 
 
 def median_ms(fn, repeats=9):

@@ -1,7 +1,7 @@
 """Medusa heads against Hydra heads (Ankner et al., 2024) on the embedded model, with one recipe.
 
 Both kinds get the same data and training: self-distilled answers of the embedded model to the
-hand-written training prompts (`data.selfdistill_rows`, cached), then `train.fresh_heads` (3 heads,
+hand-written training prompts (`data.selfdistill_rows`, cached), then `recipes.fresh_heads` (3 heads,
 1 ResBlock each, shared lm_head, 8192-token draft vocabulary, Medusa-1, 2 epochs). Reported:
 
 - per-head top-1 / top-5 on the self-distilled held-out answers (`evaluate.head_accuracy`; Hydra
@@ -27,12 +27,15 @@ prompt lookup and the hybrid of the Hydra heads with it (`evaluate.drafter_metho
 
 import argparse
 import json
+import platform
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from medusa_lib.config import set_seed
+from medusa_lib.config import PROFILES, set_seed
 from medusa_lib.data import heldout_rows, load_prompts, saved_rows, selfdistill_rows
+from medusa_lib.eagle import load_eagle
 from medusa_lib.evaluate import (
     account_divergences,
     baselines,
@@ -46,9 +49,8 @@ from medusa_lib.evaluate import (
     medusa_method,
 )
 from medusa_lib.heads import SHIPPED_HEADS, MedusaModel
-from medusa_lib.interop import HYBRID_HEADS
 from medusa_lib.models import load_base
-from medusa_lib.train import fresh_heads
+from medusa_lib.recipes import HYBRID_HEADS, fresh_heads
 from medusa_lib.tree import Tree, expected_accept_length
 
 
@@ -56,8 +58,8 @@ def run_kind(kind, model, tok, train, heldout, prompts, args) -> dict:
     """Train fresh heads of one kind, then measure held-out accuracy and tau."""
     set_seed(args.seed)
     t0 = time.perf_counter()
-    mm, state = fresh_heads(model, train, epochs=args.epochs, num_heads=3, draft=args.draft, seed=args.seed,
-                            progress=False, kind=kind)
+    mm, state = fresh_heads(model, train, epochs=args.epochs, head=replace(PROFILES["embedded"].head, kind=kind),
+                            draft=args.draft, seed=args.seed, progress=False)
     train_s = time.perf_counter() - t0
     acc = head_accuracy(mm, heldout, topk=10)  # [3, 10] cumulative
     row = {"kind": kind, "train_s": train_s, "positions": state["positions"],
@@ -101,15 +103,25 @@ def race(dirs: list[str], args) -> dict:
         heads[name] = {"dir": d, "top1": acc[:, 0].tolist(), "top5": acc[:, 4].tolist(),
                        "E[tau]": expected_accept_length(tree, acc), "tree": [list(p) for p in tree.paths]}
         print(f"{name} ({d}): top-1 {[round(x, 3) for x in heads[name]['top1']]}, E[tau] {heads[name]['E[tau]']:.2f}")
-        if mm.kind == HYBRID_HEADS:  # our prompt lookup, and the hybrid of these heads with it
-            methods.update(drafter_methods(mm, tree))
+        if mm.kind == HYBRID_HEADS:  # our prompt lookup, the hybrid of these heads with it, and EAGLE
+            eagle = [load_eagle(args.eagle, model)] if args.eagle else []
+            methods.update(drafter_methods(mm, tree, eagle))
     prompts = bench_prompts(per_group=args.per_group, humaneval=args.humaneval)
-    res = benchmark(methods, tok, prompts, args.max_new_tokens)
+    res = benchmark(methods, tok, prompts, args.max_new_tokens, rounds=args.rounds)
     res["divergences"] = account_divergences(model, tok, prompts, res["runs"])
     print(markdown_table(res["summary"]))
     for d in res["divergences"]:
         print(f"{d['method']} left HF greedy on {d['prompt']} at token {d['at']}: explained {d['explained']}")
-    return {"heads": heads, "summary": res["summary"], "divergences": res["divergences"]}
+    by_step = {m: step_costs([r for r in res["runs"] if r["method"] == m]) for m in methods}
+    return {"heads": heads, "summary": res["summary"], "divergences": res["divergences"], "noisy": res["noisy"],
+            "machine": platform.processor() or platform.machine(), "rounds": args.rounds, "steps": by_step}
+
+
+def step_costs(runs: list[dict]) -> dict:
+    """Median per-prompt time per step and tau of one method's runs (the drafting share is in the methods' own
+    step_times; here: wall time / steps)."""
+    return {"ms_per_step": statistics.median(1000 * r["seconds"] / max(1, r["steps"]) for r in runs),
+            "tau": statistics.median(r["new_tokens"] / max(1, r["steps"]) for r in runs)}
 
 
 def main():
@@ -124,6 +136,8 @@ def main():
     ap.add_argument("--heads", nargs="+", default=None, help="race these heads folders instead of training")
     ap.add_argument("--per_group", type=int, default=4, help="with --heads: bench prompts per group")
     ap.add_argument("--humaneval", type=int, default=2, help="with --heads: HumanEval problems (if installed)")
+    ap.add_argument("--eagle", default=None, help="with --heads: also race this EAGLE drafter folder")
+    ap.add_argument("--rounds", type=int, default=2, help="with --heads: runs per (method, prompt); the fastest counts")
     args = ap.parse_args()
     if args.heads:
         res = race(args.heads, args)

@@ -21,23 +21,25 @@ import json
 import random
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from medusa_lib.config import set_seed
+from medusa_lib.config import PROFILES, set_seed
 from medusa_lib.data import draft_vocab, selfdistill_rows, take_positions, template_rows, text_rows
 from medusa_lib.evaluate import per_head_rows
 from medusa_lib.heads import KINDS, SHIPPED_HEADS
 from medusa_lib.models import load_base
 from medusa_lib.plots import plot_learning_curve, save_fig
-from medusa_lib.train import fresh_heads
+from medusa_lib.recipes import fresh_heads
 
 
 def point(model, rows, heldout, draft, epochs, kind="medusa"):
     set_seed(0)
     t0 = time.time()
-    _, state = fresh_heads(model, rows, heldout, epochs, draft=draft, progress=False, kind=kind)
+    _, state = fresh_heads(model, rows, heldout, epochs, head=replace(PROFILES["embedded"].head, kind=kind),
+                           draft=draft, progress=False)
     ev = state["evals"][-1]
     return {"positions": state["positions"], "epochs": epochs, "top1": ev["top1"], "top5": ev["top5"],
             "seconds": time.time() - t0}

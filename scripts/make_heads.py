@@ -6,7 +6,7 @@ Recipe (chosen from the learning curve, scripts/learning_curve.py):
   scripts/generate_data.py (192 new tokens each), capped at --positions answer tokens;
 - optionally KD on packed Python standard-library text (--text positions; 0 by default: it did not
   help chat heads in the curve);
-- `train.fresh_heads`: 3 heads (--kind medusa or hydra), 1 ResBlock each, shared lm_head, --draft draft
+- `recipes.fresh_heads`: 3 heads (--kind medusa or hydra), 1 ResBlock each, shared lm_head, --draft draft
   vocabulary, Medusa-1.
 
 Writes medusa_lib/assets/heads/embedded/ (embedded-hydra/ with --kind hydra): heads.safetensors (fp16
@@ -19,17 +19,18 @@ import argparse
 import json
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from medusa_lib.checkpoints import write_record
-from medusa_lib.config import TrainConfig, set_seed
+from medusa_lib.config import PROFILES, TrainConfig, set_seed
 from medusa_lib.data import HELDOUT_FILE, load_prompts, saved_rows, selfdistill_rows, take_positions, text_rows
 from medusa_lib.evaluate import head_accuracy, measure_tau
 from medusa_lib.heads import KINDS, SHIPPED
 from medusa_lib.models import DTYPES, load_base
-from medusa_lib.train import fresh_heads
+from medusa_lib.recipes import fresh_heads
 from medusa_lib.tree import Tree, expected_accept_length
 
 
@@ -100,8 +101,8 @@ def main(argv=None):
     data = training_rows(args, model, tok)
     heldout = data["heldout"]
     mm, state = fresh_heads(model, data["sd"] + data["tmpl"] + data["text"], heldout, args.epochs,
-                            draft=args.draft, save_dir=Path("runs/make_heads") / args.kind, seed=args.seed,
-                            kind=args.kind)
+                            head=replace(PROFILES["embedded"].head, kind=args.kind), draft=args.draft,
+                            save_dir=Path("runs/make_heads") / args.kind, seed=args.seed)
     store = DTYPES[args.save_dtype]
     with torch.no_grad():  # measure exactly the weights that ship: rounded to the stored dtype
         for p in mm.heads.parameters():

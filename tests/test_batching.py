@@ -1,9 +1,9 @@
 import pytest
 import torch
 
+from medusa_lib.backbone import Backbone
 from medusa_lib.batching import Running, join, keep_rows, stream_greedy
 from medusa_lib.decoding import greedy_generate
-from medusa_lib.heads import MedusaModel
 
 
 def _prompts(lengths, seed=3):
@@ -20,7 +20,7 @@ def test_stream_greedy_equals_one_prompt_greedy_with_refills(tiny):
     """Continuous batching (3 slots for 7 prompts, so rows leave at EOS and new prompts join a running,
     longer or shorter cache) gives exactly one-prompt greedy's tokens in fp32."""
     model, _ = tiny
-    mm = MedusaModel.from_base(model, 1)
+    mm = Backbone(model)  # the decoder and lm_head only: no heads
     prompts = _prompts((12, 3, 5, 30, 7, 9, 4))
     refs = _refs(mm, prompts, 25)
     eos = {refs[1][6], refs[4][12]}  # tokens two answers emit mid-way: every answer must stop at its first
@@ -35,14 +35,14 @@ def test_stream_greedy_equals_one_prompt_greedy_with_refills(tiny):
 
 def test_stream_greedy_budget_and_one_slot(tiny):
     model, _ = tiny
-    mm = MedusaModel.from_base(model, 1)
+    mm = Backbone(model)  # the decoder and lm_head only: no heads
     prompts = _prompts((6, 2, 9))
     assert stream_greedy(mm, prompts, 5, set(), batch_size=1) == _refs(mm, prompts, 5)
 
 
 def test_keep_rows_trims_columns_no_row_attends_to(tiny):
     model, _ = tiny
-    mm = MedusaModel.from_base(model, 1)
+    mm = Backbone(model)  # the decoder and lm_head only: no heads
     from medusa_lib.batching import _prefill
 
     run = join(_prefill(mm, _prompts((9,)), [0], 0), _prefill(mm, _prompts((3,), seed=4), [1], 0))
@@ -56,7 +56,7 @@ def test_stream_greedy_keeps_the_state_behind_every_token(tiny):
     """With keep_states, row i's states are the last hidden states at positions len(prompt)-1 .. end-1,
     as a full forward over prompt + answer computes them; each one's argmax is the next token."""
     model, _ = tiny
-    mm = MedusaModel.from_base(model, 1)
+    mm = Backbone(model)  # the decoder and lm_head only: no heads
     prompts = _prompts((5, 11, 3))
     got = {}
     answers = stream_greedy(mm, prompts, 9, set(), batch_size=2, refill=1, keep_states=True,
@@ -79,7 +79,7 @@ def test_sliding_window_caches_batch_without_joins():
     torch.manual_seed(0)
     model = MistralForCausalLM(cfg).eval()
     torch.nn.init.normal_(model.lm_head.weight, std=0.5)
-    mm = MedusaModel.from_base(model, 1)
+    mm = Backbone(model)  # the decoder and lm_head only: no heads
     prompts = [[int(t) for t in torch.randint(4, 99, (n,))] for n in (3, 9, 1, 14, 5)]
     refs = _refs(mm, prompts, 10)
     eos = {refs[1][3]}
@@ -91,7 +91,7 @@ def test_sliding_window_caches_batch_without_joins():
 
 def test_stream_greedy_refuses_bad_calls(tiny):
     model, _ = tiny
-    mm = MedusaModel.from_base(model, 1)
+    mm = Backbone(model)  # the decoder and lm_head only: no heads
     with pytest.raises(ValueError, match="at least one token"):
         stream_greedy(mm, [[5, 6], []], 4, set())
     with pytest.raises(ValueError, match="pass on_done"):

@@ -148,24 +148,19 @@ def test_train_kd_builds_the_heads_its_profile_names(name, tiny, tmp_path, monke
     assert _heads_settings(mm) == _wanted_settings(config.get_profile(name).head, mm.config.vocab_size)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="fresh_heads hard-codes the recipe; issue: one door for every drafter")
 def test_fresh_heads_builds_the_heads_its_profile_names(tiny):
-    """train.fresh_heads (the shipped heads' recipe, make heads, quick_heads) should build what the profile
-    names. Today it takes no profile: 3 heads, shared lm_head, an 8192-token draft, whatever the profile says.
-    When the fix gives it a way to receive the profile, pass it here (a `head=` or `profile=` keyword is
-    tried), and drop the xfail."""
-    import inspect
+    """recipes.fresh_heads (the shipped heads' recipe, make heads, quick_heads) builds what a profile names:
+    head count, layers, shared or own lm_head, draft vocabulary and kind; with no profile given, the model's own."""
+    from medusa_lib.recipes import fresh_heads, profile_of
 
-    from medusa_lib.train import fresh_heads
-
-    params = inspect.signature(fresh_heads).parameters
     model, _ = tiny
     for name in ("embedded", "t4", "llama2-7b-qlora", "tiny"):
         prof = config.get_profile(name)
-        kw = {"head": prof.head} if "head" in params else {"profile": prof} if "profile" in params else {}
-        mm, _ = fresh_heads(model, _tiny_rows(), epochs=1, progress=False, **kw)
+        mm, _ = fresh_heads(model, _tiny_rows(), epochs=1, progress=False, head=prof.head)
         assert _heads_settings(mm) == _wanted_settings(prof.head, mm.config.vocab_size), name
+    assert profile_of(model).name == "tiny"
+    mm, _ = fresh_heads(model, _tiny_rows(), epochs=1, progress=False)  # the tiny profile's own heads
+    assert _heads_settings(mm) == _wanted_settings(config.get_profile("tiny").head, mm.config.vocab_size)
 
 
 def test_a_4bit_profile_trains_qlora_joint_with_its_own_batch_and_lr():

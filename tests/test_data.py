@@ -7,7 +7,8 @@ from medusa_lib import data
 
 def test_prompt_set_has_fixed_split_and_categories():
     rows = data.load_prompts()
-    assert len(rows) >= 200 and {r.category for r in rows} == set(data.CATEGORIES)
+    assert len(rows) >= 200 and {r.category for r in rows} == set(data.CATEGORIES) | set(data.HELDOUT_ONLY)
+    assert not {r.category for r in rows if r.split == "train"} & set(data.HELDOUT_ONLY)
     held = data.load_prompts("heldout")
     assert 50 <= len(held) <= 70 and all(r.split == "heldout" for r in held)
     assert len({r.id for r in rows}) == len(rows)
@@ -195,9 +196,10 @@ def test_row_states_refuses_states_of_another_answer():
 
 def test_spread_covers_every_heldout_category():
     prompts = data.load_prompts("heldout")
-    picked = data.spread(prompts, len(data.CATEGORIES) * 2)
-    assert len(picked) == len(data.CATEGORIES) * 2
-    assert {p.category for p in picked} == set(data.CATEGORIES)  # the first 14 would be chat and qa only
+    cats = set(data.CATEGORIES) | set(data.HELDOUT_ONLY)
+    picked = data.spread(prompts, len(cats) * 2)
+    assert len(picked) == len(cats) * 2
+    assert {p.category for p in picked} == cats  # the first 18 would be chat and qa only
     assert data.spread(prompts, None) == prompts and data.spread(prompts, 10_000) == prompts
     assert data.spread(range(10), 3) == [0, 3, 6]
 

@@ -193,8 +193,10 @@ def test_hydra_heads_read_the_draft_tokens(tiny):
         z = mm.hydra_state(h, 2, torch.tensor([[5, 6, 7], [5, 6, 8]]))  # same h, last draft token differs
     assert not torch.allclose(z[0], z[1])
     assert not mm.embed(torch.tensor([5, 6])).requires_grad  # the base model's table, frozen: no gradient
-    with pytest.raises(TypeError, match="Hydra heads also read the draft tokens"):
+    with pytest.raises(ValueError, match="Hydra heads read their tree path's tokens too: use topk_along"):
         mm.head_topk(h, 3)
+    nxt = mm.embed(torch.tensor([[5, 6, 7], [5, 6, 8]]))  # [2, 3, H]: every head's path, as training feeds it
+    assert torch.equal(mm.heads.hidden(h, nxt)[2], z)  # the base class's contract holds, given the paths
     with pytest.raises(ValueError, match="Hydra head 1 reads h and the embeddings of the 2 tokens before it"):
         mm.heads.block(h, 1, mm.embed(torch.tensor([[5], [6]])))
     with pytest.raises(ValueError, match=r"kind must be one of \('medusa', 'hydra'\), got 'eagle'"):

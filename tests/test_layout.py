@@ -6,8 +6,9 @@ from pathlib import Path
 
 import medusa_lib
 
-ORDER = ["config", "files", "memory", "backbone", "models", "heads", "tree", "drafters", "decoding", "batching", "data",
-         "positions", "losses", "checkpoints", "train", "plots", "evaluate", "interop", "cli", "notebook"]
+ORDER = ["config", "files", "memory", "backbone", "models", "heads", "tree", "drafters", "eagle", "decoding",
+         "batching", "data", "positions", "losses", "checkpoints", "train", "eagle_train", "plots", "evaluate",
+         "interop", "recipes", "cli", "notebook"]
 SHIMS = ["__init__", "preprocess_data", "train_kd", "decode_tree", "export", "demo"]  # above everything
 PACKAGE = Path(medusa_lib.__file__).parent
 
@@ -63,3 +64,43 @@ def test_library_functions_are_short():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 length = node.end_lineno - node.lineno + 1
                 assert length <= 40, f"{name}.{node.name} is {length} lines (at most 40)"
+
+
+# the modules that may name a drafter kind: the drafters themselves, the recipes, the config and the commands
+NAMES_KINDS = {"drafters", "heads", "eagle", "recipes", "config", "cli"} | set(SHIMS)
+
+
+def _kind_namings(path: Path, kinds) -> list[str]:
+    """Where `path` branches on or picks a drafter kind by name: a kind's string compared with an expression
+    about a kind (`mm.kind == "hydra"`), given as `kind=` (a call or a default) or used as a subscript."""
+    tree, found = ast.parse(path.read_text()), []
+
+    def is_kind(node) -> bool:
+        return isinstance(node, ast.Constant) and node.value in kinds
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if any(is_kind(s) for s in sides) and "kind" in ast.unparse(node):
+                found.append(f"{path.stem}:{node.lineno} {ast.unparse(node)}")
+        elif isinstance(node, ast.keyword) and node.arg == "kind" and is_kind(node.value):
+            found.append(f"{path.stem}:{node.value.lineno} kind={node.value.value!r}")
+        elif isinstance(node, ast.arguments):
+            args = node.posonlyargs + node.args
+            pairs = list(zip(args[len(args) - len(node.defaults):], node.defaults))
+            pairs += [(a, d) for a, d in zip(node.kwonlyargs, node.kw_defaults) if d is not None]
+            found += [f"{path.stem}:{d.lineno} {a.arg}={d.value!r}" for a, d in pairs if "kind" in a.arg and is_kind(d)]
+        elif isinstance(node, ast.Subscript) and is_kind(node.slice):
+            found.append(f"{path.stem}:{node.lineno} {ast.unparse(node)}")
+    return found
+
+
+def test_only_the_drafters_recipes_config_and_commands_name_a_kind(tmp_path):
+    from medusa_lib.drafters import KINDS
+
+    probe = tmp_path / "probe.py"
+    probe.write_text("def f(mm, kind='hydra'):\n    if mm.kind == 'hydra':\n        g(kind='pld')\n"
+                     "    return SHIPPED['eagle'], mm.format == 'medusa'\n")
+    assert len(_kind_namings(probe, KINDS)) == 4  # the walk sees each way of naming a kind (not a format's name)
+    found = [f for name in ORDER if name not in NAMES_KINDS for f in _kind_namings(PACKAGE / f"{name}.py", KINDS)]
+    assert not found, f"drafter kinds named outside the drafters, recipes, config and commands: {found}"
