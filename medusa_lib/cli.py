@@ -30,7 +30,7 @@ from medusa_lib.config import (
     smoke,
 )
 from medusa_lib.data import chat_ids, draft_vocab, heldout_rows, load_corpus, load_prompts, pack, self_distill_data
-from medusa_lib.decoding import check_sampling, medusa_generate
+from medusa_lib.decoding import check_sampling, check_typical, medusa_generate
 from medusa_lib.drafters import KINDS
 from medusa_lib.evaluate import is_heads_method, markdown_table, report
 from medusa_lib.heads import CONFIG_NAME, SHIPPED, MedusaModel, read_config
@@ -82,6 +82,8 @@ def preprocess_data(argv=None) -> Path:
     args = ap.parse_args(argv)
     if args.block_size < 2:
         raise ValueError(f"--block_size must be >= 2, got {args.block_size}")
+    if args.max_chars is not None and args.max_chars < 1:
+        raise ValueError(f"--max_chars must be >= 1 (characters to keep), got {args.max_chars}")
     out = check_out(args.out)
     _, tok = load_base(args.model, device="cpu")
     texts = load_corpus(args.text_dir or args.dataset_name, max_chars=args.max_chars)
@@ -246,6 +248,8 @@ def decode_tree(argv=None) -> dict:
     dec = from_arguments(DecodeConfig, args)
     parse_tree(dec.tree)  # the tree's shape, before any model loads
     check_sampling(dec.mode, dec.temperature, dec.max_new_tokens)
+    if dec.mode == "typical":
+        check_typical(dec.posterior_threshold, dec.posterior_alpha)
     if args.adapter_dir is not None and not Path(args.adapter_dir).is_dir():
         raise FileNotFoundError(f"--adapter_dir {args.adapter_dir}: no such folder")
     model, tok = load_base(args.base_model_id)
@@ -353,9 +357,11 @@ def measure_args(ap: argparse.ArgumentParser, out: str) -> None:
 
 
 def check_measure(args) -> Path:
-    for name in ("per_group", "max_new_tokens"):
+    for name in ("per_group", "max_new_tokens", "rounds"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.humaneval < 0:
+        raise ValueError(f"--humaneval must be >= 0 (problems to add), got {args.humaneval}")
     if args.heads is not None and not Path(args.heads).is_dir():
         raise FileNotFoundError(f"--heads {args.heads}: no such folder")
     return check_out(args.out)

@@ -103,6 +103,16 @@ def check_sampling(mode: str, temperature: float, max_new_tokens) -> None:
         check_temperature(temperature, mode)
 
 
+def check_typical(posterior_threshold: float, posterior_alpha: float) -> None:
+    """Typical acceptance's epsilon and delta are finite numbers > 0: at 0, a negative value or NaN, every drafted
+    token would be accepted unchecked by the base model."""
+    for name, value in (("posterior_threshold", posterior_threshold), ("posterior_alpha", posterior_alpha)):
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+        if not (ok and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0 for typical acceptance, got {value!r}; "
+                             f"the paper's are 0.09 and 0.3")
+
+
 def check_temperature(temperature: float, mode: str) -> None:
     """Sampling divides the logits by the temperature: it must be a finite number > 0."""
     ok = isinstance(temperature, numbers.Real) and not isinstance(temperature, bool)
@@ -309,6 +319,8 @@ def medusa_generate(mm, input_ids: torch.Tensor, tree: Tree | None = None, max_n
     drafter = as_drafter(mm, tree)
     bb = as_backbone(drafter.backbone)
     check_inputs(input_ids, mode, max_new_tokens, temperature, bb.config.vocab_size)
+    if mode == "typical":
+        check_typical(posterior_threshold, posterior_alpha)
     W = bb.lm_head.weight
     opts = dict(temperature=temperature, posterior_threshold=posterior_threshold, posterior_alpha=posterior_alpha,
                 gen=torch.Generator(device=W.device).manual_seed(seed) if seed is not None else None)

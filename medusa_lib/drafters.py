@@ -185,7 +185,7 @@ class HybridDrafter(Drafter):
 
     kind = "hybrid"
 
-    def __init__(self, drafters: list[Drafter], budget: int = 12, decay: float = 0.8, floor: float = 0.25):
+    def __init__(self, drafters: list[Drafter], budget: int = 18, decay: float = 0.8, floor: float = 0.25):
         if len(drafters) < 2:
             raise ValueError("a hybrid needs at least two drafters")
         self.drafters, self.backbone = drafters, drafters[0].backbone

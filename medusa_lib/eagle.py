@@ -60,11 +60,15 @@ class EagleNet(nn.Module):
         self.register_buffer("draft_ids", torch.as_tensor(draft_ids, dtype=torch.long))
 
     @classmethod
-    def for_backbone(cls, backbone, draft_ids: torch.Tensor) -> EagleNet:
-        """A fresh net shaped like `backbone`'s decoder layers, fp32, on its device."""
+    def for_backbone(cls, backbone, draft_ids: torch.Tensor, from_last_layer: bool = False) -> EagleNet:
+        """A fresh net shaped like `backbone`'s decoder layers, fp32, on its device; `from_last_layer` starts
+        its decoder layer from a copy of the backbone's last one (a pretrained start, not a random one)."""
         bb = as_backbone(backbone)
         dec = bb.decoder
         net = cls(bb.config, type(dec.layers[0]), type(dec.rotary_emb), draft_ids)
+        if from_last_layer:
+            state = {k: v.float() for k, v in dec.layers[-1].state_dict().items() if "input_layernorm" not in k}
+            net.layer.load_state_dict(state)
         return net.to(bb.lm_head.weight.device)
 
     def forward(self, emb: torch.Tensor, feat: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,

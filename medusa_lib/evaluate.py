@@ -161,11 +161,11 @@ def medusa_method(mm, tree: Tree | None = None):
 
 
 def drafter_methods(mm, tree: Tree, others=()) -> dict:
-    """Our own prompt lookup, the hybrid of `mm`'s heads on `tree` with it (a few more nodes than the tree
-    alone, which the hybrid splits by what each drafter gets accepted), and any `others` drafters, each
-    named by its kind."""
+    """Our own prompt lookup, the hybrid of `mm`'s heads on `tree` with it (room for the tree and one whole
+    prompt-lookup chain, which the hybrid splits by what each drafter gets accepted), and any `others` drafters,
+    each named by its kind."""
     pld = PromptLookupDrafter(mm)
-    hybrid = HybridDrafter([HeadsDrafter(mm, tree), PromptLookupDrafter(mm)], budget=tree.num_nodes + 3)
+    hybrid = HybridDrafter([HeadsDrafter(mm, tree), PromptLookupDrafter(mm)], budget=tree.num_nodes + pld.depth)
     return {pld.kind: medusa_method(pld), f"{hybrid.kind}[{mm.kind}]": medusa_method(hybrid),
             **{d.kind: medusa_method(d) for d in others}}
 

@@ -181,8 +181,11 @@ def bank_accuracy(mm: MedusaModel, bank: PositionBank, topk: int = 10, chunk: in
     """[K, topk] cumulative: P(head k's top-i holds the base model's greedy token k+1 steps on).
 
     Hydra heads are scored teacher-forced (their path holds the true tokens), the accuracy that each
-    depth of a tree has once its path so far is right; so per-depth numbers compare with Medusa's."""
+    depth of a tree has once its path so far is right; so per-depth numbers compare with Medusa's.
+    Heads that may propose fewer than `topk` tokens (a small draft vocabulary) keep their last column: top-i
+    for i past the draft size is top-(draft size)."""
     mm.heads.eval()
+    wanted, topk = topk, min(topk, mm.draft_ids.numel() if mm.draft_ids is not None else topk)
     hits = torch.zeros(mm.num_heads, topk)
     count = torch.zeros(mm.num_heads)
     device = mm.lm_head.weight.device
@@ -200,5 +203,6 @@ def bank_accuracy(mm: MedusaModel, bank: PositionBank, topk: int = 10, chunk: in
             first = (top == target[mask].to(device)[:, None]).float().cumsum(-1).clamp(max=1)  # [n, topk]
             hits[k] += first.sum(0).cpu()
             count[k] += mask.sum()
-    return hits / count.clamp(min=1)[:, None]
+    acc = hits / count.clamp(min=1)[:, None]  # [K, topk]
+    return torch.cat([acc, acc[:, -1:].expand(-1, wanted - topk)], 1)  # [K, wanted]
 

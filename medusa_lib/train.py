@@ -48,6 +48,18 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"offsets must be 1..K (e.g. 1 2 3), got {list(cfg.offsets)}")
     if cfg.stage not in ("heads", "joint"):
         raise ValueError(f"stage must be 'heads' or 'joint', got {cfg.stage!r}")
+    check_weights(cfg)
+
+
+def check_weights(cfg: TrainConfig) -> None:
+    """Loss weights and rates that are numbers in range: a NaN or a negative weight trains garbage, saved as
+    success."""
+    ranges = {"kd_weight": (0.0, 1.0, "0 = hard CE only, 1 = KD only"), "decay": (1e-9, 1.0, "head k weighs decay**k"),
+              "lr": (1e-12, 10.0, "a learning rate"), "head_lr_mult": (1e-9, 1e3, "a multiplier of lr")}
+    for name, (lo, hi, what) in ranges.items():
+        value = getattr(cfg, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and lo <= value <= hi):
+            raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}] ({what}), got {value!r}")
 
 
 # ----------------------------------------------------------------------------- Medusa-1

@@ -223,3 +223,26 @@ def test_kind_picks_the_shipped_set(embedded, capsys, kind):
     assert f"shipped {kind} set" in capsys.readouterr().out
     with pytest.raises(ValueError, match="kind must be one of"):
         load_heads_arg(model, tok, None, "eagle")
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["decode_tree", "--mode", "typical", "--posterior_threshold", "-1"], "posterior_threshold must be a finite"),
+    (["decode_tree", "--mode", "typical", "--posterior_alpha", "nan"], "posterior_alpha must be a finite"),
+    (["train_kd", "--kd_weight", "nan"], "kd_weight must be a number in"),
+    (["train_kd", "--kd_weight", "2"], "kd_weight must be a number in"),
+    (["train_kd", "--decay", "-1"], "decay must be a number in"),
+    (["train_kd", "--lr", "-1"], "lr must be a number in"),
+    (["evaluate", "--humaneval", "-1"], "--humaneval must be >= 0"),
+    (["evaluate", "--rounds", "0"], "--rounds must be >= 1"),
+    (["preprocess_data", "--max_chars", "0"], "--max_chars must be >= 1"),
+])
+def test_bad_numbers_fail_before_any_work(argv, msg, tmp_path, capsys):
+    """Numbers that would train garbage, accept every draft unchecked or benchmark nothing fail at once (exit 2)."""
+    from medusa_lib import cli
+
+    command, *args = argv
+    if command in ("evaluate", "preprocess_data", "train_kd"):
+        args += ["--out" if command != "train_kd" else "--save_dir", str(tmp_path / "out")]
+    args += ["--student_name", "tiny"] if command == "train_kd" else []
+    assert cli.run(getattr(cli, command), args) == 2
+    assert msg in capsys.readouterr().err

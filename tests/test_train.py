@@ -362,3 +362,13 @@ def test_states_kept_at_generation_replace_the_backbone_pass(tiny, tmp_path):
     torch.testing.assert_close(fast.h[used], slow.h[used], atol=2e-3, rtol=2e-3)
     assert torch.equal(fast.greedy[used], slow.greedy[used]) and torch.equal(fast.valid, slow.valid)
 
+
+
+def test_a_draft_vocabulary_smaller_than_the_scored_topk_trains_and_scores(tiny):
+    """`--draft_size 2` used to fail at the end of epoch 1 ("selected index k out of range"), saving nothing."""
+    model, _ = tiny
+    mm = MedusaModel.from_base(model, 2)
+    mm.set_draft_vocab(torch.tensor([5, 6]))
+    rows = [{"prompt_ids": [5, 6, 7], "response_ids": list(range(10, 40))}]
+    acc = bank_accuracy(mm, PositionBank(mm, check_rows(rows, 64), 2), topk=5)
+    assert acc.shape == (2, 5) and torch.equal(acc[:, 1], acc[:, 4])  # past the draft size nothing is added
