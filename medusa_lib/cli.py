@@ -37,12 +37,12 @@ from medusa_lib.heads import CONFIG_NAME, SHIPPED, MedusaModel, read_config
 from medusa_lib.interop import FORMATS, export_heads, load_heads
 from medusa_lib.models import EMBEDDED_NAME, load_base
 from medusa_lib.positions import check_block_size
+from medusa_lib.recipes import DEFAULT_KIND as DECODE_KIND
 from medusa_lib.recipes import HYBRID_HEADS, quick_heads, resolve_heads, shipped_heads_fit
 from medusa_lib.train import add_lora, check_config, train_heads, train_joint
 from medusa_lib.tree import Tree
 
 USER_ERRORS = (ValueError, KeyError, OSError, ImportError)  # bad input, file, package: one line, exit 2
-DECODE_KIND = "hydra"  # the shipped set demo, evaluate and decode_tree use: the faster one on a CPU
 
 
 def run(command, argv=None) -> int:

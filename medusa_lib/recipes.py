@@ -16,6 +16,7 @@ trains heads only when asked (`quick=True`). The kinds live in one registry (`dr
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from medusa_lib.backbone import as_backbone
 from medusa_lib.config import PROFILES, HeadConfig, Profile, TrainConfig, smoke
@@ -28,16 +29,19 @@ from medusa_lib.models import EMBEDDED_NAME
 from medusa_lib.train import train_heads
 
 HYBRID_HEADS = "hydra"  # the hybrid's heads: the faster shipped set of heads in docs/heads_race.json
+DEFAULT_KIND = "hydra"  # what the commands decode with: the fastest kind overall in docs/heads_race.json (a test)
 SHIPPED_DRAFTERS = {**SHIPPED, "eagle": SHIPPED["medusa"].with_name("embedded-eagle")}  # `scripts/make_eagle.py`
 
 # ----------------------------------------------------------------------------- the profile of a model
 
 
 def profile_of(model) -> Profile:
-    """The profile whose backbone `model` is (by its name), else the embedded profile's sizes."""
-    name = getattr(as_backbone(model).config, "name_or_path", "")
+    """The profile whose backbone `model` is (by its name; a rehearsal copy of a hub backbone, whose folder is
+    named after it, counts as that backbone), else the embedded profile's sizes."""
+    name = str(getattr(as_backbone(model).config, "name_or_path", ""))
     for prof in PROFILES.values():
-        if name == prof.backbone or (prof.backbone == "embedded" and name == EMBEDDED_NAME):
+        hub = "/" in prof.backbone and Path(prof.backbone).name in Path(name).name
+        if name == prof.backbone or hub or (prof.backbone == "embedded" and name == EMBEDDED_NAME):
             return prof
     return PROFILES["embedded"]
 

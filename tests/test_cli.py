@@ -246,3 +246,17 @@ def test_bad_numbers_fail_before_any_work(argv, msg, tmp_path, capsys):
     args += ["--student_name", "tiny"] if command == "train_kd" else []
     assert cli.run(getattr(cli, command), args) == 2
     assert msg in capsys.readouterr().err
+
+
+def test_the_commands_default_is_the_fastest_kind_in_the_race():
+    """recipes.DEFAULT_KIND (decode_tree, evaluate and demo without --kind) is the kind with the best median
+    speedup over all prompts in the committed race (`scripts/compare_heads.py --heads ...`, docs/heads_race.json)."""
+    from pathlib import Path
+
+    from medusa_lib.drafters import KINDS
+    from medusa_lib.recipes import DEFAULT_KIND
+
+    race = json.loads((Path(__file__).parents[1] / "docs" / "heads_race.json").read_text())
+    ours = [r for r in race["summary"] if r["group"] == "all" and r["method"].split("[")[0] in KINDS]
+    assert ours, "the race holds none of our drafters"
+    assert DEFAULT_KIND == max(ours, key=lambda r: r["speedup"])["method"].split("[")[0]

@@ -201,3 +201,18 @@ def test_profile_from_the_environment_wins(monkeypatch):
     monkeypatch.setenv("MEDUSA_PROFILE", "t5")
     with pytest.raises(ValueError, match="unknown profile 't5'"):
         config.chosen_profile("embedded")
+
+
+def test_profile_of_knows_each_backbone_and_its_rehearsal_copy():
+    """quick heads on a rehearsed t4 must be the t4 profile's heads, as on a real T4, or the rehearsal misses them."""
+    from types import SimpleNamespace
+
+    from medusa_lib.recipes import profile_of
+
+    def named(name):
+        return SimpleNamespace(config=SimpleNamespace(name_or_path=name), decoder=None, lm_head=None)
+
+    cases = {"HuggingFaceTB/SmolLM2-135M-Instruct": "embedded", "tiny": "tiny",
+             "TinyLlama/TinyLlama-1.1B-Chat-v1.0": "t4", "/cache/rehearse-TinyLlama-1.1B-Chat-v1.0-1layers-v1": "t4",
+             "/cache/rehearse-Llama-2-7b-chat-hf-1layers-v1": "llama2-7b-qlora", "someone/else": "embedded"}
+    assert {n: profile_of(named(n)).name for n in cases} == cases
