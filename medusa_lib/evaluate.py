@@ -319,11 +319,12 @@ def _summary_row(method: str, group: str, sel: list[dict], ref: dict) -> dict:
 
 
 def markdown_table(summary: list[dict], group: str | None = None) -> str:
-    cols = ["method", "group", "prompts", "tokens_per_s", "ms_per_token", "wall_s", "tau", "speedup", "identical"]
+    cols = ["method", "group", "prompts", "tokens_per_s", "ms_per_token", "wall_s", "tau", "speedup", "identical",
+            "spread"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in summary:
         if group is None or r["group"] == group:
-            lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
+            lines.append("| " + " | ".join(_fmt(r.get(c, "-")) for c in cols) + " |")
     return "\n".join(lines)
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from medusa_lib.config import PROFILES, set_seed
 from medusa_lib.data import heldout_rows, load_prompts, saved_rows, selfdistill_rows
+from medusa_lib.drafters import KINDS
 from medusa_lib.eagle import load_eagle
 from medusa_lib.evaluate import (
     account_divergences,
@@ -117,6 +118,24 @@ def race(dirs: list[str], args) -> dict:
             "machine": platform.processor() or platform.machine(), "rounds": args.rounds, "steps": by_step}
 
 
+def race_markdown(res: dict) -> str:
+    """The race as docs/heads_race.md: the machine, the table by group, and each verdict computed from it."""
+    rows = {(r["method"], r["group"]): r for r in res["summary"]}
+    kinds = {m.split("[")[0]: m for m, _ in rows}
+    lines = [f"Race on {res['machine']}, {res['rounds']} rounds per (method, prompt), fastest kept"
+             + (" (the machine was too noisy to trust)" if res["noisy"] else ""), "",
+             markdown_table(sorted(res["summary"], key=lambda r: (r["group"], -r["speedup"]))), ""]
+    ours = [m for k, m in kinds.items() if k in KINDS]
+    best = max(ours, key=lambda m: rows[(m, "all")]["speedup"])
+    lines.append(f"- fastest of ours over all prompts: {best}, x{rows[(best, 'all')]['speedup']:.2f} against HF greedy")
+    if {"hybrid", "pld", HYBRID_HEADS} <= set(kinds):
+        hyb, pld, heads = kinds["hybrid"], kinds["pld"], kinds[HYBRID_HEADS]
+        for group in ("copy", "chat"):
+            t = {m: rows[(m, group)]["tau"] for m in (hyb, pld, heads)}
+            lines.append(f"- {group}: tau hybrid {t[hyb]:.2f}, heads {t[heads]:.2f}, prompt lookup {t[pld]:.2f}")
+    return "\n".join(lines) + "\n"
+
+
 def step_costs(runs: list[dict]) -> dict:
     """Median per-prompt time per step and tau of one method's runs (the drafting share is in the methods' own
     step_times; here: wall time / steps)."""
@@ -143,6 +162,7 @@ def main():
         res = race(args.heads, args)
         if args.json:
             Path(args.json).write_text(json.dumps(res, indent=2))
+            Path(args.json).with_suffix(".md").write_text(race_markdown(res))
         return
     model, tok = load_base("embedded", device="cpu")
     if args.data:
