@@ -200,7 +200,9 @@ def best_paths(toks: torch.Tensor, scores: torch.Tensor, parents: torch.Tensor, 
     as high, and ties go to the shallower node, so the kept set is a tree); their leaves' token paths, best
     first. One transfer to the host."""
     order = torch.argsort(scores, descending=True, stable=True)[:nodes]  # stable: earlier (shallower) first
-    toks, parents, order = toks.tolist(), parents.tolist(), order.tolist()
+    M = len(toks)
+    host = torch.cat([toks, parents.to(toks.dtype), order]).tolist()  # one read: a GPU syncs once per step
+    toks, parents, order = host[:M], host[M:2 * M], host[2 * M:]
     has_child = {parents[i] for i in order}
     paths = []
     for leaf in (i for i in order if i not in has_child):

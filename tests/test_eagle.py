@@ -181,3 +181,17 @@ def test_exact_sampling_stays_exact_with_the_dynamic_tree(tiny):
     assert accepted > n // 20, "drafts were almost never accepted: the test would not exercise acceptance"
     assert _chi2_ok(firsts, p1, n)
     assert _chi2_ok(seconds[top], p2, firsts[top])
+
+
+def test_a_drafting_step_reads_the_device_once(tiny, monkeypatch):
+    """Every depth is batched on the device; only the kept tree comes back to the host, in one transfer."""
+    from test_decoding import count_host_reads
+
+    model, _ = tiny
+    drafter = EagleDrafter(_net(model, 2), model, EagleTree(4, 4, 12))
+    ids = list(range(5, 14))
+    _, h = prefill(Backbone(model), torch.tensor([ids]))
+    drafter.start(ids)
+    reads = count_host_reads(monkeypatch)
+    drafter.propose(h, 20, ids)
+    assert len(reads) == 1, reads
