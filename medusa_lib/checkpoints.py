@@ -53,6 +53,10 @@ def check_save_dir(save_dir, resume: bool = False, overwrite: bool = False) -> P
     if save_dir is None:
         return None
     save_dir = Path(save_dir)
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in save_dir and --overwrite replaces it: pass one of them")
+    if resume and not (save_dir.is_dir() and any(save_dir.iterdir())):
+        raise FileNotFoundError(f"nothing to resume: {save_dir} holds no run; drop --resume to start one")
     if save_dir.exists() and not save_dir.is_dir():
         raise NotADirectoryError(f"save_dir {save_dir} is a file; give a folder")
     if save_dir.exists() and any(save_dir.iterdir()) and not (resume or overwrite):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -185,8 +186,8 @@ def train_kd(argv=None) -> dict:
               "args": vars(args)}
     write_record(args.save_dir, record)
     print(json.dumps({k: v for k, v in record.items() if k != "args"}, indent=1))
-    print(f"heads: {Path(args.save_dir) / 'best'} (decode with: decode_tree --base_model_id {args.student_name} "
-          f"--mtp_ckpt_path {args.save_dir})")
+    print(f"heads: {Path(args.save_dir) / 'best'} (decode with: decode_tree --base_model_id "
+          f"{shlex.quote(args.student_name)} --mtp_ckpt_path {shlex.quote(str(args.save_dir))})")
     return record
 
 
@@ -389,6 +390,8 @@ def demo(argv=None) -> dict:
     measure_args(ap, "runs/demo")
     args = ap.parse_args(argv)
     out = check_measure(args)
+    if args.train and args.heads is not None:
+        raise ValueError("--train trains new heads and --heads names heads to measure: pass one of them")
     set_seed(0)
     t0 = time.time()
     model, tok = load_base(args.model, device="cpu", dtype=args.dtype)

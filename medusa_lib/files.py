@@ -18,7 +18,11 @@ from pathlib import Path
 def cache_dir() -> Path:
     """`$MEDUSA_CACHE`, else `$XDG_CACHE_HOME/medusa_lib` (`~/.cache/medusa_lib`)."""
     default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "medusa_lib"
-    return Path(os.environ.get("MEDUSA_CACHE", default))
+    path = Path(os.environ.get("MEDUSA_CACHE", default))
+    if path.exists() and not path.is_dir():  # found now, not after an hour of self-distillation
+        raise NotADirectoryError(f"the cache folder {path} is a file; point MEDUSA_CACHE at a folder "
+                                 f"(or unset it for {default})")
+    return path
 
 
 @contextlib.contextmanager

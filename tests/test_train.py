@@ -372,3 +372,17 @@ def test_a_draft_vocabulary_smaller_than_the_scored_topk_trains_and_scores(tiny)
     rows = [{"prompt_ids": [5, 6, 7], "response_ids": list(range(10, 40))}]
     acc = bank_accuracy(mm, PositionBank(mm, check_rows(rows, 64), 2), topk=5)
     assert acc.shape == (2, 5) and torch.equal(acc[:, 1], acc[:, 4])  # past the draft size nothing is added
+
+
+def test_save_dir_refuses_resume_with_nothing_to_resume_and_resume_with_overwrite(tmp_path, monkeypatch):
+    from medusa_lib.checkpoints import check_save_dir
+    from medusa_lib.files import cache_dir
+
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):  # it used to start afresh, silently
+        check_save_dir(tmp_path / "new", resume=True)
+    with pytest.raises(ValueError, match="pass one of them"):
+        check_save_dir(tmp_path, resume=True, overwrite=True)
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("MEDUSA_CACHE", str(tmp_path / "file"))
+    with pytest.raises(NotADirectoryError, match="point MEDUSA_CACHE at a folder"):
+        cache_dir()
