@@ -124,9 +124,9 @@ def resolve_heads(base, tok=None, heads=None, quick: bool = False, kind: str = "
 def _no_shipped(base, tok, kind: str, quick: bool, quick_kwargs: dict):
     """No drafter named and none shipped for `base`: train quick heads when asked, else say how to get some."""
     name = getattr(as_backbone(base).config, "name_or_path", "this model")
-    folder = SHIPPED_DRAFTERS[kind]
-    why = (f"the shipped {kind} drafter is for another model than {name}" if folder.is_dir()
-           else f"the shipped {kind} drafter is missing ({folder.name}/)")
+    folder, noun = SHIPPED_DRAFTERS[kind], "drafter is" if kind == "eagle" else "heads are"
+    why = (f"the shipped {kind} {noun} for another model than {name}" if folder.is_dir()
+           else f"the shipped {kind} {noun} missing ({folder.name}/)")
     if kind == "eagle":
         raise FileNotFoundError(f"no EAGLE drafter given and {why}; train one with scripts/make_eagle.py "
                                 f"(or eagle_train.train_eagle) and pass its folder")
