@@ -32,7 +32,7 @@ from medusa_lib.config import (
 )
 from medusa_lib.data import chat_ids, draft_vocab, heldout_rows, load_corpus, load_prompts, pack, self_distill_data
 from medusa_lib.decoding import check_sampling, check_typical, medusa_generate
-from medusa_lib.drafters import KINDS
+from medusa_lib.drafters import KINDS, heads_with_lookup
 from medusa_lib.evaluate import is_heads_method, markdown_table, report
 from medusa_lib.heads import CONFIG_NAME, SHIPPED, MedusaModel, read_config
 from medusa_lib.interop import FORMATS, export_heads, load_heads
@@ -269,11 +269,14 @@ def decode_tree(argv=None) -> dict:
 
 
 def decode_source(model, tok, args, tree_arg: str):
-    """(what decodes, its tree): heads on the `--tree` asked for, or a drafter that builds its own tree."""
-    if args.kind in SHIPPED:
-        mm = with_adapter(load_heads_arg(model, tok, args.mtp_ckpt_path, args.kind), args.adapter_dir,
+    """(what decodes, its tree): heads on the `--tree` asked for; the hybrid of those heads (adapter included)
+    with prompt lookup; or a drafter that builds its own tree."""
+    if args.kind in SHIPPED or args.kind == "hybrid":
+        heads_kind = args.kind if args.kind in SHIPPED else HYBRID_HEADS
+        mm = with_adapter(load_heads_arg(model, tok, args.mtp_ckpt_path, heads_kind), args.adapter_dir,
                           args.mtp_ckpt_path)
-        return mm, parse_tree(tree_arg, mm.num_heads)
+        tree = parse_tree(tree_arg, mm.num_heads)
+        return (mm, tree) if args.kind in SHIPPED else (heads_with_lookup(mm, tree), None)
     if tree_arg != "default":
         raise ValueError(f"--kind {args.kind} builds its own tree each step; leave --tree unset")
     if args.adapter_dir is not None:
@@ -324,8 +327,8 @@ def with_adapter(mm: MedusaModel, adapter_dir, heads_dir) -> MedusaModel:
 def kind_arg(ap: argparse.ArgumentParser, kinds=KINDS) -> None:
     ap.add_argument("--kind", choices=kinds, default=DECODE_KIND,
                     help=f"which drafter ({', '.join(kinds)}); heads kinds: the shipped set when no heads are named "
-                         f"(default: {DECODE_KIND}, the faster set in docs/heads_race.json; the notebooks teach with "
-                         f"the medusa set)")
+                         f"(default: {DECODE_KIND}, the fastest kind in docs/heads_race.md; the notebooks teach with "
+                         f"the medusa heads)")
 
 
 def measured_heads(model, tok, args) -> MedusaModel:

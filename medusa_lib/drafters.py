@@ -217,6 +217,13 @@ class HybridDrafter(Drafter):
             d.accepted(own, path_in(own, got))
 
 
+def heads_with_lookup(mm, tree: Tree | None = None) -> HybridDrafter:
+    """The shipped hybrid: `mm`'s heads on `tree` (default `Tree.default`) and prompt lookup, with room for the
+    tree and one whole prompt-lookup chain, split by what each gets accepted."""
+    heads, pld = HeadsDrafter(mm, tree), PromptLookupDrafter(mm)
+    return HybridDrafter([heads, pld], budget=heads.tree.num_nodes + pld.depth)
+
+
 def trim(seqs: list[list[int]], nodes: int) -> list[list[int]]:
     """The sequences cut so that their trie has at most `nodes` nodes (earlier sequences first)."""
     return token_tree(0, seqs, budget=nodes).sequences() if seqs else []

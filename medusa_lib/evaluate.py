@@ -28,7 +28,7 @@ import torch
 from medusa_lib import plots
 from medusa_lib.data import chat_ids, load_prompts
 from medusa_lib.decoding import greedy_generate, logit_rows, medusa_generate, prefill, tree_forward
-from medusa_lib.drafters import HeadsDrafter, HybridDrafter, PromptLookupDrafter, as_drafter, draft
+from medusa_lib.drafters import PromptLookupDrafter, as_drafter, draft, heads_with_lookup
 from medusa_lib.eagle import EagleTree
 from medusa_lib.heads import KINDS, SHIPPED_HEADS, MedusaHeads, MedusaModel
 from medusa_lib.models import clock, median_seconds
@@ -164,8 +164,7 @@ def drafter_methods(mm, tree: Tree, others=()) -> dict:
     """Our own prompt lookup, the hybrid of `mm`'s heads on `tree` with it (room for the tree and one whole
     prompt-lookup chain, which the hybrid splits by what each drafter gets accepted), and any `others` drafters,
     each named by its kind."""
-    pld = PromptLookupDrafter(mm)
-    hybrid = HybridDrafter([HeadsDrafter(mm, tree), PromptLookupDrafter(mm)], budget=tree.num_nodes + pld.depth)
+    pld, hybrid = PromptLookupDrafter(mm), heads_with_lookup(mm, tree)
     return {pld.kind: medusa_method(pld), f"{hybrid.kind}[{mm.kind}]": medusa_method(hybrid),
             **{d.kind: medusa_method(d) for d in others}}
 

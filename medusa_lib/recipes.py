@@ -21,7 +21,7 @@ from pathlib import Path
 from medusa_lib.backbone import as_backbone
 from medusa_lib.config import PROFILES, HeadConfig, Profile, TrainConfig, smoke
 from medusa_lib.data import draft_vocab, load_prompts, self_distill_data
-from medusa_lib.drafters import KINDS, HeadsDrafter, HybridDrafter, PromptLookupDrafter
+from medusa_lib.drafters import KINDS, PromptLookupDrafter, heads_with_lookup
 from medusa_lib.eagle import load_eagle, read_eagle_config
 from medusa_lib.heads import CONFIG_NAME, SHIPPED, MedusaModel, read_config
 from medusa_lib.interop import load_heads
@@ -29,7 +29,7 @@ from medusa_lib.models import EMBEDDED_NAME
 from medusa_lib.train import train_heads
 
 HYBRID_HEADS = "hydra"  # the hybrid's heads: the faster shipped set of heads in docs/heads_race.json
-DEFAULT_KIND = "hydra"  # what the commands decode with: the fastest kind overall in docs/heads_race.json (a test)
+DEFAULT_KIND = "hybrid"  # what the commands decode with: the fastest kind overall in docs/heads_race.json (a test)
 SHIPPED_DRAFTERS = {**SHIPPED, "eagle": SHIPPED["medusa"].with_name("embedded-eagle")}  # `scripts/make_eagle.py`
 
 # ----------------------------------------------------------------------------- the profile of a model
@@ -111,8 +111,7 @@ def resolve_heads(base, tok=None, heads=None, quick: bool = False, kind: str = "
             raise ValueError("prompt lookup (kind 'pld') uses no heads; leave heads unset")
         return PromptLookupDrafter(as_backbone(base))
     if kind == "hybrid":
-        mm = resolve_heads(base, tok, heads, quick, HYBRID_HEADS, **quick_kwargs)
-        return HybridDrafter([HeadsDrafter(mm), PromptLookupDrafter(mm)])
+        return heads_with_lookup(resolve_heads(base, tok, heads, quick, HYBRID_HEADS, **quick_kwargs))
     if heads is not None:
         return load_eagle(heads, base) if kind == "eagle" else load_heads(heads, base)
     if shipped_heads_fit(base, kind):
