@@ -222,7 +222,7 @@ def test_kind_picks_the_shipped_set(embedded, capsys, kind):
     assert load_heads_arg(model, tok, None, kind).kind == kind
     assert f"shipped {kind} set" in capsys.readouterr().out
     with pytest.raises(ValueError, match="kind must be one of"):
-        load_heads_arg(model, tok, None, "eagle")
+        load_heads_arg(model, tok, None, "medusa2")
 
 
 @pytest.mark.parametrize("argv, msg", [
