@@ -79,7 +79,7 @@ def logit_rows(weight: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 
 
 def check_inputs(input_ids: torch.Tensor, mode: str, max_new_tokens: int, temperature: float = 1.0,
-                 vocab_size: int | None = None) -> None:
+                 vocab_size: int | None = None, typical: tuple[float, float] = (0.09, 0.3)) -> None:
     """Bad arguments fail here, before any forward pass, saying what to pass instead."""
     if not isinstance(input_ids, torch.Tensor):
         raise TypeError(f"input_ids must be a tensor [1, T], got {type(input_ids).__name__}; "
@@ -89,6 +89,8 @@ def check_inputs(input_ids: torch.Tensor, mode: str, max_new_tokens: int, temper
     if input_ids.shape[1] == 0:
         raise ValueError("input_ids is empty: give at least one prompt token")
     check_sampling(mode, temperature, max_new_tokens)
+    if mode == "typical":
+        check_typical(*typical)  # (posterior_threshold, posterior_alpha)
     check_token_ids(input_ids, vocab_size)
 
 
@@ -316,11 +318,9 @@ def medusa_generate(mm, input_ids: torch.Tensor, tree: Tree | None = None, max_n
     and accepted nodes (for the notebooks' explorer). `out.step_times` is always filled; on CUDA
     pass `timing=True` for true per-part times (it syncs the GPU several times a step).
     """
-    drafter = as_drafter(mm, tree)
+    drafter, typical = as_drafter(mm, tree), (posterior_threshold, posterior_alpha)
     bb = as_backbone(drafter.backbone)
-    check_inputs(input_ids, mode, max_new_tokens, temperature, bb.config.vocab_size)
-    if mode == "typical":
-        check_typical(posterior_threshold, posterior_alpha)
+    check_inputs(input_ids, mode, max_new_tokens, temperature, bb.config.vocab_size, typical)
     W = bb.lm_head.weight
     opts = dict(temperature=temperature, posterior_threshold=posterior_threshold, posterior_alpha=posterior_alpha,
                 gen=torch.Generator(device=W.device).manual_seed(seed) if seed is not None else None)

@@ -75,7 +75,11 @@ def chain_accuracy(mm: MedusaModel, data, block_size: int = 1024, chunk: int = 1
     hits = []
     for p in pos.split(chunk):
         h = bank.inputs(p, device)  # [n, H]
-        top = torch.stack([mm.topk_along(h, k, bank.path_ids(p, k).to(device), 1)[:, 0] for k in range(K)]).cpu()
+        if mm.heads.reads_path:  # each head along the true path
+            top = torch.stack([mm.topk_along(h, k, bank.path_ids(p, k).to(device), 1)[:, 0] for k in range(K)])
+        else:
+            top = mm.head_topk(h, 1)[..., 0]  # [K, n]: every head at once
+        top = top.cpu()
         hits.append(torch.stack([top[k] == bank.target(p, k)[0] for k in range(K)]))
     hits = torch.cat(hits, 1).float()  # [K, P]
     return {"joint": hits.cumprod(0).mean(1).tolist(), "independent": hits.mean(1).cumprod(0).tolist()}

@@ -354,7 +354,7 @@ class HydraOracle(Oracle):
 
     def __init__(self, mm, reference, prompt_len, hit=1.0, seed=0):
         super().__init__(mm, reference, prompt_len, hit, seed)
-        mm.hydra_topk = self.hydra_topk
+        mm.hydra_topk = mm.topk_along = self.hydra_topk  # what the drafters call
 
     def hydra_topk(self, h, k, prev_ids, topk):
         rows = []
