@@ -290,7 +290,8 @@ prompt = "Write a Python function that returns the square of a number."
 ids = chat_ids(tok, prompt).to(model.device)  # [1, T]: the prompt in the chat template
 W = mm.lm_head.weight  # [V, H]
 
-cache, h = prefill(mm, ids)  # h: [1, H], the hidden state at the last prompt position
+cache, states = prefill(mm, ids)  # states: [T, H], the hidden state at every prompt position
+h = states[-1:]  # [1, H]: the last one, what the heads read
 root = int(logit_rows(W, h)[0].argmax())  # the base model's next token: always accepted
 topk = mm.head_topk(h, tree.max_rank)[:, 0]  # [K, max_rank]: each head's best guesses
 print("prompt tokens:", ids.shape[1], "| cache length after prefill:", cache.get_seq_length())
