@@ -132,7 +132,9 @@ def _no_shipped(base, tok, kind: str, quick: bool, quick_kwargs: dict):
     if not quick:
         raise FileNotFoundError(f"no heads given and {why}; train some with `train_kd --student_name ...` "
                                 f"and pass their folder")
-    head = replace(profile_of(base).head, kind=kind)
+    # the quick recipe is the shipped heads' (3 shared heads): notebook 02 still assumes 3 heads, and a rehearsed
+    # t4 with the t4 profile's 4 own heads failed there (make rehearse); fresh_heads takes a profile's heads
+    head = replace(PROFILES["embedded"].head, kind=kind)
     print(f"no heads given ({why}): training a small quick set of {head.num_heads} {kind} heads now "
           f"(self-distil, Medusa-1; a few minutes)")
     return quick_heads(base, tok, head=head, **quick_kwargs)[0]
