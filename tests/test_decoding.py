@@ -212,10 +212,16 @@ def test_sample_mode_matches_base_distribution(tiny):
     mm = perturbed(model, scale=0.0)  # fresh heads: the base's own top-k, so many drafts get accepted
     ids = torch.tensor([[10, 20, 30]])
     n = 1500 if SMOKE else 4000
+    check_sampling_is_exact(model, lambda s: medusa_generate(mm, ids, tree=Tree.standard(3, 8), max_new_tokens=2,
+                                                             mode="sample", temperature=1.0, seed=s, eos_token_id=[]),
+                            ids, n)
+
+
+def check_sampling_is_exact(model, generate, ids, n: int) -> None:
+    """chi^2 on the first token and on the second given the most common first, over `n` seeds of `generate`."""
     firsts, seconds, accepted = {}, {}, 0
     for s in range(n):
-        out = medusa_generate(mm, ids, tree=Tree.standard(3, 8), max_new_tokens=2, mode="sample",
-                              temperature=1.0, seed=s, eos_token_id=[])
+        out = generate(s)
         a, b = out.new_tokens.tolist()
         firsts[a] = firsts.get(a, 0) + 1
         seconds.setdefault(a, {}).setdefault(b, 0)
