@@ -2,7 +2,7 @@
 
 Medusa leaves the base model untouched (Cai et al., 2024, Sec. 2): drafters propose, the backbone's decoder
 runs the tree and its lm_head judges. Decoding needs only those parts, so a `Backbone` wraps any causal LM
-(optionally under a PEFT wrapper); a `MedusaModel` offers the same attributes for its own base.
+(optionally under a PEFT wrapper); a `MedusaModel` carries one for its own base (`mm.backbone`).
 """
 
 from __future__ import annotations
@@ -45,9 +45,10 @@ class Backbone:
         return self.decoder.embed_tokens(ids)
 
 
-def as_backbone(model_or_parts):
-    """`model_or_parts` if it already offers decoder, lm_head and config (a MedusaModel, a Backbone), else a
-    `Backbone` of the causal LM."""
-    if all(hasattr(model_or_parts, a) for a in ("decoder", "lm_head", "config")):
+def as_backbone(model_or_parts) -> Backbone:
+    """The `Backbone` of a causal LM, of a `MedusaModel` (the one it carries), or the backbone itself."""
+    if isinstance(model_or_parts, Backbone):
         return model_or_parts
+    if isinstance(getattr(model_or_parts, "backbone", None), Backbone):
+        return model_or_parts.backbone
     return Backbone(model_or_parts)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from medusa_lib import plots
-from medusa_lib.checkpoints import check_save_dir, save_checkpoint, write_record
+from medusa_lib.checkpoints import check_save_dir, clear_run, save_checkpoint, write_record
 from medusa_lib.config import (
     DecodeConfig,
     HeadConfig,
@@ -30,10 +30,23 @@ from medusa_lib.config import (
     set_seed,
     smoke,
 )
-from medusa_lib.data import chat_ids, draft_vocab, heldout_rows, load_corpus, load_prompts, pack, self_distill_data
+from medusa_lib.data import (
+    blocks_to_rows,
+    chat_ids,
+    check_blocks_out,
+    draft_vocab,
+    heldout_rows,
+    load_blocks,
+    load_corpus,
+    load_prompts,
+    pack,
+    save_blocks,
+    self_distill_data,
+)
 from medusa_lib.decoding import check_sampling, check_typical, medusa_generate
 from medusa_lib.drafters import KINDS, heads_with_lookup
 from medusa_lib.evaluate import is_heads_method, markdown_table, report
+from medusa_lib.files import check_writable, run_lock, sigterm_as_interrupt
 from medusa_lib.heads import CONFIG_NAME, SHIPPED, MedusaModel, read_config
 from medusa_lib.interop import FORMATS, export_heads, load_heads
 from medusa_lib.models import EMBEDDED_NAME, load_base
@@ -53,6 +66,9 @@ def run(command, argv=None) -> int:
     except USER_ERRORS as e:
         print(f"{command.__name__}: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: training saved last/ first and says how to resume
+        print(f"{command.__name__}: stopped: {e or 'interrupted'}", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -62,11 +78,11 @@ def load_name(name: str) -> str:
 
 
 def check_out(path, what: str = "--out") -> Path:
-    """An output folder that is not a file, checked before any work."""
+    """An output folder that is not a file and can be written, checked (and made) before any work."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"{what} {path} is a file; give a folder")
-    return path
+    return check_writable(path, what)
 
 
 # ----------------------------------------------------------------------------- preprocess_data
@@ -85,11 +101,11 @@ def preprocess_data(argv=None) -> Path:
         raise ValueError(f"--block_size must be >= 2, got {args.block_size}")
     if args.max_chars is not None and args.max_chars < 1:
         raise ValueError(f"--max_chars must be >= 1 (characters to keep), got {args.max_chars}")
-    out = check_out(args.out)
+    out = check_blocks_out(args.out, args.text_dir)
     _, tok = load_base(args.model, device="cpu")
     texts = load_corpus(args.text_dir or args.dataset_name, max_chars=args.max_chars)
     blocks = pack(tok, texts, args.block_size)
-    blocks.save_to_disk(str(out))
+    save_blocks(blocks, out, tok, args.model)
     print(f"{len(texts)} texts -> {len(blocks)} blocks of {args.block_size} tokens in {out}")
     return out
 
@@ -164,10 +180,15 @@ def check_train_kd(args) -> tuple[TrainConfig, HeadConfig]:
 
 
 def train_kd(argv=None) -> dict:
-    from accelerate import Accelerator
-
     args = parse_train_kd(argv)
     cfg, head = check_train_kd(args)
+    with run_lock(args.save_dir), sigterm_as_interrupt():  # one run per folder; SIGTERM stops as Ctrl-C does
+        return _train_kd(args, cfg, head)
+
+
+def _train_kd(args, cfg: TrainConfig, head: HeadConfig) -> dict:
+    from accelerate import Accelerator
+
     set_seed(cfg.seed)
     model, tok = load_base(args.student_name, device=Accelerator().device, load_in_4bit=args.qlora)
     check_block_size(cfg.block_size, getattr(model.config, "max_position_embeddings", None))  # before generating
@@ -196,6 +217,8 @@ def fit(mm: MedusaModel, rows, heldout, cfg: TrainConfig, args) -> dict:
     if cfg.stage == "heads":
         return train_heads(mm, rows, heldout, cfg, save_dir=args.save_dir, resume=args.resume,
                            overwrite=args.overwrite)
+    if args.overwrite:
+        clear_run(Path(args.save_dir))
     state = train_joint(mm, rows, cfg)
     save_checkpoint(mm, Path(args.save_dir) / "best", {k: v for k, v in state.items() if k != "history"})
     return state
@@ -205,11 +228,7 @@ def training_rows(args, model, tok) -> list[dict]:
     if args.data == "selfdistill":
         prompts = [p.prompt for p in load_prompts("train")][: args.n_prompts or smoke(None, 4)]
         return self_distill_data(model, tok, prompts, args.max_new_tokens, batch_size=16)
-    import datasets
-
-    from medusa_lib.data import blocks_to_rows
-
-    return blocks_to_rows(datasets.load_from_disk(args.data))
+    return blocks_to_rows(load_blocks(args.data, tok))
 
 
 # ----------------------------------------------------------------------------- decode_tree
@@ -230,7 +249,10 @@ def parse_tree(spec: str, num_heads: int | None = None) -> Tree:
     except json.JSONDecodeError:
         raise ValueError(f"--tree {spec!r} is not one of default, chain, mc_sim_7b_63, a node count, "
                          f"or JSON choices like '[[0], [0, 0], [1]]'") from None
-    return Tree.from_choices(choices, num_heads=num_heads)
+    try:
+        return Tree.from_choices(choices, num_heads=num_heads)
+    except TypeError as e:  # JSON of the wrong shape or type (null, "x", [0], [[0.5]]): a user error
+        raise ValueError(f"--tree {spec!r}: {e}") from None
 
 
 def decode_tree_parser(base: str = "embedded") -> argparse.ArgumentParser:

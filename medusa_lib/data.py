@@ -21,7 +21,7 @@ import torch
 
 from medusa_lib.backbone import as_backbone
 from medusa_lib.batching import stream_greedy
-from medusa_lib.files import atomic_path, atomic_write_bytes, cache_dir
+from medusa_lib.files import atomic_dir, atomic_path, atomic_write_bytes, cache_dir, check_writable, read_tensors
 from medusa_lib.models import hub_reachable
 
 ASSETS = Path(__file__).parent / "assets"
@@ -182,7 +182,7 @@ def read_states(folder: Path) -> dict[int, torch.Tensor]:
     """The hidden states saved with the answers under `folder` (where kept): {prompt index: [n, H] fp16}."""
     states = {}
     for part in sorted(Path(folder).glob("states-*.pt")):
-        states.update(torch.load(part, weights_only=True))
+        states.update(read_tensors(part, "delete it: the answers stay, and their states are computed again"))
     return states
 
 
@@ -330,6 +330,60 @@ def pack(tok, texts: list[str], block_size: int):
         raise ValueError(f"the corpus has {n} tokens, fewer than one block of {block_size}; "
                          f"use a smaller --block_size or more text")
     return blocks
+
+
+DATA_RECORD = "medusa_data.json"  # beside packed blocks: which tokenizer made them
+
+
+def tokenizer_id(tok) -> dict:
+    """What makes token ids mean the same thing: the vocabulary (a hash of it) and its size."""
+    vocab = json.dumps(sorted(tok.get_vocab().items()))
+    return {"tokenizer": str(tok.name_or_path or ""), "vocab_size": len(tok),
+            "vocab_sha1": hashlib.sha1(vocab.encode()).hexdigest()[:16]}
+
+
+def save_blocks(blocks, out, tok, model_name: str) -> Path:
+    """Packed blocks and their tokenizer's record, written whole: a failed write keeps the folder as it was."""
+    out = Path(out)
+    with atomic_dir(out) as tmp:
+        blocks.save_to_disk(str(tmp))
+        record = {"model": model_name, "blocks": len(blocks), "block_size": len(blocks[0]["input_ids"]),
+                  **tokenizer_id(tok)}
+        atomic_write_bytes(tmp / DATA_RECORD, json.dumps(record, indent=1).encode())
+    return out
+
+
+def check_blocks_out(out, text_dir=None) -> Path:
+    """Where preprocess_data may write: a new or empty folder, or an earlier dataset (replaced whole), never a
+    folder of other files nor the corpus it reads."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file; give a folder")
+    if text_dir is not None and Path(text_dir).resolve().is_relative_to(out.resolve()):
+        raise ValueError(f"--out {out} holds the corpus --text_dir {text_dir}: writing there would replace it; "
+                         f"choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not (out / DATA_RECORD).exists():
+        raise FileExistsError(f"--out {out} holds other files (no {DATA_RECORD} of an earlier dataset); "
+                              f"choose a new or empty folder")
+    check_writable(out.absolute().parent, "--out's parent folder")  # the new dataset is written beside it first
+    return out
+
+
+def load_blocks(folder, tok):
+    """Packed blocks written by `save_blocks`, refused if another tokenizer made them."""
+    import datasets
+
+    folder = Path(folder)
+    record = folder / DATA_RECORD
+    if not record.exists():
+        raise ValueError(f"--data {folder} does not say which tokenizer made it (no {DATA_RECORD}); write it again "
+                         f"with preprocess_data --model <this model>")
+    saved, mine = json.loads(record.read_text()), tokenizer_id(tok)
+    if saved.get("vocab_sha1") != mine["vocab_sha1"]:
+        raise ValueError(f"--data {folder} was tokenized for {saved.get('model')!r} ({saved.get('vocab_size')} "
+                         f"tokens); this model's tokenizer is another ({mine['vocab_size']} tokens), so its ids "
+                         f"would mean other words: run preprocess_data --model <this model> first")
+    return datasets.load_from_disk(str(folder))
 
 
 def blocks_to_rows(blocks) -> list[dict]:

@@ -408,12 +408,12 @@ def greedy_generate(model_or_mm, input_ids: torch.Tensor, max_new_tokens: int = 
 
     `timing=True` syncs the GPU around each step's clock (see `medusa_generate`)."""
     check_inputs(input_ids, "greedy", max_new_tokens, vocab_size=model_or_mm.config.vocab_size)
-    mm = as_backbone(model_or_mm)  # a causal LM, a Backbone or a MedusaModel: only the parts are used
-    eos, W = eos_set(eos_token_id, mm.config), mm.lm_head.weight
+    bb = as_backbone(model_or_mm)  # a causal LM, a Backbone or a MedusaModel: only the backbone is used
+    eos, W = eos_set(eos_token_id, bb.config), bb.lm_head.weight
     out = GenerateOutput(sequences=input_ids, prompt_len=input_ids.shape[1])
     if streamer is not None:
         streamer.put(input_ids.cpu())
-    cache, h = prefill(mm, input_ids)
+    cache, h = prefill(bb, input_ids)
     h, new, stamp = h[-1:], [], stopwatch(timing)
     while True:
         t0 = stamp()
@@ -425,7 +425,7 @@ def greedy_generate(model_or_mm, input_ids: torch.Tensor, max_new_tokens: int = 
         if tok in eos or len(new) >= max_new_tokens:
             out.step_times.append({"total": stamp() - t0})
             break
-        h = mm.decoder(input_ids=torch.tensor([[tok]], device=W.device), cache=cache,
+        h = bb.decoder(input_ids=torch.tensor([[tok]], device=W.device), cache=cache,
                        use_cache=True).last_hidden_state[0, -1:]
         out.step_times.append({"total": stamp() - t0})
     if streamer is not None:

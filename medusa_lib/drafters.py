@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from medusa_lib.backbone import Backbone, as_backbone
 from medusa_lib.tree import Tree
 
 KINDS = ("medusa", "hydra", "eagle", "pld", "hybrid")  # every drafter `recipes.resolve_heads(kind=...)` builds
@@ -44,11 +45,11 @@ class Draft:
 
 
 class Drafter:
-    """Proposes one candidate tree per step. Subclasses set `kind` and `backbone` (what verifies: any object
-    with `decoder`, `lm_head` and `config`, e.g. a `MedusaModel` or a `backbone.Backbone`)."""
+    """Proposes one candidate tree per step. Subclasses set `kind` and `backbone`, the `Backbone` that
+    verifies (a `MedusaModel`'s is `mm.backbone`; `as_backbone` makes one of any causal LM)."""
 
     kind = "drafter"
-    backbone = None
+    backbone: Backbone | None = None
 
     def start(self, prompt: list[int]) -> None:
         """A new generation begins (its prompt ids)."""
@@ -67,7 +68,7 @@ class HeadsDrafter(Drafter):
     """Medusa or Hydra heads on a static tree: head k's guesses fill depth k+1."""
 
     def __init__(self, mm, tree: Tree | None = None):
-        self.mm, self.backbone = mm, mm
+        self.mm, self.backbone = mm, mm.backbone
         self.tree = tree or Tree.default(mm.num_heads)
         check_tree(mm, self.tree)
         self.kind = mm.kind
@@ -169,7 +170,8 @@ class PromptLookupDrafter(Drafter):
     def __init__(self, backbone, max_ngram: int = 3, depth: int = 10, branches: int = 3):
         if min(max_ngram, depth, branches) < 1:
             raise ValueError(f"max_ngram, depth and branches must be >= 1, got {max_ngram}, {depth}, {branches}")
-        self.backbone, self.max_ngram, self.depth, self.branches = backbone, max_ngram, depth, branches
+        self.backbone = as_backbone(backbone)
+        self.max_ngram, self.depth, self.branches = max_ngram, depth, branches
 
     def propose(self, h: torch.Tensor, root: int, context: list[int]) -> Draft:
         seqs = lookup(context + [root], self.max_ngram, self.depth, self.branches)

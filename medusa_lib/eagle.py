@@ -28,12 +28,12 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from transformers import DynamicCache
 
 from medusa_lib.backbone import as_backbone
 from medusa_lib.drafters import Draft, Drafter, token_tree
-from medusa_lib.files import atomic_path, atomic_write_text
+from medusa_lib.files import atomic_path, atomic_write_text, read_tensors
 
 WEIGHTS_NAME = "eagle.safetensors"
 CONFIG_NAME = "eagle_config.json"
@@ -111,11 +111,9 @@ class EagleDrafter(Drafter):
     kind = "eagle"
 
     def __init__(self, net: EagleNet, backbone, tree: EagleTree | None = None):
-        self.net, self.backbone, self.tree = net.eval(), backbone, tree or EagleTree()
+        self.net, self.backbone, self.tree = net.eval(), as_backbone(backbone), tree or EagleTree()
         check_eagle_tree(self.tree, net.draft_ids.numel())
-        bb = as_backbone(backbone)
-        self.bb = bb
-        self.weight = draft_weight(bb, net.draft_ids).to(net.fc.weight.dtype)  # [Vd, H]
+        self.weight = draft_weight(self.backbone, net.draft_ids).to(net.fc.weight.dtype)  # [Vd, H]
         self.cache, self.fed = None, 0
 
     def start(self, prompt: list[int]) -> None:
@@ -126,7 +124,7 @@ class EagleDrafter(Drafter):
         """Feed the verified positions fed .. fed + A - 1: their features h [A, H] and the tokens after
         them [A]. Returns the predicted feature after the last one [1, H]."""
         A, dev = h.shape[0], h.device
-        emb = self.bb.embed(torch.tensor([next_tokens], device=dev))  # [1, A, H]
+        emb = self.backbone.embed(torch.tensor([next_tokens], device=dev))  # [1, A, H]
         mask = torch.cat([torch.zeros(A, self.fed, device=dev), causal_mask(A, torch.float32, dev)[0, 0]], 1)
         pos = torch.arange(self.fed, self.fed + A, device=dev)[None]  # [1, A]
         o = self.net(emb, h[None], mask[None, None].to(self.weight.dtype), pos, self.cache)  # [1, A, H]
@@ -154,7 +152,7 @@ class EagleDrafter(Drafter):
         front = torch.arange(k, device=dev)  # node ids of the frontier
         front_o, vis, n = o_root.expand(k, -1), torch.zeros(k, 0, dtype=torch.bool, device=dev), k
         for d in range(1, self.tree.depth):
-            emb = self.bb.embed(torch.cat(toks)[front])[None]  # [1, F, H]
+            emb = self.backbone.embed(torch.cat(toks)[front])[None]  # [1, F, H]
             F_ = len(front)
             mask = tree_mask(vis, P, self.weight.dtype)  # [1, 1, F, P + E + F]
             pos = torch.full((1, F_), P + d - 1, device=dev)
@@ -264,7 +262,7 @@ def load_eagle(directory, backbone, tree: EagleTree | None = None) -> EagleDraft
     if diff:
         raise ValueError(f"{directory}: this EAGLE drafter was trained for another model ({'; '.join(diff)})")
     try:
-        state = load_file(str(Path(directory) / WEIGHTS_NAME))
+        state = read_tensors(Path(directory) / WEIGHTS_NAME, "save the drafter again (save_eagle)")
     except Exception as e:  # a truncated or damaged file: say which one
         raise ValueError(f"{Path(directory) / WEIGHTS_NAME} cannot be read ({e}); re-save or re-download it") from e
     net = EagleNet.for_backbone(bb, state["draft_ids"])
@@ -302,10 +300,10 @@ def export_eagle(net: EagleNet, directory, base_name: str) -> Path:
 def import_eagle(directory, backbone, tree: EagleTree | None = None) -> EagleDrafter:
     """A drafter from SafeAILab/EAGLE's layout (what `export_eagle` writes), on `backbone`."""
     directory = Path(directory)
-    state = torch.load(directory / EAGLE_WEIGHTS, map_location="cpu", weights_only=True)
+    state = read_tensors(directory / EAGLE_WEIGHTS, "export the drafter again")
     bb = as_backbone(backbone)
     draft = directory / "draft_ids.pt"
-    ids = torch.load(draft, weights_only=True) if draft.exists() else torch.arange(bb.config.vocab_size)
+    ids = read_tensors(draft, "export the drafter again") if draft.exists() else torch.arange(bb.config.vocab_size)
     net = EagleNet.for_backbone(bb, ids)
     ours = {("fc." if k.startswith("fc.") else "layer.") + k.split(".", 2 if k.startswith("layers.") else 1)[-1]: v
             for k, v in state.items()}

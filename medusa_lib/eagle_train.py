@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from medusa_lib.backbone import as_backbone
 from medusa_lib.data import fingerprint, weights_fingerprint
 from medusa_lib.eagle import EagleNet, causal_mask, draft_weight, save_eagle
-from medusa_lib.files import atomic_path, cache_dir
+from medusa_lib.files import atomic_path, cache_dir, read_tensors
 from medusa_lib.positions import hidden_states
 
 
@@ -175,7 +175,7 @@ def train_eagle(net: EagleNet, backbone, seqs, feats, cfg: EagleTrainConfig | No
     state = {"epoch": 0, "step": 0, "history": [], "best_top1": -1.0, "config": asdict(cfg)}
     last = Path(save_dir) / "last" / "trainer.pt" if save_dir else None
     if resume and last is not None and last.exists():
-        blob = torch.load(last, weights_only=False)
+        blob = read_tensors(last, "the checkpoint cannot be resumed: start again without resume", weights_only=False)
         net.load_state_dict(blob["net"]), opt.load_state_dict(blob["opt"]), sched.load_state_dict(blob["sched"])
         state = blob["state"]
     gen = torch.Generator(device=W.device).manual_seed(cfg.seed + state["epoch"])

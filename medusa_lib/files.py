@@ -1,9 +1,11 @@
-"""Files that survive interruption: atomic writes and the cache folder.
+"""Files that survive interruption: atomic writes, the cache folder, run locks and SIGTERM.
 
 Medusa training and self-distillation run for minutes to hours; an interrupted run must never
 leave a half-written file where a later run would trust it (DESIGN invariant 6). Every write in
-`medusa_lib` goes through the two helpers here: write to a temporary name next to the target,
-then `os.replace`, which is atomic on one filesystem.
+`medusa_lib` goes through the helpers here: write to a temporary name next to the target,
+then `os.replace`, which is atomic on one filesystem. A run folder is held by one run at a time
+(`run_lock`), and a SIGTERM (a scheduler, `kill`, a closing Colab) stops a run the way Ctrl-C does
+(`sigterm_as_interrupt`), so that it saves what it has.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 
@@ -60,6 +64,36 @@ def atomic_write_text(path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def read_tensors(path, fix: str, weights_only: bool = True):
+    """A saved tensor file, safetensors or `torch.save`'s, on the CPU. A missing or damaged file (truncated by a
+    full disk or a killed copy) fails as a user error that names it and says `fix`, never as a raw traceback."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; {fix}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        import torch
+
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as e:  # a damaged file fails in many ways: header, zip, pickle, EOF
+        raise ValueError(f"{path} is damaged ({type(e).__name__}: {e}); {fix}") from None
+
+
+def check_writable(folder, what: str) -> Path:
+    """Make `folder` and write a file in it, before any work: a read-only or full place fails now, by name."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / ".write-test", "ok")
+        (folder / ".write-test").unlink()
+    except OSError as e:
+        raise PermissionError(f"{what} {folder} is not writable: {e}") from e
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_dir(directory):
     """Yield a fresh temporary folder next to `directory`; on success it replaces `directory` whole.
@@ -82,3 +116,73 @@ def atomic_dir(directory):
             os.replace(old, directory)
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def run_lock(folder):
+    """Hold `folder` for this process: a second run on it fails at once, naming the first one's pid.
+
+    The lock is a file made with O_EXCL holding our pid; a lock left by a dead process is taken over.
+    Taking a lock this process already holds is a no-op, so a command and the library both may lock."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_NAME
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            holder = _lock_pid(lock)
+            if holder == os.getpid():
+                yield folder
+                return
+            if holder is not None and _alive(holder):
+                raise FileExistsError(f"{folder} is in use by another run (pid {holder}); wait for it to end, "
+                                      f"or choose another folder") from None
+            lock.unlink(missing_ok=True)  # left by a run that died: take it over
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        try:
+            yield folder
+        finally:
+            lock.unlink(missing_ok=True)
+        return
+    raise FileExistsError(f"could not lock {folder}: {lock} keeps coming back; is another run starting?")
+
+
+def _lock_pid(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM raises KeyboardInterrupt (as Ctrl-C does), so `except KeyboardInterrupt`
+    saves the run. Only the main thread can install a handler; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)

@@ -37,12 +37,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
+from medusa_lib.backbone import Backbone
 from medusa_lib.backbone import core_model as _core
-from medusa_lib.files import atomic_path, atomic_write_text
+from medusa_lib.files import atomic_path, atomic_write_text, read_tensors
 from medusa_lib.models import EMBEDDED_NAME
 
 SHIPPED_HEADS = Path(__file__).parent / "assets" / "heads" / "embedded"  # trained by `make heads`
@@ -157,7 +157,8 @@ HEADS = {cls.kind: cls for cls in (MedusaHeads, HydraHeads)}  # the heads of eac
 
 
 class MedusaModel(nn.Module):
-    """A base causal LM (plain or PEFT-wrapped) plus Medusa heads on its last hidden state."""
+    """A base causal LM (plain or PEFT-wrapped) plus Medusa heads on its last hidden state. It carries the
+    base as a `Backbone` (`mm.backbone`), and offers the backbone's parts as its own."""
 
     def __init__(self, base, heads: MedusaHeads, base_name: str | None = None):
         super().__init__()
@@ -181,17 +182,22 @@ class MedusaModel(nn.Module):
     # -- the pieces decoding and training need ------------------------------------------------
 
     @property
+    def backbone(self) -> Backbone:
+        """The base model as a `Backbone`: what decoding, batching and self-distillation take."""
+        return Backbone(self.base)
+
+    @property
     def decoder(self):
         """The transformer body: ids -> last hidden state (after the final norm)."""
-        return _core(self.base).model
+        return self.backbone.decoder
 
     @property
     def lm_head(self):
-        return _core(self.base).lm_head
+        return self.backbone.lm_head
 
     @property
     def config(self):
-        return _core(self.base).config
+        return self.backbone.config
 
     @property
     def num_heads(self) -> int:
@@ -435,19 +441,13 @@ def read_config(path: Path, foreign: bool = False) -> dict:
 def _read_weights(path: Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing (the folder has a config but no weights); {RESAVE}")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise ValueError(f"{path} is damaged or not a safetensors file ({e}); {RESAVE}") from None
+    return read_tensors(path, RESAVE)
 
 
 def read_draft_ids(path: Path, vocab_size: int) -> torch.Tensor:
     """The saved draft vocabulary: a 1-D integer tensor of ids in [0, vocab_size)."""
     fix = f"re-save the heads with MedusaModel.save_pretrained, or delete {path.name} to draft from the full vocabulary"
-    try:
-        ids = torch.load(path, weights_only=True)
-    except Exception as e:  # a damaged file fails in many ways: zip, pickle, EOF, ...
-        raise ValueError(f"{path} is damaged ({type(e).__name__}: {e}); {fix}") from None
+    ids = read_tensors(path, fix)
     ok = isinstance(ids, torch.Tensor) and ids.dim() == 1 and ids.numel() > 0 and not ids.dtype.is_floating_point
     if not ok or int(ids.min()) < 0 or int(ids.max()) >= vocab_size:
         raise ValueError(f"{path} must hold a 1-D tensor of token ids in [0, {vocab_size}); {fix}")

@@ -25,9 +25,9 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from medusa_lib.files import atomic_dir, atomic_write_text
+from medusa_lib.files import atomic_dir, atomic_write_text, read_tensors
 from medusa_lib.heads import (
     CONFIG_NAME,
     DRAFT_NAME,
@@ -208,13 +208,11 @@ def _read_weights(directory: Path, format: str) -> tuple[dict, str]:
     """(state dict, file name for error messages); a 'medusa_head(s).' prefix is dropped."""
     if format == "vllm":
         path = directory / VLLM_WEIGHTS
-        state = load_file(str(path))
     elif (directory / MEDUSA_WEIGHTS).exists():
         path = directory / MEDUSA_WEIGHTS
-        state = torch.load(path, map_location="cpu", weights_only=True)
     else:
         path = directory / MEDUSA_WEIGHTS_ST
-        state = load_file(str(path))
+    state = read_tensors(path, "export the heads again, or download them again")
     return {_strip_prefix(k): v for k, v in state.items()}, path.name
 
 

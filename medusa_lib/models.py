@@ -204,7 +204,11 @@ def _load_embedded(dtype):
                          f"delete the folder {cached} and try again") from e
 
 
-CACHE_ERRORS = (OSError, ValueError, SafetensorError)  # what a damaged cache file raises
+try:  # huggingface_hub >= 0.35 validates configs strictly (a wrong type in config.json)
+    from huggingface_hub.errors import StrictDataclassError
+except ImportError:  # older: a bad field fails as TypeError
+    StrictDataclassError = TypeError
+CACHE_ERRORS = (OSError, ValueError, TypeError, SafetensorError, StrictDataclassError)  # a damaged cache file
 
 
 def _load_embedded_cache(cached: Path):

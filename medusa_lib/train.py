@@ -14,14 +14,16 @@ losses run in fp32, and an fp16 backbone gets a GradScaler.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import asdict, replace
 
 import torch
 
-from medusa_lib.checkpoints import check_save_dir, is_peft, load_checkpoint, save_checkpoint
+from medusa_lib.checkpoints import check_save_dir, clear_run, is_peft, load_checkpoint, save_checkpoint
 from medusa_lib.config import TrainConfig
+from medusa_lib.files import run_lock, sigterm_as_interrupt
 from medusa_lib.heads import MedusaModel
 from medusa_lib.losses import bank_batch_loss, joint_loss
 from medusa_lib.positions import PositionBank, bank_accuracy, check_rows, pad_batch, row_states
@@ -70,13 +72,27 @@ def train_heads(mm: MedusaModel, train_rows, eval_rows=None, cfg: TrainConfig | 
     """Medusa-1: frozen backbone, cached hidden states, heads trained with CE + KD.
 
     Checkpoints (best by held-out head-1 top-1, and last) are written atomically each epoch;
-    `resume=True` continues from `save_dir/last` exactly where it stopped. Returns the state.
+    `resume=True` continues from `save_dir/last` exactly where it stopped; `overwrite=True` removes the
+    earlier run's checkpoints first. The folder is locked for the run, and Ctrl-C or SIGTERM saves last/
+    before stopping (`RunInterrupted`, which says how to resume). Returns the state.
     """
     cfg = cfg or TrainConfig()
     check_config(cfg)
     check_offsets(cfg.offsets, mm.num_heads)
     save_dir = check_save_dir(save_dir, resume, overwrite)
     seqs = check_rows(train_rows, cfg.block_size, getattr(mm.config, "max_position_embeddings", None))
+    with run_lock(save_dir) if save_dir is not None else contextlib.nullcontext(), sigterm_as_interrupt():
+        if overwrite and save_dir is not None:
+            clear_run(save_dir)
+        return _train_heads(mm, seqs, train_rows, eval_rows, cfg, save_dir, resume, callback, progress)
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A training run stopped by Ctrl-C or SIGTERM after saving its last checkpoint; the message says how to
+    go on."""
+
+
+def _train_heads(mm, seqs, train_rows, eval_rows, cfg, save_dir, resume, callback, progress) -> dict:
     for p in mm.base.parameters():
         p.requires_grad_(False)
     t_bank = time.perf_counter()
@@ -94,11 +110,14 @@ def train_heads(mm: MedusaModel, train_rows, eval_rows=None, cfg: TrainConfig | 
     loop = _Loop(mm, bank, positions, cfg, opt, sched, state, callback, progress, total)
     try:
         loop.run(eval_bank, save_dir)
-    except KeyboardInterrupt:
-        if save_dir is not None:
-            state["seconds"] = loop.seconds()
-            save_checkpoint(mm, save_dir / "last", state, opt)
-        raise
+    except KeyboardInterrupt as e:
+        if save_dir is None:
+            raise
+        state["seconds"] = loop.seconds()
+        save_checkpoint(mm, save_dir / "last", state, opt)
+        why = "SIGTERM" if "SIGTERM" in str(e) else "interrupted"
+        raise RunInterrupted(f"{why} at step {state['step']} (epoch {state['epoch'] + 1}): {save_dir / 'last'} "
+                             f"saved; run the same command with --resume to continue") from None
     state["seconds"] = loop.seconds()
     return state
 
@@ -120,14 +139,19 @@ def _start_state(mm, cfg, positions, save_dir, resume, opt, sched) -> dict:
     return state
 
 
+RESUMABLE = ("max_steps",)  # the one setting a resumed run may change: where it stops
+
+
 def check_same_schedule(saved: dict, cfg: TrainConfig, where) -> None:
-    """Resuming mid-epoch needs the same shuffle, batches and schedule: batch size, seed, epochs, lr."""
+    """Resuming needs the run's own settings: the same shuffle, batches and schedule (batch size, seed, epochs,
+    lr) and the same loss (kd_weight, decay, ...). Only max_steps may change."""
     mine = asdict(cfg)
     saved = {**saved, "batch_size": TrainConfig(stage=saved.get("stage", "heads"),
                                                  batch_size=saved.get("batch_size")).step_size()}
     mine["batch_size"] = cfg.step_size()
-    diff = [f"{k} {saved.get(k)} there, {mine[k]} here" for k in ("batch_size", "seed", "epochs", "lr")
-            if saved.get(k) != mine[k]]
+    same = lambda a, b: list(a) == list(b) if isinstance(b, (list, tuple)) else a == b  # noqa: E731
+    diff = [f"{k} {saved.get(k)} there, {mine[k]} here" for k in mine
+            if k not in RESUMABLE and not same(saved.get(k), mine[k])]
     if diff:
         raise ValueError(f"cannot resume from {where}: {'; '.join(diff)}; resume with the same settings, "
                          f"or --overwrite to start again")

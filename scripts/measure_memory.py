@@ -2,8 +2,10 @@
 
 Each phase (generation, warm-up bank, medusa-1 step, medusa-2 step, decoding) runs in a fresh process on a
 random-weight model with Llama-2-7B's config (assets/configs), its widths divided by --scale (head size,
-vocabulary and layout kept), with 1 and then 2 decoder layers, in fp16. The process builds the model,
-resets its peak resident set size (Linux: /proc/self/clear_refs), runs the phase once and reads the peak
+vocabulary and layout kept), with 1 and then 2 decoder layers, in fp16. The process builds the model, runs
+the phase once to page in the code it runs (library pages are host memory that a GPU run does not hold, and
+how many of them count as resident varied between two installs of the same packages: 8 MB at 1/16 scale),
+resets its peak resident set size (Linux: /proc/self/clear_refs), runs the phase again and reads the peak
 (VmHWM). Measured = the model's parameter bytes + (peak - resident size before the phase). The memory
 model is evaluated at the same shapes and sizes (no CUDA context, no NF4: the Medusa-2 step is plain fp16
 LoRA with checkpointing; QLoRA's NF4 weights and fp32 residual stream are not measured here). The 2-layer
@@ -166,6 +168,7 @@ def child(phase: str, c: dict, dtype_name: str, s: dict) -> dict:
     model = build(c, dtype)
     data = prepare(phase, model, s)
     params = sum(p.nbytes for p in model.parameters())
+    run_phase(phase, model, prepare(phase, model, s), s)  # once first: the code it runs is paged in, not counted
     gc.collect()
     before = rss("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:

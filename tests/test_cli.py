@@ -1,6 +1,7 @@
 """The seed's commands run end to end on the tiny model."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -260,3 +261,71 @@ def test_the_commands_default_is_the_fastest_kind_in_the_race():
     ours = [r for r in race["summary"] if r["group"] == "all" and r["method"].split("[")[0] in KINDS]
     assert ours, "the race holds none of our drafters"
     assert DEFAULT_KIND == max(ours, key=lambda r: r["speedup"])["method"].split("[")[0]
+
+
+@pytest.mark.parametrize("spec", ["[0]", "null", '"x"', "[[0.5]]", '[["a"]]', "1e3"])
+def test_tree_json_of_the_wrong_type_is_a_user_error(spec, capsys):
+    assert cli.run(cli.decode_tree, ["--base_model_id", "tiny", "--tree", spec]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("decode_tree: error: ") and "Traceback" not in err and "ranks" in err
+
+
+def test_a_dataset_remembers_its_tokenizer(tmp_path, capsys):
+    """Blocks packed with one tokenizer never train another model's heads; --out never replaces the corpus or a
+    folder of other files."""
+    (tmp_path / "t.txt").write_text("some text to pack " * 50)
+    data = tmp_path / "data"
+    cli.preprocess_data(["--text_dir", str(tmp_path / "t.txt"), "--block_size", "32", "--model", "tiny",
+                         "--out", str(data)])
+    assert json.loads((data / "medusa_data.json").read_text())["vocab_size"] == 100
+    args = ["--student_name", "embedded", "--data", str(data), "--save_dir", str(tmp_path / "heads"),
+            "--block_size", "32", "--epochs", "1"]
+    assert cli.run(cli.train_kd, args) == 2
+    assert "tokenized for 'tiny' (100 tokens)" in capsys.readouterr().err
+    assert not (tmp_path / "heads" / "best").exists()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    for out, msg in ((tmp_path / "other", "holds other files"), (tmp_path, "holds the corpus")):
+        assert cli.run(cli.preprocess_data, ["--text_dir", str(tmp_path / "t.txt"), "--model", "tiny",
+                                             "--block_size", "32", "--out", str(out)]) == 2
+        assert msg in capsys.readouterr().err
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_a_failed_dataset_write_keeps_the_earlier_dataset(tmp_path, monkeypatch, capsys):
+    """A full disk in the middle of preprocess_data: one line, exit 2, and the earlier dataset intact."""
+    import datasets
+
+    (tmp_path / "t.txt").write_text("some text to pack " * 50)
+    argv = ["--text_dir", str(tmp_path / "t.txt"), "--block_size", "32", "--model", "tiny", "--out",
+            str(tmp_path / "data")]
+    cli.preprocess_data(argv)
+    before = datasets.load_from_disk(str(tmp_path / "data"))["input_ids"]
+
+    def full(self, path, *a, **k):
+        (Path(path) / "data-00000-of-00001.arrow").write_bytes(b"trunc")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", full)
+    assert cli.run(cli.preprocess_data, argv + ["--block_size", "16"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert datasets.load_from_disk(str(tmp_path / "data"))["input_ids"] == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "t.txt"], "a temporary folder was left behind"
+
+
+def test_an_interrupted_command_says_so_and_exits_130(capsys):
+    from medusa_lib.train import RunInterrupted
+
+    def train_kd(argv):
+        raise RunInterrupted("SIGTERM at step 2 (epoch 1): runs/x/last saved; run the same command with --resume")
+
+    assert cli.run(train_kd) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("train_kd: stopped: SIGTERM at step 2") and "--resume" in err
+
+
+def test_evaluate_checks_out_before_any_work(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert cli.run(cli.evaluate, ["--model", "tiny", "--out", str(tmp_path / "file" / "sub")]) == 2
+    assert "not writable" in capsys.readouterr().err

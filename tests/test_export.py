@@ -117,6 +117,15 @@ def test_missing_key_is_named(tiny, tmp_path):
         load_heads(out, tiny[0])
 
 
+@pytest.mark.parametrize("format, weights", [("medusa", "medusa_lm_head.pt"), ("vllm", "model.safetensors")])
+def test_a_truncated_export_names_the_damaged_file(tiny, tmp_path, format, weights):
+    out = export_heads(_perturbed(tiny[0], True), tmp_path, format=format)
+    blob = (out / weights).read_bytes()
+    (out / weights).write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ValueError, match=rf"{weights} is damaged \(.*\); export the heads again"):
+        load_heads(out, tiny[0])
+
+
 def test_wrong_vocab_in_vllm_export_names_key(tiny, tmp_path):
     from safetensors.torch import save_file
 

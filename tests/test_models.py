@@ -122,6 +122,11 @@ def test_corrupted_embedded_cache_is_rebuilt_once(embedded, tmp_path, monkeypatc
     ids = chat_ids(tok, "Tell me a fact.")
     with torch.no_grad():
         assert torch.equal(model(ids).logits, embedded[0](ids).logits)
+    config = cached / "config.json"
+    config.write_text(config.read_text().replace('"num_hidden_layers": 30', '"num_hidden_layers": "thirty"'))
+    assert "thirty" in config.read_text()
+    assert models.load_base("embedded", device="cpu")[0].config.num_hidden_layers == 30  # a wrong type: rebuilt
+    assert "embedded-model cache is unreadable" in capsys.readouterr().err
     weights.write_bytes(b"")
     monkeypatch.setattr(models, "_build_embedded_cache", lambda target: None)  # a rebuild that does not help
     with pytest.raises(ValueError, match=rf"model\.safetensors is unreadable even after a rebuild .*"

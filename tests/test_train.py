@@ -288,10 +288,88 @@ def test_resume_refuses_another_batch_size_or_seed(tiny, rows, tmp_path):
     model, _ = tiny
     train_heads(MedusaModel.from_base(model, 3), rows, cfg=TrainConfig(epochs=1, batch_size=64, max_steps=2),
                 save_dir=tmp_path, progress=False)
-    for change in ({"batch_size": 32}, {"seed": 5}):
-        with pytest.raises(ValueError, match="resume with the same settings"):
+    for change in ({"batch_size": 32}, {"seed": 5}, {"kd_weight": 0.9}, {"decay": 0.5}, {"lr": 5e-4}):
+        with pytest.raises(ValueError, match=f"{next(iter(change))} .* there, .* here.*resume with the same"):
             cfg = TrainConfig(epochs=1, **{"batch_size": 64, **change})
             train_heads(MedusaModel.from_base(model, 3), rows, cfg=cfg, save_dir=tmp_path, resume=True, progress=False)
+    other_draft = MedusaModel.from_base(model, 3)
+    other_draft.set_draft_vocab(torch.arange(50))
+    with pytest.raises(ValueError, match="draft_size=0 there, 50 here"):
+        train_heads(other_draft, rows, cfg=TrainConfig(epochs=1, batch_size=64), save_dir=tmp_path, resume=True,
+                    progress=False)
+    more = TrainConfig(epochs=1, batch_size=64, max_steps=3)  # where it stops is the one thing that may change
+    assert train_heads(MedusaModel.from_base(model, 3), rows, cfg=more, save_dir=tmp_path, resume=True,
+                       progress=False)["step"] == 3
+
+
+def test_a_damaged_checkpoint_is_named_when_resuming(tiny, rows, tmp_path):
+    model, _ = tiny
+    cfg = TrainConfig(epochs=1, batch_size=64, max_steps=1)
+    train_heads(MedusaModel.from_base(model, 3), rows, cfg=cfg, save_dir=tmp_path, progress=False)
+    blob = (tmp_path / "last" / "trainer.pt").read_bytes()
+    (tmp_path / "last" / "trainer.pt").write_bytes(blob[: len(blob) // 2])  # a full disk, a killed copy
+    with pytest.raises(ValueError, match=r"last/trainer\.pt is damaged \(.*\); the checkpoint cannot be resumed: "
+                                         r"start again with --overwrite"):
+        train_heads(MedusaModel.from_base(model, 3), rows, cfg=cfg, save_dir=tmp_path, resume=True, progress=False)
+
+
+def test_sigterm_saves_last_and_says_how_to_resume(tiny, rows, tmp_path):
+    import signal
+
+    from medusa_lib.checkpoints import load_checkpoint
+    from medusa_lib.train import RunInterrupted
+
+    model, _ = tiny
+
+    def term(event):
+        if event.get("step") == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # what a scheduler or `kill` sends
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(RunInterrupted, match="SIGTERM at step 2 .*last saved; run the same command with --resume"):
+        train_heads(MedusaModel.from_base(model, 3), rows, cfg=TrainConfig(batch_size=64), save_dir=tmp_path,
+                    callback=term, progress=False)
+    assert signal.getsignal(signal.SIGTERM) == before, "the SIGTERM handler outlived the run"
+    assert load_checkpoint(MedusaModel.from_base(model, 3), tmp_path / "last")["step"] == 2
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_overwrite_removes_the_old_run_before_training(tiny, rows, tmp_path):
+    model, _ = tiny
+    cfg = TrainConfig(epochs=1, batch_size=64)
+    train_heads(MedusaModel.from_base(model, 3), rows, eval_rows=rows[:3], cfg=cfg, save_dir=tmp_path, progress=False)
+    (tmp_path / "training_record.json").write_text("{}")
+    (tmp_path / "notes.txt").write_text("mine")
+    assert (tmp_path / "best").is_dir()
+
+    def stop(event):
+        raise KeyboardInterrupt  # the new run dies at its first step
+
+    with pytest.raises(KeyboardInterrupt):
+        train_heads(MedusaModel.from_base(model, 3), rows, eval_rows=rows[:3], cfg=cfg, save_dir=tmp_path,
+                    overwrite=True, callback=stop, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last", "notes.txt"], "the old best/ or record stayed"
+
+
+def test_a_locked_run_folder_refuses_a_second_run(tiny, rows, tmp_path):
+    import subprocess
+    import sys
+
+    from medusa_lib.files import run_lock
+
+    model, _ = tiny
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / ".lock").write_text(str(holder.pid))  # a live run holds the folder
+        with pytest.raises(FileExistsError, match=f"in use by another run \\(pid {holder.pid}\\)"):
+            train_heads(MedusaModel.from_base(model, 3), rows, cfg=TrainConfig(epochs=1, batch_size=64, max_steps=1),
+                        save_dir=tmp_path, overwrite=True, progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_lock(tmp_path):  # its holder is dead: the lock is taken over
+        assert (tmp_path / ".lock").read_text() == str(os.getpid())
+    assert not (tmp_path / ".lock").exists()
 
 
 # ----------------------------------------------------------------------------- Hydra heads
