@@ -53,11 +53,11 @@ demo: setup
 bench: setup
 	$(BIN)/evaluate --out runs/bench
 
-# every drafter raced on the held-out prompts (docs/heads_race.{json,md}); the commands' default follows its winner
+# every drafter raced on the held-out prompts (medusa_lib/assets/heads_race.{json,md}); the commands' default follows its winner
 HEADS := medusa_lib/assets/heads
 race: setup
 	$(BIN)/python scripts/compare_heads.py --heads $(HEADS)/embedded $(HEADS)/embedded-hydra \
-	  --eagle $(HEADS)/embedded-eagle --per_group 4 --humaneval 2 --rounds 2 --max_new_tokens 96 --json docs/heads_race.json
+	  --eagle $(HEADS)/embedded-eagle --per_group 4 --humaneval 2 --rounds 2 --max_new_tokens 96 --json medusa_lib/assets/heads_race.json
 	$(BIN)/python scripts/eagle_report.py --prompts 12 --max_new_tokens 96 --json docs/eagle_report.json
 
 # the self-distillation answers `make heads` trains on, saved in data/selfdistill/ as they finish (commit them)

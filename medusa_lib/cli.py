@@ -226,7 +226,11 @@ def fit(mm: MedusaModel, rows, heldout, cfg: TrainConfig, args) -> dict:
 
 def training_rows(args, model, tok) -> list[dict]:
     if args.data == "selfdistill":
-        prompts = [p.prompt for p in load_prompts("train")][: args.n_prompts or smoke(None, 4)]
+        prompts = [p.prompt for p in load_prompts("train")]
+        if args.n_prompts is not None and args.n_prompts > len(prompts):
+            print(f"note: --n_prompts {args.n_prompts}: there are {len(prompts)} training prompts; using them all",
+                  file=sys.stderr)
+        prompts = prompts[: args.n_prompts or smoke(None, 4)]
         return self_distill_data(model, tok, prompts, args.max_new_tokens, batch_size=16)
     return blocks_to_rows(load_blocks(args.data, tok))
 
@@ -349,8 +353,8 @@ def with_adapter(mm: MedusaModel, adapter_dir, heads_dir) -> MedusaModel:
 def kind_arg(ap: argparse.ArgumentParser, kinds=KINDS) -> None:
     ap.add_argument("--kind", choices=kinds, default=DECODE_KIND,
                     help=f"which drafter ({', '.join(kinds)}); heads kinds: the shipped set when no heads are named "
-                         f"(default: {DECODE_KIND}, the fastest kind in docs/heads_race.md; the notebooks teach with "
-                         f"the medusa heads)")
+                         f"(default: {DECODE_KIND}, the fastest in the race (assets/heads_race.md); "
+                         f"the notebooks teach with the medusa heads)")
 
 
 def measured_heads(model, tok, args) -> MedusaModel:

@@ -46,6 +46,7 @@ class GenerateOutput:
     step_times: list[dict] = field(default_factory=list)  # seconds: forward, lm_head, heads, total (see `timing`)
     candidates: list[torch.Tensor] = field(default_factory=list)  # per step [N] (if record=True)
     accepted_nodes: list[list[int]] = field(default_factory=list)  # per step (if record=True)
+    trees: list[Tree] = field(default_factory=list)  # per step, the tree verified (if record=True; dynamic drafters)
     prompt_len: int = 0
 
     @property
@@ -335,7 +336,7 @@ def medusa_generate(mm, input_ids: torch.Tensor, tree: Tree | None = None, max_n
         new += emitted
         context += emitted
         drafter.accepted(step, path)
-        _record(out, streamer, emitted, times, step.tokens, path, record)  # stream before the drafter runs
+        _record(out, streamer, emitted, times, step, path, record)  # stream before the drafter runs
         t0 = stamp()
         if not done:  # the drafter reads the accepted nodes' hidden states (heads: the last one)
             step = drafter.propose(hs[path], root, context)
@@ -391,14 +392,15 @@ def medusa_step(mm, cache, tree: Tree, cand: torch.Tensor, accept, opts: dict, i
     return path, bonus, hs, times
 
 
-def _record(out: GenerateOutput, streamer, emitted: list[int], times: dict, cand, path, record: bool) -> None:
+def _record(out: GenerateOutput, streamer, emitted: list[int], times: dict, step, path, record: bool) -> None:
     out.accept_lengths.append(len(emitted))
     out.step_times.append(times)
     if streamer is not None:
         streamer.put(torch.tensor(emitted))
     if record:
-        out.candidates.append(cand.cpu())
+        out.candidates.append(step.tokens.cpu())
         out.accepted_nodes.append(path)
+        out.trees.append(step.tree)
 
 
 @torch.no_grad()

@@ -57,6 +57,15 @@ def learning_curve(path=None) -> list[dict]:
     return json.loads(Path(path or LEARNING_CURVE).read_text())
 
 
+RACE = SHIPPED_HEADS.parents[1] / "heads_race.json"  # `make race`: every drafter on the held-out prompts
+
+
+def race_results(path=None) -> dict:
+    """The committed race of every drafter against HF greedy and HF prompt lookup (`make race`): {"summary":
+    rows by method and group, "machine", "rounds", ...}. Ships with the package, so a notebook reads it anywhere."""
+    return json.loads(Path(path or RACE).read_text())
+
+
 def per_head_rows(points: list[dict]) -> list[dict]:
     """Curve points flattened to one row per head, the shape `plots.plot_learning_curve` takes. Hydra points
     (`"kind": "hydra"`) get their own line: their accuracy is along the true path, a different quantity."""

@@ -14,7 +14,7 @@ from medusa_lib.config import REHEARSE, SMOKE, chosen_profile, get_device, get_p
 from medusa_lib.data import SD_TOKENS, heldout_rows, load_prompts, self_distill_data, spread
 from medusa_lib.heads import SHIPPED_HEADS, MedusaModel
 from medusa_lib.models import load_base
-from medusa_lib.recipes import resolve_heads, shipped_heads_fit
+from medusa_lib.recipes import all_drafters, resolve_heads, shipped_heads_fit
 
 
 def setup(profile: str = "embedded", seed: int = 0) -> tuple[torch.device, str]:
@@ -52,6 +52,14 @@ def load_heads(model, tok) -> MedusaModel:
     mm = resolve_heads(model, tok, quick=True, **smoke({}, dict(n_prompts=4, max_new_tokens=16, epochs=1)))
     print(f"{mm.num_heads} Medusa heads on {mm.base_name}")
     return mm
+
+
+def load_drafters(model, tok, mm: MedusaModel | None = None) -> dict:
+    """Every drafter kind that runs on `model`, by kind (`recipes.all_drafters`): heads as `load_heads` finds
+    them (the Medusa heads `mm` if given), prompt lookup, the hybrid, and EAGLE where one ships for `model`."""
+    found = all_drafters(model, tok, mm, **smoke({}, dict(n_prompts=4, max_new_tokens=16, epochs=1)))
+    print("drafters:", ", ".join(found))
+    return found
 
 
 def heldout_set(model, tok, n: int | None = None) -> tuple[list, list[dict]]:

@@ -10,7 +10,7 @@ trains heads only when asked (`quick=True`). The kinds live in one registry (`dr
     hybrid          `HYBRID_HEADS` and prompt lookup, merged into one tree a step
 
 `DEFAULT_KIND` is what the commands decode with when no `--kind` is given: the fastest kind in the race
-(`docs/heads_race.json`, `scripts/compare_heads.py`).
+(`medusa_lib/assets/heads_race.json`, `scripts/compare_heads.py`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from medusa_lib.interop import load_heads
 from medusa_lib.models import EMBEDDED_NAME
 from medusa_lib.train import train_heads
 
-HYBRID_HEADS = "hydra"  # the hybrid's heads: the faster shipped set of heads in docs/heads_race.json
-DEFAULT_KIND = "hybrid"  # what the commands decode with: the fastest kind overall in docs/heads_race.json (a test)
+HYBRID_HEADS = "hydra"  # the hybrid's heads: the faster shipped set of heads in assets/heads_race.json
+DEFAULT_KIND = "hybrid"  # what the commands decode with: the fastest kind overall in assets/heads_race.json (a test)
 SHIPPED_DRAFTERS = {**SHIPPED, "eagle": SHIPPED["medusa"].with_name("embedded-eagle")}  # `scripts/make_eagle.py`
 
 # ----------------------------------------------------------------------------- the profile of a model
@@ -118,6 +118,22 @@ def resolve_heads(base, tok=None, heads=None, quick: bool = False, kind: str = "
         folder = SHIPPED_DRAFTERS[kind]
         return load_eagle(folder, base) if kind == "eagle" else MedusaModel.from_pretrained(folder, base=base)
     return _no_shipped(base, tok, kind, quick, quick_kwargs)
+
+
+def all_drafters(base, tok, medusa=None, **quick_kwargs) -> dict:
+    """Every kind that can run on `base`, by kind, in `KINDS` order: heads found as `resolve_heads(quick=True)`
+    finds them (the Medusa heads `medusa` if given), prompt lookup, the hybrid, and EAGLE only where a drafter
+    ships for `base` (it is never trained here: `scripts/make_eagle.py` takes about half an hour)."""
+    found = {"medusa": medusa or resolve_heads(base, tok, quick=True, **quick_kwargs),
+             "hydra": resolve_heads(base, tok, quick=True, kind="hydra", **quick_kwargs),
+             "pld": resolve_heads(base, tok, kind="pld")}
+    found["hybrid"] = heads_with_lookup(found[HYBRID_HEADS])
+    if shipped_heads_fit(base, "eagle"):
+        found["eagle"] = resolve_heads(base, tok, kind="eagle")
+    else:
+        name = getattr(as_backbone(base).config, "name_or_path", "this model")
+        print(f"no EAGLE drafter ships for {name}; train one with scripts/make_eagle.py")
+    return {kind: found[kind] for kind in KINDS if kind in found}
 
 
 def _no_shipped(base, tok, kind: str, quick: bool, quick_kwargs: dict):

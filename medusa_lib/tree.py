@@ -178,14 +178,14 @@ class Tree:
 
     @classmethod
     def standard(cls, num_heads: int, n_nodes: int) -> "Tree":
-        """A standard tree of `n_nodes` nodes (root included) for 1-5 heads.
+        """A standard tree of `n_nodes` nodes (root included) for any number of heads.
 
         Grown from typical head accuracies (top-1 falling with depth, top-k falling with rank), so
         the trees for different sizes are nested. With one head a tree has at most 1 + topk nodes.
         `mc_sim_7b_63` is the paper's tree for 4 heads.
         """
-        if not 1 <= num_heads <= 5:
-            raise ValueError(f"standard trees exist for 1-5 heads, got {num_heads}")
+        if num_heads < 1:
+            raise ValueError(f"a standard tree needs at least 1 head, got {num_heads}")
         acc = typical_accuracies(num_heads)
         return cls.from_accuracies(acc, n_nodes)
 
@@ -293,7 +293,8 @@ def fastest_tree(acc, costs: dict, draft_cost: float | dict = 0.0) -> tuple[Tree
 
 def typical_accuracies(num_heads: int, topk: int = 10):
     """A plausible cumulative acc[K, topk] (falls with depth and rank) that shapes the standard trees."""
-    top1 = torch.tensor([0.6, 0.4, 0.3, 0.25, 0.2][:num_heads], dtype=torch.float64)
+    top1 = torch.tensor([0.6, 0.4, 0.3, 0.25, 0.2] + [0.2 * 0.8**k for k in range(1, num_heads - 4)],
+                        dtype=torch.float64)[:num_heads]  # past 5 heads, each a fifth less likely than the last
     decay = 0.55 ** torch.arange(topk, dtype=torch.float64)
     return (top1[:, None] * decay[None, :] / decay.sum() * 2.0).cumsum(1)
 

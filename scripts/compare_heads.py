@@ -119,7 +119,7 @@ def race(dirs: list[str], args) -> dict:
 
 
 def race_markdown(res: dict) -> str:
-    """The race as docs/heads_race.md: the machine, the table by group, and each verdict computed from it."""
+    """The race as assets/heads_race.md: the machine, the table by group, and each verdict computed from it."""
     rows = {(r["method"], r["group"]): r for r in res["summary"]}
     kinds = {m.split("[")[0]: m for m, _ in rows}
     lines = [f"Race on {res['machine']}, {res['rounds']} rounds per (method, prompt), fastest kept"

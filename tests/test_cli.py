@@ -43,7 +43,6 @@ import os  # noqa: E402
 import re  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 BIN = Path(sys.executable).parent  # the installed console scripts live next to the interpreter
 ROOT = Path(__file__).resolve().parents[1]
@@ -251,13 +250,13 @@ def test_bad_numbers_fail_before_any_work(argv, msg, tmp_path, capsys):
 
 def test_the_commands_default_is_the_fastest_kind_in_the_race():
     """recipes.DEFAULT_KIND (decode_tree, evaluate and demo without --kind) is the kind with the best median
-    speedup over all prompts in the committed race (`scripts/compare_heads.py --heads ...`, docs/heads_race.json)."""
-    from pathlib import Path
+    speedup over all prompts in the committed race (`make race`, assets/heads_race.json)."""
 
     from medusa_lib.drafters import KINDS
+    from medusa_lib.evaluate import race_results
     from medusa_lib.recipes import DEFAULT_KIND
 
-    race = json.loads((Path(__file__).parents[1] / "docs" / "heads_race.json").read_text())
+    race = race_results()
     ours = [r for r in race["summary"] if r["group"] == "all" and r["method"].split("[")[0] in KINDS]
     assert ours, "the race holds none of our drafters"
     assert DEFAULT_KIND == max(ours, key=lambda r: r["speedup"])["method"].split("[")[0]
