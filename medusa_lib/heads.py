@@ -173,6 +173,8 @@ class MedusaModel(nn.Module):
         """Fresh heads on `base`: kind "medusa" (Cai et al.) or "hydra" (Ankner et al., sequentially dependent)."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
+            raise ValueError(f"num_heads must be a whole number >= 1, got {num_heads!r}")
         cfg = _core(base).config
         heads = HEADS[kind](cfg.hidden_size, cfg.vocab_size, num_heads, num_layers, share_lm_head,
                           lm_head=_core(base).lm_head)

@@ -71,22 +71,22 @@ model, tok = load_model(PROFILE)   # the profile's backbone; offline, the embedd
 # So the heads' training target is not "what a human wrote next". It is "what *this* model would say next". The Medusa paper (Cai et al., 2024, Sec. 2.3.2) gets such data by **self-distillation**: give the model prompts, let it answer, and train on its answers. Two signals come for free:
 #
 # - **hard targets**: the tokens the model generated (with greedy decoding, its argmax at every step);
-# - **soft targets**: the model's full next-token distribution at every position, for a KD loss (notebook 03).
+# - **soft targets**: the model's full next-token distribution at every position, for a KD loss (notebook 03). The paper uses them for the backbone's own head in Medusa-2 (a KL term that keeps the fine-tuned backbone close to the original); putting a KD term on the Medusa heads as well is this project's choice.
 #
 # Training on someone else's text (a dataset's reference answers, another model's outputs) teaches the heads a different distribution, and fewer of their guesses get accepted.
 
 # %% [markdown]
 # ## 2. The shipped prompt set
 #
-# `medusa_lib` ships 240 prompts in seven categories, with a fixed split. The heads train on `train`. Every accuracy and τ (tokens per step) figure in these notebooks is measured on `heldout`, prompts the heads never saw.
+# `medusa_lib` ships a fixed set of prompts in several categories (counted below), with a fixed split. The heads train on `train`. Every accuracy and τ (tokens per step) figure in these notebooks is measured on `heldout`, prompts the heads never trained on. Two categories (`documents`, `code_edit`: copy-heavy prompts for the race in notebook 06) are held out only. `tests/test_prompts.py` checks that no held-out prompt shares more than a small part of its word 8-grams with a training prompt; three older ones share some, each capped at its measured share.
 
 # %%
 import pandas as pd
-from medusa_lib.data import CATEGORIES, load_prompts
+from medusa_lib.data import CATEGORIES, HELDOUT_ONLY, load_prompts
 
 prompts = load_prompts()
 counts = pd.DataFrame([vars(p) for p in prompts]).groupby(["category", "split"]).size().unstack("split")
-counts = counts.reindex(list(CATEGORIES))[["train", "heldout"]]
+counts = counts.reindex(list(CATEGORIES + HELDOUT_ONLY))[["train", "heldout"]].fillna(0).astype(int)
 counts.loc["total"] = counts.sum()
 counts
 
@@ -119,7 +119,7 @@ print("last tokens: ", [tok.decode(t) for t in ids[0, -6:]])
 #
 # `self_distill_data(model, tok, prompts, max_new_tokens)` runs greedy generation with continuous batching (`medusa_lib.batching.stream_greedy`: left-padded rows under the chat template; a row that finishes leaves the batch and the next prompt takes its slot) and returns one row per prompt: `{"prompt_ids": [...], "response_ids": [...]}`. Finished answers are written to gzipped shards under `$MEDUSA_CACHE/distill/` as they come, keyed by the model and the prompts. An interrupted run resumes where it stopped, and a second call is read back in seconds.
 #
-# The full run uses **every prompt of both splits, with 256 new tokens each**, the same recipe as `medusa_lib.data.selfdistill_rows`, which prepares the shipped heads' data. Notebooks 02 and 03 read it back from the same cache. The first time, it takes a few minutes on a T4 and 10 to 20 minutes on a laptop CPU; after that, seconds. If your CPU is slow, set `N_PROMPTS = 24` for a version that takes a couple of minutes. `MEDUSA_SMOKE=1` uses 3 train and 2 held-out prompts with 16 tokens each.
+# The full run uses **every prompt of both splits, with 256 new tokens each**, the same recipe as `medusa_lib.data.selfdistill_rows`, which prepares the shipped heads' data. Notebooks 02 and 03 read it back from the same cache. The first time, it takes 10 to 20 minutes on a laptop CPU (a T4 should be faster; this project has not timed one); after that, seconds. If your CPU is slow, set `N_PROMPTS = 24` for a version that takes a couple of minutes. `MEDUSA_SMOKE=1` uses 3 train and 2 held-out prompts with 16 tokens each.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -185,7 +185,7 @@ if not SMOKE and PROFILE == "embedded":   # SmolLM2's answers; another backbone 
 # %% [markdown]
 # ## 5. Aside (optional): packing plain text
 #
-# Self-distilled chat is the training data of every head in these notebooks, and nothing later uses this section's rows. It shows the other classic source. For the KD part of the loss any text works, because the target at each position is the teacher's distribution there, so no generation is needed. The recipe (the seed's `preprocess_data`) tokenizes, concatenates with an EOS between documents, cuts fixed `block_size` blocks and drops the short tail, so no padding is needed. Offline the text is the standard library's own source files; on Colab with the hub, `load_corpus("wikitext-2")` gives WikiText-2.
+# Self-distilled chat is the training data of every head in these notebooks, and nothing later uses this section's rows. It shows the other classic source. For the KD part of the loss any text works, because the target at each position is the teacher's distribution there, so no generation is needed. The recipe (the `preprocess_data` command) tokenizes, concatenates with an EOS between documents, cuts fixed `block_size` blocks and drops the short tail, so no padding is needed. Offline the text is the standard library's own source files; on Colab with the hub, `load_corpus("wikitext-2")` gives WikiText-2.
 #
 # `blocks_to_rows` turns the blocks into rows with an empty prompt, so every position is a training position. `data.text_rows(tok, n)` does all of this in one call, and `scripts/make_heads.py --text N` mixes such rows into the heads' training. The shipped heads use none (the default, `--text 0`); exercise 4 asks whether they would help.
 

@@ -128,9 +128,11 @@ print((mask[0, 0] == 0).int())  # 1 = visible
 print("position ids:", small.position_ids(past_len).tolist())
 
 # %% [markdown]
-# Why a *float* mask? With a boolean 4D mask and eager attention, transformers computes wrong
-# logits without raising any error (this project met that bug). With the float mask, tree logits match
-# sequential decoding to within 1e-4, which `tests/test_decoding.py` checks.
+# Why a *float* mask? While building this library, a boolean 4D mask with eager attention gave wrong
+# logits in the transformers version of the time, with no error raised (the project's design notes
+# record it; this notebook does not reproduce it). A float mask means the same thing in every attention
+# implementation, so the library uses one. With it, tree logits match sequential decoding to within
+# 1e-4, which `tests/test_decoding.py` checks.
 
 # %%
 from medusa_lib.plots import plot_tree, plot_tree_mask, save_fig
@@ -243,9 +245,11 @@ def head1_share(t):  # the fraction of a tree's guesses that are head 1's
     return sum(len(p) == 1 for p in t.paths) / max(1, len(t.paths))
 
 same_size = Tree.standard(mm.num_heads, tree.num_nodes)  # grown from typical, stronger accuracies
+identical = tree.paths == same_size.paths
 print(f"head 1's share of the guesses: ours {head1_share(tree):.2f} | "
-      f"standard({mm.num_heads}, {tree.num_nodes}) {head1_share(same_size):.2f}")
-if not SMOKE:  # the takeaway below; smoke heads are toys
+      f"standard({mm.num_heads}, {tree.num_nodes}) {head1_share(same_size):.2f}"
+      + (" (the two trees are the same: at this size the accuracies do not change the shape)" if identical else ""))
+if not SMOKE and not identical:  # the takeaway below, where there is something to compare; smoke heads are toys
     assert head1_share(tree) >= head1_share(same_size)
 fig = plot_tree(tree)
 print("saved", save_fig(fig, "figures/04_tree_from_accuracy.png"))
@@ -253,9 +257,10 @@ print("saved", save_fig(fig, "figures/04_tree_from_accuracy.png"))
 # %% [markdown]
 # **Takeaway:** the tree follows the measured accuracies. A path counts only if every guess on it is
 # right, so its value is the product of its ranks' probabilities. With heads as weak as these, one
-# more guess of head 1 is often worth more than a level deeper, so our tree gives head 1 at least as
-# large a share of its guesses as the standard tree of the same size, which was grown from typical,
-# stronger accuracies. Better heads make it deeper (try the sliders below).
+# more guess of head 1 is often worth more than a level deeper, so where our tree and the standard
+# tree of the same size (grown from typical, stronger accuracies) differ, ours gives head 1 at least as
+# large a share of its guesses (asserted then). At the smallest sizes the two can be the same tree,
+# and the printout says so. Better heads make it deeper (try the sliders below).
 
 # %% [markdown]
 # The explorer grows `Tree.from_accuracies` for any node count, and scales every accuracy to show
@@ -479,6 +484,14 @@ print("Medusa greedy == HF greedy, token for token, on every prompt" if same == 
 #   is accepted with probability p(c) / (mass left); a rejected child's mass is removed. Every
 #   token then appears with exactly the base model's probability (SpecInfer / EAGLE-style
 #   multi-draft rejection sampling; `tests/test_decoding.py` checks it statistically).
+#
+#   Where that rule comes from: speculative sampling accepts a draft x drawn from the drafter's
+#   distribution q with probability min(1, p(x) / q(x)), and on rejection samples from the residual
+#   max(0, p − q), renormalised. A head's top-k guess is not sampled: it is a *point mass*, q(c) = 1.
+#   So the first child is accepted with probability min(1, p(c) / 1) = p(c). If it is rejected, the
+#   residual max(0, p − q) is p with c's probability set to 0; renormalised, the next child c′ has
+#   probability p(c′) / (1 − p(c)), and that is its acceptance probability by the same rule. Each
+#   further rejection removes one more token's mass: p(c) / (mass left).
 # - `mode="typical"` is the paper's **typical acceptance** (Sec. 2.3.1): accept a guess when the
 #   base model finds it plausible enough, p(x) > min(ε, δ·exp(−H(p))). It can accept more, so τ
 #   can be higher, but the output is **not** distributed as the base model's samples would be.
@@ -504,15 +517,17 @@ if not SMOKE:  # the paragraph below
 # output; `sample` gives exactly the base model's sampling distribution (each run is one draw from it),
 # so it accepts a guess only as often as the model would have sampled that token; `typical` accepts
 # *any* guess the model finds plausible enough, however often it is proposed, so it keeps more
-# guesses and its text reads as well, but it is drawn from a slightly different distribution. That is
-# the trade the paper makes to keep sampling fast.
+# guesses, but its text is drawn from a different distribution than the model's own samples (compare
+# the first runs printed above and judge the text yourself). That is the trade the paper makes to keep
+# sampling fast.
 #
 # ## What you learned
 #
 # - A Medusa tree is a list of rank paths; one forward pass with a float ancestor mask and
 #   depth-based position ids verifies every path at once.
-# - A tree grown from held-out accuracies assumes independent heads; real heads are right together
-#   more often, so the measured τ beats the expected one.
+# - A tree grown from held-out accuracies assumes independent heads. Real heads are right together
+#   more often than that, yet on a small tree the measured τ lands close to the expected one (both are
+#   printed in section 5): most of a small tree's τ comes from head 1 alone.
 # - A step is prefill → root → heads' top-k → candidates → tree forward → accept → `keep_path`,
 #   and its tokens are exactly plain greedy's: Medusa changes the speed, not the output.
 # - Typical acceptance trades exactness for speed; rejection sampling (`mode="sample"`) is exact.
@@ -523,7 +538,7 @@ if not SMOKE:  # the paragraph below
 # 1. Grow trees of 4, 8, 16 and 32 nodes with `Tree.from_accuracies(acc, n)` and measure their τ on
 #    the held-out prompts as in section 5. How does the gap between measured and expected τ change as
 #    the trees get deeper, and why?
-# 2. Check invariant 2 yourself: pick the deepest node of `tree` in the step of section 4, run the
+# 2. Check that a tree node's logits are the sequential ones: pick the deepest node of `tree` in the step of section 4, run the
 #    prompt followed by that node's root path through `model` in one ordinary forward pass, and
 #    compare its last logits with that node's row of `logits`.
 # 3. Typical acceptance has two knobs, `posterior_threshold` (ε) and `posterior_alpha` (δ). Sweep ε

@@ -307,13 +307,19 @@ def test_bad_inputs_fail_clearly(tiny):
     (dict(mode="sample", temperature=float("inf")), ValueError, r"temperature must be a finite number"),
     (dict(max_new_tokens=2.5), ValueError, r"max_new_tokens must be a whole number >= 1, got 2\.5"),
     (dict(max_new_tokens=True), ValueError, r"max_new_tokens must be a whole number >= 1, got True"),
-    (dict(input_ids=torch.tensor([[5.0, 6.0]])), TypeError, r"integer tensor of token ids, got torch\.float32"),
+    (dict(input_ids=torch.tensor([[5.0, 6.0]])), TypeError, r"int64 \(or int32\) token ids, got torch\.float32"),
+    (dict(input_ids=torch.tensor([[5, 6]], dtype=torch.int16)), TypeError, r"token ids, got torch\.int16.*\.long\(\)"),
+    (dict(input_ids=torch.tensor([[5, 6]], dtype=torch.uint8)), TypeError, r"token ids, got torch\.uint8"),
+    (dict(eos_token_id="2"), TypeError, r"eos_token_id must be a token id or a list of token ids, got '2'"),
+    (dict(max_new_tokens=10**9), ValueError, r"3 prompt tokens \+ max_new_tokens=1000000000 pass the model's "
+                                             r"context of 512 tokens; ask for at most 509"),
     (dict(input_ids=torch.tensor([[5, 100]])), ValueError, r"token id 100, outside .*\[0, 100\) \(vocab_size=100\)"),
     (dict(input_ids=torch.tensor([[-3, 5]])), ValueError, r"token id -3, outside"),
     (dict(input_ids=[[5, 6]]), TypeError, r"input_ids must be a tensor \[1, T\], got list"),
     (dict(tree=[[0], [1]]), TypeError, r"tree must be a Tree.*Tree\.from_choices"),
 ], ids=["temp-negative", "temp-zero", "temp-nan", "temp-inf", "max-new-float", "max-new-bool", "float-ids",
-        "id-past-vocab", "id-negative", "ids-list", "tree-list"])
+        "int16-ids", "uint8-ids", "eos-string", "past-the-context", "id-past-vocab", "id-negative", "ids-list",
+        "tree-list"])
 def test_bad_numbers_and_ids_fail_before_decoding(tiny, kwargs, err, msg):
     model, _ = tiny
     mm = perturbed(model)
@@ -503,3 +509,9 @@ def test_tree_inputs_equal_the_trees_own_mask_and_positions():
     for past in (0, 1, 17):
         assert torch.equal(inputs.mask(past), tree.attention_mask(past, dtype=torch.float16))
         assert torch.equal(inputs.position_ids(past), tree.position_ids(past))
+
+
+@pytest.mark.parametrize("num_heads", [0, -1, 2.0, True])
+def test_heads_need_a_whole_number_of_heads(tiny, num_heads):
+    with pytest.raises(ValueError, match=f"num_heads must be a whole number >= 1, got {num_heads!r}"):
+        MedusaModel.from_base(tiny[0], num_heads)
