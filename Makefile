@@ -22,10 +22,16 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 lint: setup
 	$(BIN)/ruff check medusa_lib tests scripts
 
-# pytest exits 5 when it collects nothing; that is reported, not treated as a failure.
+# pytest exits 5 when it collects nothing; that is reported, not treated as a failure. JOBS workers (pytest-xdist),
+# one thread each: most tests and notebook cells are Python-bound on a small model, so two one-thread workers on two
+# cores finish sooner than one two-thread run. A notebook's cells stay together in one worker (--dist loadscope).
+JOBS    ?= 2
+PAR      = $(if $(filter 1,$(JOBS)),,-n $(JOBS) --dist loadscope)
+ONE      = $(if $(filter 1,$(JOBS)),,OMP_NUM_THREADS=1 MKL_NUM_THREADS=1)
 test: setup lint
-	MEDUSA_SMOKE=1 $(BIN)/python -m pytest -q tests; rc=$$?; [ $$rc -eq 5 ] && echo "no tests collected" || exit $$rc
-	MEDUSA_SMOKE=1 $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env notebooks/; rc=$$?; \
+	MEDUSA_SMOKE=1 $(ONE) $(BIN)/python -m pytest -q $(PAR) tests; rc=$$?; \
+	  [ $$rc -eq 5 ] && echo "no tests collected" || exit $$rc
+	MEDUSA_SMOKE=1 $(ONE) $(BIN)/python -m pytest -q $(PAR) --nbval-lax --nbval-current-env notebooks/; rc=$$?; \
 	  [ $$rc -eq 5 ] && echo "no notebooks collected" || exit $$rc
 	$(MAKE) --no-print-directory rehearse
 
@@ -37,11 +43,16 @@ NB := notebooks
 REHEARSE_SET := $(if $(filter 1,$(REHEARSE_ALL)),embedded:$(NB) t4:$(NB) llama2-7b-qlora:$(NB),\
   embedded:$(NB)/03_self_distillation.ipynb t4:$(NB) \
   llama2-7b-qlora:$(NB)/03_self_distillation.ipynb)
+# The profiles run side by side (one thread each, a log each in runs/rehearse/), then every log is printed.
 rehearse: setup
-	@for run in $(REHEARSE_SET); do p=$${run%%:*}; nbs=$$(echo $${run#*:} | tr , ' '); \
+	@mkdir -p runs/rehearse; pids=""; \
+	for run in $(REHEARSE_SET); do p=$${run%%:*}; nbs=$$(echo $${run#*:} | tr , ' '); \
 	  echo "== rehearsing a T4 with profile $$p: $$nbs"; \
-	  MEDUSA_SMOKE=1 MEDUSA_REHEARSE=1 MEDUSA_PROFILE=$$p $(BIN)/python -m pytest -q -p no:cacheprovider \
-	    --nbval-lax --nbval-current-env $$nbs || exit 1; done
+	  ( MEDUSA_SMOKE=1 MEDUSA_REHEARSE=1 MEDUSA_PROFILE=$$p $(ONE) $(BIN)/python -m pytest -q -p no:cacheprovider \
+	    --nbval-lax --nbval-current-env $$nbs > runs/rehearse/$$p.log 2>&1; echo $$? > runs/rehearse/$$p.rc ) & \
+	  pids="$$pids $$!"; done; wait $$pids; rc=0; \
+	for run in $(REHEARSE_SET); do p=$${run%%:*}; echo "== profile $$p: exit $$(cat runs/rehearse/$$p.rc)"; \
+	  tail -n 40 runs/rehearse/$$p.log; [ "$$(cat runs/rehearse/$$p.rc)" = 0 ] || rc=1; done; exit $$rc
 
 # the memory model of every phase (medusa_lib/memory.py) against measured peaks of a scaled 7B-shaped model
 memory: setup

@@ -125,7 +125,11 @@ def test_corrupted_embedded_cache_is_rebuilt_once(embedded, tmp_path, monkeypatc
     config = cached / "config.json"
     config.write_text(config.read_text().replace('"num_hidden_layers": 30', '"num_hidden_layers": "thirty"'))
     assert "thirty" in config.read_text()
+    rebuilt = []  # the GGUF rebuild itself ran above: this one copies the good cache (30 s less)
+    monkeypatch.setattr(models, "_build_embedded_cache",
+                        lambda target: rebuilt.append(target) or shutil.copytree(good, target, dirs_exist_ok=True))
     assert models.load_base("embedded", device="cpu")[0].config.num_hidden_layers == 30  # a wrong type: rebuilt
+    assert rebuilt == [cached]
     assert "embedded-model cache is unreadable" in capsys.readouterr().err
     weights.write_bytes(b"")
     monkeypatch.setattr(models, "_build_embedded_cache", lambda target: None)  # a rebuild that does not help
