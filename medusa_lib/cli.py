@@ -224,14 +224,17 @@ def fit(mm: MedusaModel, rows, heldout, cfg: TrainConfig, args) -> dict:
     return state
 
 
+def training_prompts(n: int | None) -> list[str]:
+    """The first `n` hand-written training prompts (4 in smoke mode); asking for more than there are says so."""
+    prompts = [p.prompt for p in load_prompts("train")]
+    if n is not None and n > len(prompts):
+        print(f"note: --n_prompts {n}: there are {len(prompts)} training prompts; using them all", file=sys.stderr)
+    return prompts[: n or smoke(None, 4)]
+
+
 def training_rows(args, model, tok) -> list[dict]:
     if args.data == "selfdistill":
-        prompts = [p.prompt for p in load_prompts("train")]
-        if args.n_prompts is not None and args.n_prompts > len(prompts):
-            print(f"note: --n_prompts {args.n_prompts}: there are {len(prompts)} training prompts; using them all",
-                  file=sys.stderr)
-        prompts = prompts[: args.n_prompts or smoke(None, 4)]
-        return self_distill_data(model, tok, prompts, args.max_new_tokens, batch_size=16)
+        return self_distill_data(model, tok, training_prompts(args.n_prompts), args.max_new_tokens, batch_size=16)
     return blocks_to_rows(load_blocks(args.data, tok))
 
 

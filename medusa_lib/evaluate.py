@@ -27,7 +27,7 @@ import torch
 
 from medusa_lib import plots
 from medusa_lib.data import chat_ids, load_prompts
-from medusa_lib.decoding import greedy_generate, logit_rows, medusa_generate, prefill, tree_forward
+from medusa_lib.decoding import context_of, greedy_generate, logit_rows, medusa_generate, prefill, tree_forward
 from medusa_lib.drafters import PromptLookupDrafter, as_drafter, draft, heads_with_lookup
 from medusa_lib.eagle import EagleTree
 from medusa_lib.heads import KINDS, SHIPPED_HEADS, MedusaHeads, MedusaModel
@@ -212,7 +212,7 @@ def is_heads_method(method: str) -> bool:
 
 @torch.no_grad()
 def benchmark(methods: dict, tok, prompts: list[BenchPrompt], max_new_tokens: int = 128, warmup: int = 1,
-              reference: str = "hf_greedy", progress: bool = True, rounds: int = 1) -> dict:
+              reference: str = "hf_greedy", progress: bool = True, rounds: int = 1, context: int | None = None) -> dict:
     """Run every method on every prompt, interleaved: each prompt is run by every method in turn, `rounds`
     times (the order rotates), and each (method, prompt) keeps its fastest time, as `timeit` does, so a burst
     of load on a shared machine lands on one round rather than on one method.
@@ -227,7 +227,7 @@ def benchmark(methods: dict, tok, prompts: list[BenchPrompt], max_new_tokens: in
         raise ValueError(f"reference method {reference!r} is not among {names}")
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
-    encoded = [chat_ids(tok, p.text) for p in prompts]  # each method moves them to its model's device
+    prompts, encoded = fitting(tok, prompts, max_new_tokens, context)  # each method moves them to its model's device
     for ids in encoded[:warmup]:
         for name in names:
             methods[name](ids, 8)
@@ -242,6 +242,18 @@ def benchmark(methods: dict, tok, prompts: list[BenchPrompt], max_new_tokens: in
         print(f"the machine was too noisy to trust these timings: rounds of one method on one prompt differ by "
               f"{spread:.0%} (median); rerun on a quiet machine")
     return {"runs": runs, "summary": summarize(runs, reference), "noisy": rounds > 1 and spread > NOISY}
+
+
+def fitting(tok, prompts: list[BenchPrompt], max_new_tokens: int, context: int | None):
+    """(prompts, their chat ids) that fit `context` with `max_new_tokens` more; the others are left out, said."""
+    encoded = [chat_ids(tok, p.text) for p in prompts]
+    fits = [context is None or ids.shape[1] + max_new_tokens <= context for ids in encoded]
+    if not all(fits):
+        print(f"left out {fits.count(False)} of {len(prompts)} prompts: longer than the model's context of "
+              f"{context} tokens with {max_new_tokens} new ones")
+    if not any(fits):
+        raise ValueError(f"no prompt fits the model's context of {context} tokens with {max_new_tokens} new ones")
+    return [p for p, f in zip(prompts, fits) if f], [ids for ids, f in zip(encoded, fits) if f]
 
 
 NOISY = 0.25  # median spread between rounds above which a benchmark says it cannot be trusted
@@ -483,7 +495,8 @@ def report(mm: MedusaModel, tok, answers, out: Path, per_group: int, max_new_tok
     prompts = bench_prompts(per_group=per_group, humaneval=humaneval)
     methods = {k: v for k, v in default_methods(mm, {f"acc-{tree.num_nodes}": tree}).items() if k != "our_greedy"}
     methods.update(drafter_methods(mm, tree, others))
-    res = benchmark(methods, tok, prompts, max_new_tokens, rounds=rounds)
+    res = benchmark(methods, tok, prompts, max_new_tokens, rounds=rounds, context=context_of(mm.config))
+    prompts = [p for p in prompts if p.id in {r["prompt"] for r in res["runs"]}]
     res.update(head_accuracy=acc.tolist(), tree=[list(p) for p in tree.paths], tree_choice=choices)
     res["divergences"] = account_divergences(mm.base, tok, prompts, res["runs"])
     for d in res["divergences"]:

@@ -445,8 +445,10 @@ else:
 # 2. Add `"standard-16": Tree.standard(mm.num_heads, 16)` to `trees` and rerun the benchmark. Does the
 #    deeper tree accept more than its expected τ says (notebook 04, section 5)? Is it faster than
 #    `acc-8`, or does the bigger verification eat the gain?
-# 3. Benchmark `Tree.mc_sim_7b_63()` on a Colab T4 (it needs 4 heads: train them in notebook 03 with
-#    the `t4` profile). Does the biggest tree win there?
+# 3. Benchmark `Tree.mc_sim_7b_63()` on a Colab T4. It needs 4 heads, and notebook 03 trains 3: train
+#    4 there (`MedusaModel.from_base(model, num_heads=4)` and `TrainConfig(offsets=(1, 2, 3, 4))`), or
+#    with `train_kd --offsets 1 2 3 4`, and load them with `MedusaModel.from_pretrained`. Does the
+#    biggest tree win there?
 # 4. Compare τ per category of `hf_pld` and `medusa[acc-8]` on more prompts
 #    (`bench_prompts(per_group=3)`): which kinds of answer favour which drafter, and why? Could a
 #    Medusa tree use a prompt-lookup guess as an extra branch?

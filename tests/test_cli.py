@@ -328,3 +328,12 @@ def test_evaluate_checks_out_before_any_work(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert cli.run(cli.evaluate, ["--model", "tiny", "--out", str(tmp_path / "file" / "sub")]) == 2
     assert "not writable" in capsys.readouterr().err
+
+
+def test_more_prompts_than_there_are_is_said(capsys):
+    from medusa_lib.data import load_prompts
+
+    n = len(load_prompts("train"))
+    assert len(cli.training_prompts(100000)) == n
+    assert f"--n_prompts 100000: there are {n} training prompts; using them all" in capsys.readouterr().err
+    assert len(cli.training_prompts(2)) == 2 and capsys.readouterr().err == ""

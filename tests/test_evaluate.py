@@ -261,3 +261,16 @@ def test_generate_seconds_times_hf_greedy(tiny):
 
     model, _ = tiny
     assert generate_seconds(model, torch.tensor([[1, 2, 3]]), max_new_tokens=2, repeats=1) > 0
+
+
+def test_prompts_longer_than_the_context_are_left_out_and_said(tiny, capsys):
+    from medusa_lib.evaluate import BenchPrompt, fitting
+
+    tok = tiny[1]
+    short, long = BenchPrompt("s", "chat", "hi"), BenchPrompt("l", "summarization", "word " * 400)
+    kept, ids = fitting(tok, [short, long], max_new_tokens=8, context=128)
+    assert kept == [short] and len(ids) == 1 and ids[0].shape[1] + 8 <= 128
+    assert "left out 1 of 2 prompts: longer than the model's context of 128 tokens" in capsys.readouterr().out
+    assert fitting(tok, [short, long], 8, None)[0] == [short, long]  # no context known: all kept
+    with pytest.raises(ValueError, match="no prompt fits the model's context of 4 tokens"):
+        fitting(tok, [short, long], 8, 4)
