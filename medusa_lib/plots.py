@@ -192,7 +192,7 @@ def plot_topk_curves(acc, labels=None, ax=None):
 
 
 def plot_accept_hist(accept_lengths, ax=None):
-    """Histogram of tokens accepted per step, with the mean τ marked."""
+    """Histogram of tokens emitted per step (the root, always right, plus the accepted guesses), mean τ marked."""
     a = np.asarray(accept_lengths, dtype=float)
     fig, ax = _axes(ax)
     top = int(a.max()) if a.size else 1
@@ -200,7 +200,7 @@ def plot_accept_hist(accept_lengths, ax=None):
     tau = float(a.mean()) if a.size else 0.0
     ax.axvline(tau, color=STYLE["accent"], ls="--", lw=1.5, label=f"mean τ = {tau:.2f}")
     ax.set_xticks(range(1, top + 1))
-    _style(ax, f"Tokens accepted per step ({a.size} steps)", "tokens per step", "steps")
+    _style(ax, f"Tokens emitted per step: root + accepted guesses ({a.size} steps)", "tokens per step", "steps")
     _legend(ax, loc="upper right")  # acceptance counts fall with length: the upper right is empty
     return fig
 
@@ -274,6 +274,8 @@ def plot_tree(tree: Tree, tokens=None, accepted=None, ax=None):
             ax.plot([x[par], x[i]], [y[par], y[i]], color=STYLE["accent"] if hit else STYLE["edge"],
                     lw=2.5 if hit else 1, zorder=1 + hit)
     names = ["root"] + [str(p[-1]) for p in tree.paths] if tokens is None else [_text(t) for t in tokens]
+    if tokens is not None:
+        names[0] = f"root: {names[0]}"  # the backbone's own token, always right (it may be any text, even ```)
     size = STYLE["label_size"] if tree.num_nodes <= 24 else 6
     for i in range(tree.num_nodes):
         hit = i in on
