@@ -331,8 +331,9 @@ for name in trees:
           f"τ ÷ ratio = {tau / ratio:.2f} = tokens/s against our_greedy ×{measured:.2f}")
 
 # %% [markdown]
-# The last two numbers on each line are equal by arithmetic, not by experiment: both methods emit the
-# same tokens and greedy takes one step per token, so τ ÷ (step time ratio) *is* the tokens/s ratio.
+# The last two numbers on each line agree by arithmetic, not by experiment: both methods emit the same
+# tokens and greedy takes one step per token, so τ ÷ (step time ratio) *is* the tokens/s ratio, up to
+# how the summary averages over prompts (the small difference between them).
 # What the line adds is the split of the speedup into its two factors: τ, what the heads buy, and the
 # cost of a step, what the hardware charges for verifying several tokens at once.
 #

@@ -134,9 +134,10 @@ for kind, out in outs.items():
 # ## 3. Static trees and dynamic trees
 #
 # Medusa and Hydra verify one fixed tree, chosen once from the heads' measured accuracies (notebook
-# 04). EAGLE-2 grows a new one every step: it expands the drafts it is most confident in, so when it
-# is sure it goes deep and when it is not it goes wide. Prompt lookup's tree is as long as the copied
-# continuation, and empty when the context holds no match. The node counts per step show it:
+# 04). EAGLE-2 grows a new one every step, of a fixed number of nodes: it expands the drafts it is most
+# confident in, so when it is sure it goes deep and when it is not it goes wide, and its shape changes
+# from step to step. Prompt lookup's tree is as long as the copied continuation, and empty when the
+# context holds no match. The node counts and the number of distinct shapes per drafter show it:
 
 # %%
 sizes = {kind: [t.num_nodes for t in out.trees] for kind, out in outs.items()}
