@@ -66,8 +66,6 @@ def check_save_dir(save_dir, resume: bool = False, overwrite: bool = False) -> P
         raise ValueError("--resume continues the run in save_dir and --overwrite replaces it: pass one of them")
     if resume and not holds_run(save_dir):
         raise FileNotFoundError(f"nothing to resume: {save_dir} holds no run; drop --resume to start one")
-    if save_dir.exists() and not save_dir.is_dir():
-        raise NotADirectoryError(f"save_dir {save_dir} is a file; give a folder")
     if holds_run(save_dir) and not (resume or overwrite):
         raise FileExistsError(f"save_dir {save_dir} already holds a run; pass --resume to continue it, "
                               f"--overwrite to replace it, or choose another --save_dir")

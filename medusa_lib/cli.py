@@ -43,7 +43,7 @@ from medusa_lib.data import (
     save_blocks,
     self_distill_data,
 )
-from medusa_lib.decoding import check_sampling, check_typical, medusa_generate
+from medusa_lib.decoding import check_sampling, check_typical, context_of, medusa_generate
 from medusa_lib.drafters import KINDS, heads_with_lookup
 from medusa_lib.evaluate import is_heads_method, markdown_table, report
 from medusa_lib.files import check_writable, run_lock, sigterm_as_interrupt
@@ -79,9 +79,6 @@ def load_name(name: str) -> str:
 
 def check_out(path, what: str = "--out") -> Path:
     """An output folder that is not a file and can be written, checked (and made) before any work."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"{what} {path} is a file; give a folder")
     return check_writable(path, what)
 
 
@@ -191,7 +188,7 @@ def _train_kd(args, cfg: TrainConfig, head: HeadConfig) -> dict:
 
     set_seed(cfg.seed)
     model, tok = load_base(args.student_name, device=Accelerator().device, load_in_4bit=args.qlora)
-    check_block_size(cfg.block_size, getattr(model.config, "max_position_embeddings", None))  # before generating
+    check_block_size(cfg.block_size, context_of(model.config))  # before generating
     rows = training_rows(args, model, tok)
     heldout = [r for r in heldout_rows(model, tok, smoke(None, 4)) if len(r["response_ids"]) >= 3] or None
     if cfg.stage == "joint":

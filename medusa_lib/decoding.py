@@ -425,9 +425,8 @@ def greedy_generate(model_or_mm, input_ids: torch.Tensor, max_new_tokens: int = 
     """Plain greedy decoding on the same cache code: the like-for-like baseline (tau = 1).
 
     `timing=True` syncs the GPU around each step's clock (see `medusa_generate`)."""
-    check_inputs(input_ids, "greedy", max_new_tokens, vocab_size=model_or_mm.config.vocab_size,
-                 context=context_of(model_or_mm.config))
     bb = as_backbone(model_or_mm)  # a causal LM, a Backbone or a MedusaModel: only the backbone is used
+    check_inputs(input_ids, "greedy", max_new_tokens, vocab_size=bb.config.vocab_size, context=context_of(bb.config))
     eos, W = eos_set(eos_token_id, bb.config), bb.lm_head.weight
     out = GenerateOutput(sequences=input_ids, prompt_len=input_ids.shape[1])
     if streamer is not None:

@@ -212,7 +212,7 @@ def is_heads_method(method: str) -> bool:
 
 @torch.no_grad()
 def benchmark(methods: dict, tok, prompts: list[BenchPrompt], max_new_tokens: int = 128, warmup: int = 1,
-              reference: str = "hf_greedy", progress: bool = True, rounds: int = 1, context: int | None = None) -> dict:
+              reference: str = "hf_greedy", progress: bool = True, rounds: int = 1) -> dict:
     """Run every method on every prompt, interleaved: each prompt is run by every method in turn, `rounds`
     times (the order rotates), and each (method, prompt) keeps its fastest time, as `timeit` does, so a burst
     of load on a shared machine lands on one round rather than on one method.
@@ -227,7 +227,7 @@ def benchmark(methods: dict, tok, prompts: list[BenchPrompt], max_new_tokens: in
         raise ValueError(f"reference method {reference!r} is not among {names}")
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
-    prompts, encoded = fitting(tok, prompts, max_new_tokens, context)  # each method moves them to its model's device
+    encoded = [chat_ids(tok, p.text) for p in prompts]  # each method moves them to its model's device
     for ids in encoded[:warmup]:
         for name in names:
             methods[name](ids, 8)
@@ -492,11 +492,11 @@ def report(mm: MedusaModel, tok, answers, out: Path, per_group: int, max_new_tok
         f"head {k + 1}: top-1 {acc[k, 0]:.2f} top-5 {acc[k, 4]:.2f}" for k in range(mm.num_heads)))
     tree, choices = choose_tree(mm, acc)
     print(f"tree from accuracies: {tree.num_nodes} nodes, expected tau {expected_accept_length(tree, acc):.2f}")
-    prompts = bench_prompts(per_group=per_group, humaneval=humaneval)
+    prompts, _ = fitting(tok, bench_prompts(per_group=per_group, humaneval=humaneval), max_new_tokens,
+                         context_of(mm.config))
     methods = {k: v for k, v in default_methods(mm, {f"acc-{tree.num_nodes}": tree}).items() if k != "our_greedy"}
     methods.update(drafter_methods(mm, tree, others))
-    res = benchmark(methods, tok, prompts, max_new_tokens, rounds=rounds, context=context_of(mm.config))
-    prompts = [p for p in prompts if p.id in {r["prompt"] for r in res["runs"]}]
+    res = benchmark(methods, tok, prompts, max_new_tokens, rounds=rounds)
     res.update(head_accuracy=acc.tolist(), tree=[list(p) for p in tree.paths], tree_choice=choices)
     res["divergences"] = account_divergences(mm.base, tok, prompts, res["runs"])
     for d in res["divergences"]:

@@ -83,8 +83,11 @@ def read_tensors(path, fix: str, weights_only: bool = True):
 
 
 def check_writable(folder, what: str) -> Path:
-    """Make `folder` and write a file in it, before any work: a read-only or full place fails now, by name."""
+    """Make `folder` and write a file in it, before any work: a file in its place, a read-only or a full place
+    fails now, by name."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{what} {folder} is a file; give a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / ".write-test", "ok")

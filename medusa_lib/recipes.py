@@ -131,14 +131,18 @@ def all_drafters(base, tok, medusa=None, **quick_kwargs) -> dict:
     if shipped_heads_fit(base, "eagle"):
         found["eagle"] = resolve_heads(base, tok, kind="eagle")
     else:
-        name = getattr(as_backbone(base).config, "name_or_path", "this model")
-        print(f"no EAGLE drafter ships for {name}; train one with scripts/make_eagle.py")
+        print(f"no EAGLE drafter ships for {model_name(base)}; train one with scripts/make_eagle.py")
     return {kind: found[kind] for kind in KINDS if kind in found}
+
+
+def model_name(base) -> str:
+    """The backbone's hub id or folder, as its config names it."""
+    return getattr(as_backbone(base).config, "name_or_path", None) or "this model"
 
 
 def _no_shipped(base, tok, kind: str, quick: bool, quick_kwargs: dict):
     """No drafter named and none shipped for `base`: train quick heads when asked, else say how to get some."""
-    name = getattr(as_backbone(base).config, "name_or_path", "this model")
+    name = model_name(base)
     folder, noun = SHIPPED_DRAFTERS[kind], "drafter is" if kind == "eagle" else "heads are"
     why = (f"the shipped {kind} {noun} for another model than {name}" if folder.is_dir()
            else f"the shipped {kind} {noun} missing ({folder.name}/)")

@@ -23,6 +23,7 @@ import torch
 
 from medusa_lib.checkpoints import check_save_dir, clear_run, is_peft, load_checkpoint, save_checkpoint
 from medusa_lib.config import TrainConfig
+from medusa_lib.decoding import context_of
 from medusa_lib.files import run_lock, sigterm_as_interrupt
 from medusa_lib.heads import MedusaModel
 from medusa_lib.losses import bank_batch_loss, joint_loss
@@ -80,7 +81,7 @@ def train_heads(mm: MedusaModel, train_rows, eval_rows=None, cfg: TrainConfig | 
     check_config(cfg)
     check_offsets(cfg.offsets, mm.num_heads)
     save_dir = check_save_dir(save_dir, resume, overwrite)
-    seqs = check_rows(train_rows, cfg.block_size, getattr(mm.config, "max_position_embeddings", None))
+    seqs = check_rows(train_rows, cfg.block_size, context_of(mm.config))
     with run_lock(save_dir) if save_dir is not None else contextlib.nullcontext(), sigterm_as_interrupt():
         if overwrite and save_dir is not None:
             clear_run(save_dir)
@@ -282,7 +283,7 @@ def train_joint(mm: MedusaModel, train_rows, cfg: TrainConfig | None = None, cal
     check_config(cfg)
     check_joint(mm)
     check_offsets(cfg.offsets, mm.num_heads)
-    seqs = check_rows(train_rows, cfg.block_size, getattr(mm.config, "max_position_embeddings", None))
+    seqs = check_rows(train_rows, cfg.block_size, context_of(mm.config))
     if cfg.warmup_head_steps > 0:
         train_heads(mm, train_rows, cfg=replace(cfg, stage="heads", epochs=1, batch_size=None,
                                                max_steps=cfg.warmup_head_steps), progress=progress)
