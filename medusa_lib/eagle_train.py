@@ -11,6 +11,11 @@ what it computed. Then, teacher-forced over whole answers with a causal mask, th
 
 W_d is the frozen base lm_head restricted to the draft vocabulary. The noise (uniform, half-width `noise`)
 stands in for the error of the drafter's own predicted features, which it reads from depth 2 on.
+
+With `unroll` > 1 the drafter also meets its own errors, as EAGLE-3's training-time test does (Li et al.,
+2025, arXiv 2503.01840, Sec. 3.2): step j feeds step j-1's predicted features back in, at the positions they
+stand for, and is scored against the true features j steps further on. Its attention sees what drafting
+depth j + 1 sees: every true position up to the root, then its own line of drafted entries (`unroll_mask`).
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
 
 from medusa_lib.backbone import as_backbone
 from medusa_lib.data import fingerprint, weights_fingerprint
-from medusa_lib.eagle import EagleNet, causal_mask, draft_weight, save_eagle
+from medusa_lib.eagle import EagleNet, draft_weight, save_eagle
 from medusa_lib.files import atomic_path, cache_dir, read_tensors
 from medusa_lib.positions import hidden_states
 
@@ -43,6 +49,7 @@ class EagleTrainConfig:
     noise: float = 0.2  # half-width of the uniform noise on input features (their RMS is about 2 here)
     warmup: int = 50
     seed: int = 0
+    unroll: int = 1  # drafting steps trained per position: 1 = EAGLE-1 teacher forcing, >1 = EAGLE-3's test
 
 
 # ----------------------------------------------------------------------------- features
@@ -115,18 +122,51 @@ def collate(seqs, feats, group: list[int], device):
     return ids.to(device), f.to(device), mask.to(device)
 
 
-def eagle_loss(net: EagleNet, bb, W: torch.Tensor, ids, feats, mask, noise: float = 0.0, gen=None):
-    """(loss, parts) over the masked positions. ids [B, T], feats [B, T, H], mask [B, T-1].
-
-    Input at t: e(x_{t+1}) and f_t (+ uniform noise); targets: f_{t+1} and softmax(W f_{t+1})."""
-    B, T = ids.shape
-    emb = bb.embed(ids[:, 1:]).detach()  # [B, T-1, H] e(x_{t+1})
+def eagle_loss(net: EagleNet, bb, W: torch.Tensor, ids, feats, mask, noise: float = 0.0, gen=None,
+               unroll: int = 1):
+    """(feature loss, token loss, top-1) over the masked positions, averaged over `unroll` drafting steps.
+    ids [B, T], feats [B, T, H], mask [B, T-1]; the top-1 is step 0's."""
+    emb = bb.embed(ids).detach()  # [B, T, H]
     inp = feats[:, :-1]
     if noise:
         inp = inp + (torch.rand(inp.shape, generator=gen, device=inp.device) * 2 - 1) * noise
-    pos = torch.arange(T - 1, device=ids.device)[None].expand(B, -1)
-    out = net(emb, inp, causal_mask(T - 1, net.fc.weight.dtype, ids.device), pos)  # [B, T-1, H]
-    o, tgt = out[mask], feats[:, 1:][mask]  # [n, H] each
+    feature = token = top1 = 0.0
+    for j, out in enumerate(unrolled(net, emb, inp, unroll)):  # out [B, T-1, H]
+        valid = step_mask(mask, j)
+        f, t, hit = feature_token_loss(out[valid], ahead(feats, j)[valid], W)
+        feature, token, top1 = feature + f / unroll, token + t / unroll, top1 if j else hit
+    return feature, token, top1
+
+
+def unrolled(net: EagleNet, emb: torch.Tensor, inp: torch.Tensor, unroll: int) -> list[torch.Tensor]:
+    """The predicted features of drafting steps 0 .. unroll-1, each [B, N, H], from the token embeddings
+    emb [B, N + 1, H] and input features inp [B, N, H].
+
+    Step 0 at t reads e(x_{t+1}) and f_t and predicts f_{t+1}; step j reads e(x_{t+j+1}) and step j-1's
+    prediction there, at position t + j, and predicts f_{t+j+1}. Steps share one cache (`unroll_mask`)."""
+    B, N = inp.shape[:2]
+    cache = DynamicCache(config=net.cfg) if unroll > 1 else None
+    outs = []
+    for j in range(unroll):
+        pos = torch.arange(j, N + j, device=inp.device)[None].expand(B, -1)
+        inp = net(ahead(emb, j), inp, unroll_mask(N, j, net.fc.weight.dtype, inp.device), pos, cache)
+        outs.append(inp)  # the next step reads this step's predictions
+    return outs
+
+
+def ahead(x: torch.Tensor, j: int) -> torch.Tensor:
+    """x [B, T, ...] moved j + 1 places to the left, zero-padded at the end: [B, T - 1, ...]."""
+    return torch.cat([x[:, j + 1:], x.new_zeros(x.shape[0], j, *x.shape[2:])], 1)
+
+
+def step_mask(mask: torch.Tensor, j: int) -> torch.Tensor:
+    """[B, T-1]: the positions t that unrolled step j is scored at, where t and t + j are both in `mask`."""
+    return mask & torch.cat([mask[:, j:], mask.new_zeros(mask.shape[0], j)], 1)
+
+
+def feature_token_loss(o: torch.Tensor, tgt: torch.Tensor, W: torch.Tensor):
+    """SmoothL1 of predicted features o [n, H] against true ones tgt [n, H], cross-entropy of their tokens
+    against the base model's distribution softmax(W tgt) over the draft vocabulary, and top-1 agreement."""
     feature = F.smooth_l1_loss(o, tgt)
     teacher = torch.softmax(tgt @ W.T, -1)  # [n, Vd]
     logits = o @ W.T
@@ -135,25 +175,36 @@ def eagle_loss(net: EagleNet, bb, W: torch.Tensor, ids, feats, mask, noise: floa
     return feature, token, top1
 
 
+def unroll_mask(N: int, j: int, dtype, device) -> torch.Tensor:
+    """[1, 1, N, (j + 1) N] float mask of unrolled step j over the cached steps 0 .. j: the query at t sees
+    step 0's entries s <= t (true features, causal) and steps 1 .. j at t itself (its own drafted line)."""
+    seen = torch.cat([torch.ones(N, N, dtype=torch.bool, device=device).tril()]
+                     + [torch.eye(N, dtype=torch.bool, device=device)] * j, 1)
+    return torch.zeros(seen.shape, dtype=dtype, device=device).masked_fill(~seen, float("-inf"))[None, None]
+
+
 @torch.no_grad()
-def eagle_accuracy(net: EagleNet, backbone, seqs, feats, batch_tokens: int = 8192) -> dict:
+def eagle_accuracy(net: EagleNet, backbone, seqs, feats, batch_tokens: int = 8192, depths: int = 3) -> dict:
     """Teacher-forced top-1 and top-5 of the drafter's next token against the base model's (its argmax over
-    the draft vocabulary, from the true next feature), over the answer positions of `seqs`."""
+    the draft vocabulary, from the true next feature), over the answer positions of `seqs`; and the top-1 at
+    drafting depths 2 .. `depths`, where the drafter reads its own predicted features (the tokens stay true)."""
     bb = as_backbone(backbone)
     W = draft_weight(bb, net.draft_ids).float()
-    hit1 = hit5 = n = 0
+    hits, n = torch.zeros(depths + 1), torch.zeros(depths)  # hits: top-5, then top-1 per depth
     for group in batches([len(s) for s, _ in seqs], batch_tokens, random.Random(0)):
         ids, f, mask = collate(seqs, feats, group, W.device)
-        T = ids.shape[1]
-        emb = bb.embed(ids[:, 1:])
-        pos = torch.arange(T - 1, device=W.device)[None].expand(len(group), -1)
-        out = net(emb, f[:, :-1], causal_mask(T - 1, W.dtype, W.device), pos)[mask]
-        want = (f[:, 1:][mask] @ W.T).argmax(-1)  # [n]
-        top = (out @ W.T).topk(5, -1).indices  # [n, 5]
-        hit1 += int((top[:, 0] == want).sum())
-        hit5 += int((top == want[:, None]).any(-1).sum())
-        n += len(want)
-    return {"top1": hit1 / max(1, n), "top5": hit5 / max(1, n), "positions": n}
+        outs = unrolled(net, bb.embed(ids), f[:, :-1], depths)  # each [B, T-1, H]
+        for j, out in enumerate(outs):
+            valid = step_mask(mask, j)
+            want = (ahead(f, j)[valid] @ W.T).argmax(-1)  # [n]
+            top = (out[valid] @ W.T).topk(5, -1).indices  # [n, 5]
+            hits[j + 1] += int((top[:, 0] == want).sum())
+            hits[0] += int((top == want[:, None]).any(-1).sum()) if j == 0 else 0
+            n[j] += len(want)
+    res = {"top1": hits[1].item() / max(1, n[0].item()), "top5": hits[0].item() / max(1, n[0].item()),
+           "positions": int(n[0])}
+    res.update({f"top1_depth{j + 1}": hits[j + 1].item() / max(1, n[j].item()) for j in range(1, depths)})
+    return res
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -210,7 +261,7 @@ def run_epoch(net, bb, W, seqs, feats, cfg: EagleTrainConfig, opt, sched, rng, g
     t0, seen, sums = time.time(), 0, [0.0, 0.0, 0.0]
     for k, group in enumerate(bar, 1):
         ids, f, mask = collate(seqs, feats, group, W.device)
-        feature, token, top1 = eagle_loss(net, bb, W, ids, f, mask, cfg.noise, gen)
+        feature, token, top1 = eagle_loss(net, bb, W, ids, f, mask, cfg.noise, gen, cfg.unroll)
         loss = cfg.feature_weight * feature + cfg.token_weight * token
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -42,6 +42,8 @@ def parse_args(argv=None):
     ap.add_argument("--init", choices=("random", "last"), default="random",
                     help="the decoder layer's start: random, or a copy of the backbone's last layer (measured: "
                          "it starts far off, feature loss 9.5 after 109 steps where random starts at 1.0)")
+    ap.add_argument("--start", default=None,
+                    help="start from this drafter folder's weights (the shipped one, to fine-tune it with --unroll)")
     ap.add_argument("--tune_prompts", type=int, default=6, help="held-out prompts outside the race that pick the tree")
     ap.add_argument("--race_per_group", type=int, default=4, help="the race's prompts per group, kept out of tuning")
     for f in dataclasses.fields(EagleTrainConfig):
@@ -65,6 +67,8 @@ def main(argv=None):
     draft_ids = read_draft_ids(SHIPPED["medusa"] / "draft_ids.pt", model.config.vocab_size)
     torch.manual_seed(cfg.seed)
     net = EagleNet.for_backbone(bb, draft_ids, from_last_layer=args.init == "last")
+    if args.start:
+        net = load_eagle(args.start, model).net.train()
     state = train_eagle(net, bb, seqs, feats, cfg, eval_data=(eval_seqs, eval_feats), save_dir=args.work,
                         base_name=model.config.name_or_path, resume=args.resume)
     best = Path(args.work)
@@ -78,9 +82,10 @@ def main(argv=None):
     record = {"base": "HuggingFaceTB/SmolLM2-135M-Instruct (embedded GGUF Q4_1, dequantised, fp32)",
               "data": f"self-distilled answers: {len(rows)} prompts ({positions} answer positions; "
                       f"{len(tmpl)} template prompts from {args.data})",
-              "recipe": f"EAGLE-1 drafter (fc 2H->H + 1 decoder layer, started {args.init}), "
+              "recipe": f"EAGLE-1 drafter (fc 2H->H + 1 decoder layer, started {args.start or args.init}), "
                         f"{dataclasses.asdict(cfg)}, "
-                        f"draft vocab {draft_ids.numel()}, weights stored in fp16",
+                        + (f"EAGLE-3's training-time test over {cfg.unroll} drafting steps, " if cfg.unroll > 1 else "")
+                        + f"draft vocab {draft_ids.numel()}, weights stored in fp16",
               "accuracy": {k: round(v, 4) if isinstance(v, float) else v for k, v in acc.items()},
               "history": state["history"], "feature_seconds": round(t_feat, 1),
               "tree_choice": {"prompts": len(tuning), "grid": grid, "machine": platform.processor() or "cpu"},

@@ -5,12 +5,13 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from transformers import DynamicCache
 
 from medusa_lib.backbone import Backbone
 from medusa_lib.config import SMOKE
 from medusa_lib.decoding import greedy_generate, medusa_generate, prefill
-from medusa_lib.eagle import EagleDrafter, EagleNet, EagleTree, best_paths, load_eagle, save_eagle
-from medusa_lib.eagle_train import EagleTrainConfig, eagle_accuracy, eagle_features, sequences, train_eagle
+from medusa_lib.eagle import EagleDrafter, EagleNet, EagleTree, best_paths, causal_mask, load_eagle, save_eagle
+from medusa_lib.eagle_train import EagleTrainConfig, eagle_accuracy, eagle_features, sequences, train_eagle, unrolled
 
 
 def _net(model, seed: int = 0, scale: float = 0.0, draft=None) -> EagleNet:
@@ -105,6 +106,26 @@ def test_save_and_load_keep_the_weights_exactly(tiny, tmp_path):
     (tmp_path / "fp32" / "eagle.safetensors").write_bytes(b"broken")
     with pytest.raises(ValueError, match="eagle.safetensors cannot be read"):
         load_eagle(tmp_path / "fp32", model)
+
+
+@pytest.mark.parametrize("t", [0, 4, 9])
+def test_unrolled_training_steps_compute_what_drafting_along_the_true_tokens_computes(tiny, t):
+    """EAGLE-3's training-time test, checked against the drafter's own cache and masks: step j at t must be
+    depth j + 1 of a chain drafted from root x_{t+1} whose drafted tokens are the true ones."""
+    model, _ = tiny
+    net = _net(model, 5, 0.1)
+    ids = torch.randint(0, model.config.vocab_size, (1, 14), generator=torch.Generator().manual_seed(5))
+    _, h = prefill(Backbone(model), ids)  # [14, H]
+    emb = Backbone(model).embed(ids)  # [1, 14, H]
+    outs = unrolled(net, emb, h[None, :-1], 3)  # 3 x [1, 13, H]
+    cache = DynamicCache(config=net.cfg)
+    with torch.no_grad():  # the drafter's way: read positions 0 .. t, then draft one node per depth
+        o = net(emb[:, 1:t + 2], h[None, :t + 1], causal_mask(t + 1, torch.float32, "cpu"),
+                torch.arange(t + 1)[None], cache)[:, -1:]
+        for j in range(3):
+            if j:
+                o = net(emb[:, t + j + 1:t + j + 2], o, torch.zeros(1, 1, 1, t + 1 + j), torch.tensor([[t + j]]), cache)
+            assert torch.allclose(outs[j][:, t], o[:, 0], atol=1e-5), j
 
 
 def test_training_lowers_the_loss_and_raises_heldout_top1(tiny, tmp_path):
