@@ -157,8 +157,9 @@ print("saved", save_fig(fig, "figures/04_small_tree.png"))
 # ## 2. Standard trees
 #
 # - `Tree.chain(K)`: each head's top-1 only, the cheapest tree (K + 1 nodes);
-# - `Tree.standard(K, n)` / `Tree.default(K)`: trees grown from *typical* head accuracies
-#   (`default` has 8 nodes; section 3 picks a size for your machine instead);
+# - `Tree.standard(K, n)` / `Tree.default(K)`: trees grown from assumed head accuracies,
+#   `standard_accuracies(K)` (head 1 right 60% of the time at top-1, later heads less often;
+#   `default` has 8 nodes; section 3 picks a size for your machine instead);
 # - `Tree.mc_sim_7b_63()`: the paper's tree for Vicuna-7B with 4 heads, for a GPU. It holds 63
 #   candidate paths, so it has 64 nodes counting the root.
 
@@ -244,7 +245,7 @@ for name, t in {f"acc-{tree.num_nodes} (ours)": tree, **standard}.items():
 def head1_share(t):  # the fraction of a tree's guesses that are head 1's
     return sum(len(p) == 1 for p in t.paths) / max(1, len(t.paths))
 
-same_size = Tree.standard(mm.num_heads, tree.num_nodes)  # grown from typical, stronger accuracies
+same_size = Tree.standard(mm.num_heads, tree.num_nodes)  # grown from the assumed, stronger accuracies
 identical = tree.paths == same_size.paths
 print(f"head 1's share of the guesses: ours {head1_share(tree):.2f} | "
       f"standard({mm.num_heads}, {tree.num_nodes}) {head1_share(same_size):.2f}"
@@ -258,7 +259,7 @@ print("saved", save_fig(fig, "figures/04_tree_from_accuracy.png"))
 # **Takeaway:** the tree follows the measured accuracies. A path counts only if every guess on it is
 # right, so its value is the product of its ranks' probabilities. With heads as weak as these, one
 # more guess of head 1 is often worth more than a level deeper, so where our tree and the standard
-# tree of the same size (grown from typical, stronger accuracies) differ, ours gives head 1 at least as
+# tree of the same size (grown from the assumed, stronger accuracies) differ, ours gives head 1 at least as
 # large a share of its guesses (asserted then). At the smallest sizes the two can be the same tree,
 # and the printout says so. Better heads make it deeper (try the sliders below).
 

@@ -15,7 +15,7 @@ from medusa_lib.evaluate import (
 )
 from medusa_lib.heads import MedusaModel
 from medusa_lib.positions import PositionBank, bank_accuracy, check_rows
-from medusa_lib.tree import Tree, typical_accuracies
+from medusa_lib.tree import Tree, standard_accuracies
 
 
 def _constructed(tiny, block_size):
@@ -114,7 +114,7 @@ def test_choose_tree_charges_every_size_its_own_drafting(tiny, num_heads):
     """One head cannot fill 16 or 32 nodes: the sizes are the trees' real node counts, each with its drafting."""
     model, _ = tiny
     mm = MedusaModel.from_base(model, num_heads, kind="hydra")
-    tree, rows = choose_tree(mm, typical_accuracies(num_heads), verbose=False)
+    tree, rows = choose_tree(mm, standard_accuracies(num_heads), verbose=False)
     assert tree.num_nodes in [r["nodes"] for r in rows]
     assert all(r["drafting"] > 0 and r["cost"] == pytest.approx(r["verify"] + r["drafting"]) for r in rows)
 

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from medusa_lib import plots  # noqa: E402
 from medusa_lib.decoding import GenerateOutput  # noqa: E402
-from medusa_lib.tree import Tree, typical_accuracies  # noqa: E402
+from medusa_lib.tree import Tree, standard_accuracies  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -182,7 +182,7 @@ def test_generation_explorer_needs_recorded_steps():
 
 
 def test_tree_explorer_rebuilds_tree():
-    explorer = plots.TreeExplorer(typical_accuracies(3), n_nodes=4)
+    explorer = plots.TreeExplorer(standard_accuracies(3), n_nodes=4)
     assert explorer.tree.num_nodes == 4
     first_tau, first_out = explorer.tau, explorer.output.outputs
     explorer.n_slider.value = 10
@@ -237,7 +237,7 @@ def test_explorers_display_their_widget_without_ipywidgets_8_only_api(monkeypatc
 
     shown = []
     monkeypatch.setattr(IPython.display, "display", lambda *objs: shown.extend(objs))
-    for explorer in (plots.TreeExplorer(typical_accuracies(3), n_nodes=4),
+    for explorer in (plots.TreeExplorer(standard_accuracies(3), n_nodes=4),
                      plots.GenerationExplorer(fake_output(), small_tree())):
         assert not hasattr(explorer, "_repr_mimebundle_")
         explorer._ipython_display_()

@@ -9,7 +9,7 @@ from medusa_lib.tree import (
     expected_accept_length,
     fastest_tree,
     rank_probs,
-    typical_accuracies,
+    standard_accuracies,
 )
 
 
@@ -102,6 +102,16 @@ def test_standard_trees_and_mc_sim():
         Tree.standard(0, 8)
 
 
+def test_standard_accuracies_are_a_probability_table():
+    for k in (1, 3, 5, 12):
+        acc = standard_accuracies(k)
+        assert acc.shape == (k, 10) and (acc > 0).all() and (acc < 1).all()
+        assert (acc.diff(dim=1) > 0).all()  # cumulative over ranks: every rank adds a little
+        assert (acc.diff(dim=0) <= 0).all()  # a later head is never more likely right
+    assert standard_accuracies(3)[:, 0].tolist() == pytest.approx([0.6, 0.4, 0.3])
+    assert standard_accuracies(3)[0, 4] == pytest.approx(0.818, abs=1e-3)
+
+
 def test_from_accuracies_maximises_expected_length():
     acc = torch.tensor([[0.6, 0.8, 0.9], [0.5, 0.7, 0.8]])  # cumulative: rank probs .6 .2 .1 / .5 .2 .1
     tree = Tree.from_accuracies(acc, 4)
@@ -115,7 +125,7 @@ def test_from_accuracies_maximises_expected_length():
 
 
 def test_fastest_tree_follows_the_hardware_cost():
-    acc = typical_accuracies(3)
+    acc = standard_accuracies(3)
     flat = {n: 1.0 for n in (2, 4, 8, 16, 32)}  # a GPU-like cost: extra nodes are free
     steep = {n: 1.0 + 0.25 * n for n in (2, 4, 8, 16, 32)}  # a CPU-like cost
     big, rows = fastest_tree(acc, flat)
@@ -132,16 +142,16 @@ def test_fastest_tree_follows_the_hardware_cost():
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 5), st.integers(1, 40))
 def test_from_accuracies_always_valid(k, n):
-    tree = Tree.from_accuracies(typical_accuracies(k), n)
+    tree = Tree.from_accuracies(standard_accuracies(k), n)
     assert tree.num_nodes == min(n, 11 if k == 1 else n) and tree.depth <= k
     # expected length grows with the node budget
     if n > 1:
-        assert expected_accept_length(tree, typical_accuracies(k)) >= expected_accept_length(
-            Tree.from_accuracies(typical_accuracies(k), n - 1), typical_accuracies(k))
+        assert expected_accept_length(tree, standard_accuracies(k)) >= expected_accept_length(
+            Tree.from_accuracies(standard_accuracies(k), n - 1), standard_accuracies(k))
 
 
 def test_fastest_tree_counts_the_heads_own_cost():
-    acc = typical_accuracies(3)
+    acc = standard_accuracies(3)
     costs = {2: 1.1, 4: 1.2, 8: 1.5}
     _, free = fastest_tree(acc, costs)
     _, paid = fastest_tree(acc, costs, draft_cost=0.3)
