@@ -361,7 +361,9 @@ def _fmt(v) -> str:
 
 def tree_sweep(mm: MedusaModel, tok, prompts: list[BenchPrompt], acc, sizes=(2, 4, 6, 8, 12, 16, 32),
                max_new_tokens: int = 64, progress: bool = True) -> list[dict]:
-    """tau and tokens/s against tree size, trees grown from measured accuracies `acc` [K, topk].
+    """tau (measured, and `expected_tau` from the accuracies) and tokens/s against tree size, trees grown from
+    measured accuracies `acc` [K, topk]; every row also carries plain greedy's tokens/s on the same prompts
+    (`greedy_tokens_per_s`, our greedy loop, timed once before the sweep).
 
     The fastest tree is hardware-specific: a CPU pays more per extra node than a GPU.
     """
@@ -369,6 +371,10 @@ def tree_sweep(mm: MedusaModel, tok, prompts: list[BenchPrompt], acc, sizes=(2, 
 
     encoded = [chat_ids(tok, p.text).to(mm.lm_head.weight.device) for p in prompts]
     greedy_generate(mm, encoded[0], max_new_tokens=4)  # warm-up
+    t0, greedy_tokens = clock(), 0
+    for ids in encoded:
+        greedy_tokens += greedy_generate(mm, ids, max_new_tokens=max_new_tokens).new_tokens.numel()
+    greedy_tps = greedy_tokens / (clock() - t0)
     rows = []
     for n in tqdm(sizes, desc="tree sweep", disable=not progress):
         tree = Tree.from_accuracies(acc, n)
@@ -380,7 +386,8 @@ def tree_sweep(mm: MedusaModel, tok, prompts: list[BenchPrompt], acc, sizes=(2, 
             seconds.append(clock() - t0)
             tokens, steps = tokens + out.new_tokens.numel(), steps + len(out.accept_lengths)
         rows.append({"nodes": tree.num_nodes, "tree": "from accuracies", "tau": tokens / steps,
-                     "tokens_per_s": tokens / sum(seconds), "paths": [list(p) for p in tree.paths]})
+                     "expected_tau": expected_accept_length(tree, acc), "tokens_per_s": tokens / sum(seconds),
+                     "greedy_tokens_per_s": greedy_tps, "paths": [list(p) for p in tree.paths]})
     best = max(rows, key=lambda r: r["tokens_per_s"])
     for r in rows:
         r["fastest"] = r is best

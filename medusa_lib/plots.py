@@ -327,34 +327,44 @@ def _unique(values) -> list:
     return list(dict.fromkeys(values))
 
 
-def plot_speedup(rows, ax=None):
-    """Grouped bars: speedup per category, one bar per method; the dashed line is no speedup."""
+def plot_speedup(rows, ax=None, key: str = "speedup"):
+    """Grouped bars: speedup (or another `key` of the rows, such as "tau") per category, one bar per method;
+    the dashed line is 1: no speedup, or for τ one token per step."""
     cats, methods = _unique(r["category"] for r in rows), _unique(r["method"] for r in rows)
-    value = {(r["category"], r["method"]): float(r["speedup"]) for r in rows}
+    value = {(r["category"], r["method"]): float(r[key]) for r in rows}
     fig, ax = _axes(ax, figsize=(max(6.4, 1.2 * len(cats) + 3), 3.6))
     x, width = np.arange(len(cats)), 0.8 / max(1, len(methods))
+    unit = "×" if key == "speedup" else ""
     for j, m in enumerate(methods):
         h = [value.get((c, m), np.nan) for c in cats]
         bars = ax.bar(x + (j - (len(methods) - 1) / 2) * width, h, width, label=m,
                       color=STYLE["colors"][j % len(STYLE["colors"])])
-        ax.bar_label(bars, labels=["" if np.isnan(v) else f"{v:.2f}×" for v in h],
+        ax.bar_label(bars, labels=["" if np.isnan(v) else f"{v:.2f}{unit}" for v in h],
                      fontsize=STYLE["tick_size"] - 2, padding=1)
-    ax.axhline(1.0, color="gray", ls="--", lw=1, label="no speedup (1.0×)")
+    ax.axhline(1.0, color="gray", ls="--", lw=1, label="no speedup (1.0×)" if key == "speedup" else "1 token per step")
     ax.set_xticks(x, cats)
     ax.set_ylim(0, max([1.2] + [v * 1.15 for v in value.values()]))
-    _style(ax, "Speedup over greedy decoding", "category", "speedup (×)")
+    if key == "speedup":
+        _style(ax, "Speedup over greedy decoding", "category", "speedup (×)")
+    else:
+        _style(ax, "τ by category" if key == "tau" else f"{key} by category", "category",
+               "τ (tokens per step)" if key == "tau" else key)
     _legend(ax, outside=True)
     return fig
 
 
-def plot_tree_sweep(rows):
-    """Two panels against tree size: τ (tokens per step) and wall-clock tokens/s; the fastest starred."""
+def plot_tree_sweep(rows, baseline: float | None = None):
+    """Two panels against tree size: τ (measured; dashed: what the accuracies predict, `expected_tau`) and
+    wall-clock tokens/s from 0, with plain greedy's tokens/s (`baseline`) as a line; the fastest starred."""
     fig, (a_tau, a_tps) = plt.subplots(1, 2, figsize=(11, 3.6))
     for j, name in enumerate(_unique(r.get("tree", "tree") for r in rows)):
         rs = sorted((r for r in rows if r.get("tree", "tree") == name), key=lambda r: r["nodes"])
         n = [r["nodes"] for r in rs]
         color = STYLE["colors"][j % len(STYLE["colors"])]
-        a_tau.plot(n, [r["tau"] for r in rs], marker="o", color=color, label=name)
+        a_tau.plot(n, [r["tau"] for r in rs], marker="o", color=color, label=f"{name}: measured")
+        if all("expected_tau" in r for r in rs):
+            a_tau.plot(n, [r["expected_tau"] for r in rs], ls="--", color=color, alpha=0.8,
+                       label=f"{name}: expected from accuracies")
         a_tps.plot(n, [r["tokens_per_s"] for r in rs], marker="o", color=color, label=name)
     best = max(rows, key=lambda r: r["tokens_per_s"])
     ticks = sorted({r["nodes"] for r in rows})
@@ -363,32 +373,96 @@ def plot_tree_sweep(rows):
         ax.set_xscale("log", base=2)
         ax.set_xticks(ticks, [str(n) for n in ticks])
         ax.minorticks_off()
+    if baseline is not None:
+        a_tps.axhline(baseline, color="gray", ls="--", lw=1, label=f"plain greedy: {baseline:.1f} tok/s")
+    a_tps.set_ylim(0, 1.15 * max([r["tokens_per_s"] for r in rows] + [baseline or 0]))
     _style(a_tau, "Acceptance vs tree size", "tree nodes (log scale)", "τ (tokens per step)")
     _style(a_tps, "Throughput vs tree size", "tree nodes (log scale)", "tokens / s")
     label = f"fastest: {best.get('tree', '')} {best['nodes']} nodes, {best['tokens_per_s']:.1f} tok/s"
     a_tau.plot([], [], marker="*", ms=12, color=STYLE["accent"], ls="", label=label)
     _legend(a_tau, loc="upper left")
+    if baseline is not None:
+        _legend(a_tps, loc="lower right")
     fig.tight_layout()
     return fig
 
 
-def plot_learning_curve(rows, ax=None):
-    """Head accuracy vs training positions (log x): top-1 solid, top-5 dashed, a colour per head/source."""
-    fig, ax = _axes(ax, figsize=(7.5, 4))
-    groups = _unique((r["head"], r.get("source", "")) for r in rows)
-    for j, (head, source) in enumerate(groups):
-        rs = sorted((r for r in rows if (r["head"], r.get("source", "")) == (head, source)),
-                    key=lambda r: r["positions"])
-        color, pos = STYLE["colors"][j % len(STYLE["colors"])], [r["positions"] for r in rs]
-        ax.plot(pos, [r["top1"] for r in rs], marker="o", color=color, label=f"head {head} {source}".strip())
-        if all("top5" in r for r in rs):
-            ax.plot(pos, [r["top5"] for r in rs], marker="o", ls="--", color=color, alpha=0.7)
-    ax.set_xscale("log")
-    ax.set_ylim(0, 1)
-    handles, _ = ax.get_legend_handles_labels()
-    handles += [Line2D([], [], color="gray", label="top-1"), Line2D([], [], color="gray", ls="--", label="top-5")]
-    _style(ax, "Head accuracy vs training data", "training positions (log scale)", "accuracy")
-    _legend(ax, outside=True, handles=handles)
+STEP_PARTS = {"draft": ("heads",), "verify (forward + logits)": ("forward", "lm_head")}
+
+
+def step_parts_ms(step_times: list[dict]) -> dict[str, float]:
+    """Median milliseconds per step of each part of a step (`STEP_PARTS`, then the rest of the step: acceptance
+    and cache bookkeeping). A plain greedy step records only its total, which is all model: its verify."""
+    def median(key_sum):
+        return float(np.median([1000 * key_sum(t) for t in step_times])) if step_times else 0.0
+    if all(set(t) == {"total"} for t in step_times):  # greedy: one forward and one row of logits a step
+        return {"draft": 0.0, "verify (forward + logits)": median(lambda t: t["total"]), "bookkeeping": 0.0}
+    parts = {name: median(lambda t, ks=keys: sum(t.get(k, 0.0) for k in ks)) for name, keys in STEP_PARTS.items()}
+    parts["bookkeeping"] = max(0.0, median(lambda t: t["total"]) - sum(parts.values()))
+    return parts
+
+
+def plot_step_times(runs: dict, ax=None):
+    """Where a step's time goes, one stacked bar per method: `runs` maps a label to (step_times, τ). The text
+    at each bar's end is its time per token (step ÷ τ); the dashed line is the first run's, plain greedy's."""
+    fig, ax = _axes(ax, figsize=(8, 0.6 * len(runs) + 1.6))
+    labels = list(runs)
+    per_token = {}
+    for i, name in enumerate(labels):
+        times, tau = runs[name]
+        left = 0.0
+        for j, (part, ms) in enumerate(step_parts_ms(times).items()):
+            ax.barh(i, ms, left=left, color=STYLE["colors"][j], label=part if i == 0 else None)
+            left += ms
+        per_token[name] = left / max(tau, 1e-9)
+        ax.text(left, i, f"  τ {tau:.2f} → {per_token[name]:.0f} ms/token", va="center",
+                fontsize=STYLE["tick_size"])
+    ax.axvline(per_token[labels[0]], color="gray", ls="--", lw=1, label=f"{labels[0]}: ms per token")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.45 * max(sum(step_parts_ms(t).values()) for t, _ in runs.values()))
+    _style(ax, "Where a decoding step's time goes (median per step)", "milliseconds per step", "method")
+    _legend(ax, outside=True)
+    return fig
+
+
+def plot_tau_by_temperature(rows, ax=None):
+    """τ against sampling temperature, one line per acceptance rule; `rows`: {mode, temperature, tau}."""
+    fig, ax = _axes(ax)
+    for j, mode in enumerate(_unique(r["mode"] for r in rows)):
+        rs = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["temperature"])
+        ax.plot([r["temperature"] for r in rs], [r["tau"] for r in rs], marker="o",
+                color=STYLE["colors"][j % len(STYLE["colors"])], label=mode)
+    ax.axhline(1.0, color="gray", ls=":", lw=1, label="1 token per step (no guess accepted)")
+    ax.set_ylim(0.9, max([2.0] + [r["tau"] * 1.1 for r in rows]))
+    _style(ax, "Acceptance vs sampling temperature", "temperature", "τ (tokens per step)")
+    _legend(ax, outside=True)
+    return fig
+
+
+def plot_learning_curve(rows):
+    """Head accuracy vs training positions (log x): top-1 left, top-5 right; a colour per head, a line style
+    per source (the plain Medusa heads solid, each other kind its own dash)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    heads, sources = _unique(r["head"] for r in rows), _unique(r.get("source", "") for r in rows)
+    dashes = ["-", "--", ":", "-."]
+    for ax, key in zip(axes, ("top1", "top5")):
+        for head in heads:
+            for i, source in enumerate(sources):
+                rs = sorted((r for r in rows if (r["head"], r.get("source", "")) == (head, source) and key in r),
+                            key=lambda r: r["positions"])
+                if rs:
+                    ax.plot([r["positions"] for r in rs], [r[key] for r in rs], marker="o", ms=4,
+                            ls=dashes[i % len(dashes)], color=STYLE["colors"][(head - 1) % len(STYLE["colors"])])
+        ax.set_xscale("log")
+        ax.set_ylim(0, 1)
+        _style(ax, f"{key.replace('top', 'top-')} accuracy vs training data", "training positions (log scale)",
+               "accuracy")
+    handles = [Line2D([], [], color=STYLE["colors"][(h - 1) % len(STYLE["colors"])], label=f"head {h}") for h in heads]
+    handles += [Line2D([], [], color="gray", ls=dashes[i % len(dashes)], label=src or "heads")
+                for i, src in enumerate(sources)]
+    _legend(axes[1], outside=True, handles=handles)
+    fig.tight_layout()
     return fig
 
 

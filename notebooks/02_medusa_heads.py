@@ -198,18 +198,21 @@ if record.exists() and shipped_heads_fit(model):   # the shipped set's card; qui
 import pandas as pd
 from medusa_lib.evaluate import head_accuracy
 
-acc_fresh = head_accuracy(fresh, eval_rows, topk=10, block_size=256)       # [K, 10], cumulative top-1..top-10
+n_heads = trained.num_heads   # the profile's count: 3 here, 4 for the t4 profile's own heads
+fresh = MedusaModel.from_base(model, num_heads=n_heads)   # as many fresh heads, to compare head by head
+acc_fresh = head_accuracy(fresh, eval_rows, topk=10, block_size=256)       # [n_heads, 10], cumulative top-1..top-10
 acc_trained = head_accuracy(trained, eval_rows, topk=10, block_size=256)
 pd.DataFrame({"fresh top-1": acc_fresh[:, 0], "fresh top-5": acc_fresh[:, 4],
               "trained top-1": acc_trained[:, 0], "trained top-5": acc_trained[:, 4]},
-             index=[f"head {k + 1} (token t+{k + 2})" for k in range(K)]).round(3)
+             index=[f"head {k + 1} (token t+{k + 2})" for k in range(n_heads)]).round(3)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 from medusa_lib.plots import plot_head_accuracy, save_fig
 
 fig = plot_head_accuracy(torch.cat([acc_fresh, acc_trained]), topk=(1, 5),
-                         labels=[f"fresh\nhead {k + 1}" for k in range(K)] + [f"trained\nhead {k + 1}" for k in range(K)])
+                         labels=[f"fresh\nhead {k + 1}" for k in range(n_heads)]
+                         + [f"trained\nhead {k + 1}" for k in range(n_heads)])
 fig.axes[0].set_title("Head accuracy on held-out answers: fresh vs trained heads")
 print("saved", save_fig(fig, "figures/02_head_accuracy.png"))
 if not SMOKE:   # smoke mode may fall back to toy heads on a toy data set
@@ -229,7 +232,7 @@ if not SMOKE:   # smoke mode may fall back to toy heads on a toy data set
 # NBVAL_IGNORE_OUTPUT
 from medusa_lib.plots import plot_topk_curves
 
-print(pd.DataFrame(acc_trained.numpy(), index=[f"head {k + 1}" for k in range(K)],
+print(pd.DataFrame(acc_trained.numpy(), index=[f"head {k + 1}" for k in range(n_heads)],
                    columns=[f"top-{i}" for i in range(1, 11)]).round(3).to_string())
 fig = plot_topk_curves(acc_trained)
 fig.axes[0].set_title("Trained heads: accuracy within the top k guesses (held-out answers)")

@@ -11,11 +11,12 @@ from medusa_lib.evaluate import (
     is_heads_method,
     markdown_table,
     our_greedy_method,
+    tree_sweep,
     verify_costs,
 )
 from medusa_lib.heads import MedusaModel
 from medusa_lib.positions import PositionBank, bank_accuracy, check_rows
-from medusa_lib.tree import Tree, standard_accuracies
+from medusa_lib.tree import Tree, expected_accept_length, standard_accuracies
 
 
 def _constructed(tiny, block_size):
@@ -117,6 +118,19 @@ def test_choose_tree_charges_every_size_its_own_drafting(tiny, num_heads):
     tree, rows = choose_tree(mm, standard_accuracies(num_heads), verbose=False)
     assert tree.num_nodes in [r["nodes"] for r in rows]
     assert all(r["drafting"] > 0 and r["cost"] == pytest.approx(r["verify"] + r["drafting"]) for r in rows)
+
+
+def test_tree_sweep_sets_measured_beside_expected_tau_and_greedy(tiny):
+    model, tok = tiny
+    mm = MedusaModel.from_base(model, 3)
+    acc = standard_accuracies(3)
+    rows = tree_sweep(mm, tok, [BenchPrompt("p", "chat", "Hello there")], acc, sizes=(2, 4), max_new_tokens=6,
+                      progress=False)
+    assert [r["nodes"] for r in rows] == [2, 4] and sum(r["fastest"] for r in rows) == 1
+    for r in rows:
+        assert r["expected_tau"] == pytest.approx(expected_accept_length(Tree.from_accuracies(acc, r["nodes"]), acc))
+        assert r["tau"] >= 1 and r["tokens_per_s"] > 0 and r["greedy_tokens_per_s"] > 0
+    assert rows[0]["greedy_tokens_per_s"] == rows[1]["greedy_tokens_per_s"]  # timed once, on the same prompts
 
 
 class _Logits:

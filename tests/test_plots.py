@@ -52,6 +52,18 @@ FIGURES = {
     "tree_sweep": lambda: plots.plot_tree_sweep([
         {"nodes": n, "tau": 1 + n ** (0.3 * s), "tokens_per_s": 20 * s + n - n ** 2 / 40, "tree": t}
         for t, s in (("standard", 1.0), ("chain", 0.8)) for n in (2, 4, 8, 16, 32)]),
+    "tree_sweep_expected": lambda: plots.plot_tree_sweep([
+        {"nodes": n, "tau": 1 + n ** 0.2, "expected_tau": 1 + n ** 0.25, "tokens_per_s": 9 + n / 8} for n in (2, 4, 8)],
+        baseline=10.0),
+    "tau_by_category": lambda: plots.plot_speedup([
+        {"method": "medusa", "category": "code", "tau": 1.6}, {"method": "pld", "category": "code", "tau": 1.2}],
+        key="tau"),
+    "step_times": lambda: plots.plot_step_times({
+        "greedy": ([{"total": 0.1}] * 3, 1.0),
+        "medusa": ([{"heads": 0.02, "forward": 0.15, "lm_head": 0.02, "total": 0.2}] * 3, 1.4)}),
+    "tau_by_temperature": lambda: plots.plot_tau_by_temperature([
+        {"mode": m, "temperature": t, "tau": 1.5 - t / 2 + (m == "typical") / 5}
+        for m in ("typical", "sample") for t in (0.3, 0.7, 1.0)]),
     "learning_curve": lambda: plots.plot_learning_curve([
         {"positions": p, "top1": 0.2 + 0.05 * i + 0.01 * h, "top5": 0.4 + 0.05 * i, "head": h, "source": s}
         for h in (1, 2) for s in ("shareGPT", "self") for i, p in enumerate((1e3, 1e4, 1e5))]),
@@ -60,6 +72,17 @@ FIGURES = {
     "verify_cost": lambda: plots.plot_verify_cost({1: 1.0, 2: 1.1, 4: 1.2, 8: 1.5, 16: 2.2}),
     "loss_curves_total_only": lambda: plots.plot_loss_curves([{"step": s, "loss": 1 / (s + 1)} for s in range(5)]),
 }
+
+
+def test_step_parts_split_a_step_and_count_greedy_as_all_model():
+    steps = [{"heads": 0.010, "forward": 0.100, "lm_head": 0.020, "total": 0.140},
+             {"heads": 0.030, "forward": 0.300, "lm_head": 0.020, "total": 0.360},
+             {"heads": 0.020, "forward": 0.200, "lm_head": 0.020, "total": 0.250}]
+    parts = plots.step_parts_ms(steps)
+    assert parts["draft"] == pytest.approx(20) and parts["verify (forward + logits)"] == pytest.approx(220)
+    assert parts["bookkeeping"] == pytest.approx(250 - 240)  # the median step's total, less the parts' medians
+    greedy = plots.step_parts_ms([{"total": 0.1}, {"total": 0.3}, {"total": 0.2}])
+    assert greedy == {"draft": 0.0, "verify (forward + logits)": pytest.approx(200), "bookkeeping": 0.0}
 
 
 @pytest.mark.parametrize("name", sorted(FIGURES))
