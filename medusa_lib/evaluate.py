@@ -68,10 +68,14 @@ def race_results(path=None) -> dict:
 
 def per_head_rows(points: list[dict]) -> list[dict]:
     """Curve points flattened to one row per head, the shape `plots.plot_learning_curve` takes. Hydra points
-    (`"kind": "hydra"`) get their own line: their accuracy is along the true path, a different quantity."""
+    (`"kind": "hydra"`) get their own line: their accuracy is along the true path, a different quantity.
+    A row's source names the kind, and the data pool where it is not the self-distilled one."""
+    def source(p):
+        kind = p.get("kind", MedusaHeads.kind)
+        name = "Medusa heads" if kind == MedusaHeads.kind else f"{kind.capitalize()} heads, along the true path"
+        return name + ("" if p["source"] == "selfdistill" else f" ({p['source']})")
     return [{"positions": p["positions"], "top1": p["top1"][k], "top5": p["top5"][k], "head": k + 1,
-             "source": p["source"] + ("" if p.get("kind", MedusaHeads.kind) == MedusaHeads.kind else f" {p['kind']}")}
-            for p in points for k in range(len(p["top1"]))]
+             "source": source(p)} for p in points for k in range(len(p["top1"]))]
 
 
 @torch.no_grad()

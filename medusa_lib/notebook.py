@@ -54,6 +54,13 @@ def load_heads(model, tok) -> MedusaModel:
     return mm
 
 
+def real_heads(model) -> bool:
+    """Whether the heads the notebooks load on `model` are trained ones: full size, or the shipped heads, which
+    fit the embedded model even in smoke mode (CI). Takeaways about what trained heads do are asserted then;
+    smoke mode's toy heads (a t4 rehearsal's random backbone) only print them."""
+    return not SMOKE or shipped_heads_fit(model)
+
+
 def load_drafters(model, tok, mm: MedusaModel | None = None) -> dict:
     """Every drafter kind that runs on `model`, by kind (`recipes.all_drafters`): heads as `load_heads` finds
     them (the Medusa heads `mm` if given), prompt lookup, the hybrid, and EAGLE where one ships for `model`."""

@@ -151,6 +151,52 @@ def plot_schematic(highlight=None, ax=None):
     return fig
 
 
+def _box(ax, x, y, text, w=1.6, h=0.55, fc=None):
+    """A rounded box centred at (x, y) with `text` in it."""
+    ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.04", fc=fc or STYLE["node"],
+                                ec=STYLE["node_edge"]))
+    ax.text(x, y, text, ha="center", va="center", fontsize=STYLE["tick_size"])
+
+
+def _arrow(ax, start, end):
+    ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle="-|>", color="gray", lw=1))
+
+
+def plot_architecture(tree: Tree | None = None, past_len: int = 3):
+    """Medusa at a glance, in three panels (Cai et al., 2024, Fig. 1 and Sec. 2.1-2.3):
+
+    1. the heads: the backbone's last hidden state h_t feeds its own lm_head (token t+1) and K heads
+       (head k: token t+k+1), each offering its top-k guesses;
+    2. the candidate tree those guesses form (`tree`, default a 6-node one);
+    3. the tree flattened after the `past_len` cached tokens, with its attention mask and the position id
+       of every node (its depth after the root): one forward pass verifies every path."""
+    tree = tree or Tree.from_choices([[0], [1], [0, 0], [1, 0], [0, 0, 0]])
+    K = tree.depth
+    fig, (a_heads, a_tree, a_mask) = plt.subplots(1, 3, figsize=(15, 4.2), gridspec_kw={"width_ratios": [4, 3, 3]})
+    _box(a_heads, 0, 0, "backbone\n(frozen)", w=1.3, h=1.2, fc="#eeeeee")
+    _box(a_heads, 1.9, 0, "$h_t$", w=0.7)
+    _arrow(a_heads, (0.65, 0), (1.55, 0))
+    rows = [("lm_head", "token t+1: the root")] + [(f"head {k}", f"token t+{k + 1}: top-k guesses")
+                                                  for k in range(1, K + 1)]
+    for i, (name, says) in enumerate(rows):
+        y = 1.2 - 2.4 * i / max(1, len(rows) - 1)
+        _box(a_heads, 3.5, y, name, w=1.2, h=0.45, fc="#eeeeee" if i == 0 else None)
+        _arrow(a_heads, (2.25, 0), (2.9, y))
+        a_heads.text(4.2, y, says, va="center", fontsize=STYLE["tick_size"])
+    a_heads.set_xlim(-0.8, 6.6)
+    a_heads.set_ylim(-1.6, 1.6)
+    a_heads.axis("off")
+    a_heads.set_title("1. K heads read the last hidden state", fontsize=STYLE["title_size"])
+    plot_tree(tree, ax=a_tree)
+    a_tree.set_title("2. their guesses form a tree", fontsize=STYLE["title_size"])
+    pos = tree.position_ids(past_len)[0].tolist()  # [N] past_len + depth
+    plot_tree_mask(tree, past_len=past_len, labels=[f"{n} @{q}" for n, q in zip(node_names(tree), pos)], ax=a_mask)
+    a_mask.set_title(f"3. flattened after {past_len} cached tokens\n(label: node @ position id)",
+                     fontsize=STYLE["title_size"])
+    fig.tight_layout()
+    return fig
+
+
 # ----------------------------------------------------------------------------- heads and acceptance
 
 

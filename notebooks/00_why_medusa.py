@@ -59,6 +59,18 @@ fig = plot_schematic()
 print("saved", save_fig(fig, "figures/00_schematic.png"))
 
 # %% [markdown]
+# The same step as the Medusa paper draws it (its Fig. 1): the heads sit on the backbone's last hidden
+# state $h_t$ beside the model's own `lm_head`; their top guesses form a tree; and the tree is laid out
+# flat after the cached tokens, where the mask lets each node see only the past and its own ancestors,
+# and each node's position id is its depth after the root, so siblings share one.
+
+# %%
+from medusa_lib.plots import plot_architecture
+
+fig = plot_architecture()
+print("saved", save_fig(fig, "figures/00_architecture.png"))
+
+# %% [markdown]
 # Why go to all that trouble? Because of what a forward pass costs, which we measure first. Then we
 # build the step up from plain greedy decoding: verifying a chain of guesses, then a tree of them.
 #
@@ -278,7 +290,7 @@ tree = Tree.default(mm.num_heads)
 out = medusa_generate(mm, ids, tree=tree, max_new_tokens=N_NEW, record=True)
 if model.dtype == torch.float32:
     assert out.new_tokens.tolist() == answer   # lossless: the greedy answer, token for token
-if not SMOKE:
+if not SMOKE:  # the takeaway below; smoke mode's 8 tokens are too few to show it
     assert len(out.accept_lengths) + 1 < N_NEW  # in fewer forward passes than tokens
 print(f"{out.new_tokens.numel()} tokens in {len(out.accept_lengths) + 1} forward passes (one reads the prompt, "
       f"as in the greedy loop): τ = {out.tau:.2f} tokens per tree pass")

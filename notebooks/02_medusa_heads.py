@@ -74,8 +74,14 @@ model, tok = load_model(PROFILE)   # the profile's backbone; offline, the embedd
 # - $W_2^{(k)}$ is a vocabulary projection. Either each head has its own, initialised from the base `lm_head`, or every head **shares** the frozen base `lm_head`.
 # - $W_1^{(k)}$ and $b_1^{(k)}$ start at **zero**.
 #
-# The heads are cheap because the expensive part, the whole transformer, runs once. All $K$ heads read the same $h_t$.
-#
+# The heads are cheap because the expensive part, the whole transformer, runs once. All $K$ heads read the same $h_t$. Panel 1 below draws them; panels 2 and 3 are what notebook 04 does with their guesses:
+
+# %%
+from medusa_lib.plots import plot_architecture
+
+plot_architecture();
+
+# %% [markdown]
 # Here is the ResBlock written out by hand, checked against `medusa_lib.heads.ResBlock`:
 
 # %%
@@ -215,9 +221,12 @@ fig = plot_head_accuracy(torch.cat([acc_fresh, acc_trained]), topk=(1, 5),
                          + [f"trained\nhead {k + 1}" for k in range(n_heads)])
 fig.axes[0].set_title("Head accuracy on held-out answers: fresh vs trained heads")
 print("saved", save_fig(fig, "figures/02_head_accuracy.png"))
-if not SMOKE:   # smoke mode may fall back to toy heads on a toy data set
+from medusa_lib.notebook import real_heads
+
+if real_heads(model):   # trained heads, in smoke mode too where the shipped heads fit (a rehearsal's are toys)
     assert acc_fresh[:, 0].max() < 0.05                        # fresh heads: almost never right at top-1
     assert (acc_trained[:, [0, 4]] > 2 * acc_fresh[:, [0, 4]]).all()   # trained: far more often right
+if not SMOKE:   # with a few dozen positions in smoke mode, neighbouring heads can swap
     assert (acc_trained[:-1, [0, 4]] > acc_trained[1:, [0, 4]]).all()   # worse with every step further ahead
     assert (acc_trained[:, 4] > acc_trained[:, 0]).all()
 

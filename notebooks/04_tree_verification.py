@@ -72,7 +72,7 @@ model, tok = load_model(PROFILE)   # the profile's backbone; offline, the embedd
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from medusa_lib.notebook import load_heads
+from medusa_lib.notebook import load_heads, real_heads
 
 mm = load_heads(model, tok)   # the shipped heads when they fit, else a small set trained here
 
@@ -397,11 +397,16 @@ GenerationExplorer(out, tree, tok)
 # For a static copy, here is the step that accepted the most tokens:
 
 # %%
+import matplotlib.pyplot as plt
+
 best = max(range(len(out.accept_lengths)), key=lambda s: out.accept_lengths[s])
 step_tokens = [tok.decode([t]) for t in out.candidates[best].tolist()]
-fig = plot_tree(tree, tokens=step_tokens, accepted=out.accepted_nodes[best])
+fig, (ax_tree, ax_mask) = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+plot_tree(tree, tokens=step_tokens, accepted=out.accepted_nodes[best], ax=ax_tree)
+plot_tree_mask(tree, labels=step_tokens, accepted=out.accepted_nodes[best], ax=ax_mask)  # rows of the kept path in red
+fig.tight_layout()
 print(f"step {best + 1}: {out.accept_lengths[best]} tokens accepted")
-if not SMOKE:  # the takeaway below
+if real_heads(model):  # the takeaway below, for trained heads (the shipped ones fit in smoke mode too)
     assert out.accept_lengths[best] > 1
 print("saved", save_fig(fig, "figures/04_best_step.png"))
 
@@ -521,6 +526,35 @@ if not SMOKE:  # the paragraph below
 # guesses, but its text is drawn from a different distribution than the model's own samples (compare
 # the first runs printed above and judge the text yourself). That is the trade the paper makes to keep
 # sampling fast.
+#
+# How does the temperature move τ? Two forces pull apart. Exact sampling accepts a guess c with
+# probability p(c), and a hotter, flatter p gives the top guesses less; typical acceptance's threshold
+# min(ε, δ·exp(−H)) falls as the entropy H rises, so a hotter model finds more guesses plausible enough.
+# Two seeds per point, and a printed line says which way each rule moved here:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from medusa_lib.plots import plot_tau_by_temperature
+
+by_temp = []
+for temperature in smoke((0.3, 0.7, 1.0), (0.3, 1.0)):
+    for mode in ("typical", "sample"):
+        runs_t = [medusa_generate(mm, ids, tree=tree, max_new_tokens=N_NEW, mode=mode, temperature=temperature,
+                                  seed=s) for s in smoke([0, 1], [0])]
+        by_temp.append({"mode": mode, "temperature": temperature,
+                        "tau": sum(len(r.new_tokens) for r in runs_t) / sum(len(r.accept_lengths) for r in runs_t)})
+        print(f"temperature {temperature}: {mode:8s} τ {by_temp[-1]['tau']:.2f}")
+for mode in ("typical", "sample"):
+    line = [r["tau"] for r in by_temp if r["mode"] == mode]  # by rising temperature
+    cool, hot = line[0], line[-1]
+    print(f"{mode}: τ {cool:.2f} at the lowest temperature, {hot:.2f} at the highest: "
+          + ("falls" if hot < cool else "rises" if hot > cool else "stays") + " as the model gets hotter")
+fig = plot_tau_by_temperature(by_temp)
+print("saved", save_fig(fig, "figures/04_tau_by_temperature.png"))
+
+# %% [markdown]
+# What to look for: the direction of each line (the two printed verdicts). Two seeds of a few dozen
+# tokens are a small sample, so neighbouring points can swap; read the ends of the range, not each step.
 #
 # ## What you learned
 #

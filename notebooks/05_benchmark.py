@@ -252,6 +252,9 @@ for m in ("hf_pld", *(f"medusa[{name}]" for name in trees)):
 if not SMOKE and PROFILE == "embedded":  # the takeaway below: SmolLM2's answers and the shipped heads (printed
     assert taus["medusa[acc-8]"]["code"] > taus["medusa[acc-8]"]["chat"]   # for any other backbone)
     assert max(taus["hf_pld"], key=taus["hf_pld"].get) == "summarization"
+fig = plot_speedup([{"method": m, "category": c, "tau": taus[m][c]}
+                    for m in ("hf_pld", *(f"medusa[{name}]" for name in trees)) for c in cats], key="tau")
+print("saved", save_fig(fig, "figures/05_tau_by_category.png"))
 
 # %% [markdown]
 # **Takeaway:** with the embedded model (asserted for it; printed for any other), Medusa's heads guess
@@ -282,20 +285,26 @@ sweep = tree_sweep(mm, tok, prompts[: smoke(2, 1)], acc, sizes=smoke((2, 4, 8, 1
                    max_new_tokens=N_NEW)
 
 # %%
+greedy_tps = sweep[0]["greedy_tokens_per_s"]  # our greedy loop on the same prompts, timed once
 for r in sweep:
-    print(f"{r['nodes']:3d} nodes: τ = {r['tau']:.2f} | {r['tokens_per_s']:5.1f} tokens/s"
+    print(f"{r['nodes']:3d} nodes: τ = {r['tau']:.2f} (expected {r['expected_tau']:.2f}) | "
+          f"{r['tokens_per_s']:5.1f} tokens/s = ×{r['tokens_per_s'] / greedy_tps:.2f} greedy's"
           + ("  <- fastest" if r["fastest"] else ""))
 fastest = next(r for r in sweep if r["fastest"])
-print(f"fastest on this machine ({device}): {fastest['nodes']} nodes, of {[r['nodes'] for r in sweep]} tried")
+print(f"fastest on this machine ({device}): {fastest['nodes']} nodes, of {[r['nodes'] for r in sweep]} tried; "
+      f"plain greedy {greedy_tps:.1f} tokens/s on the same prompts")
 if not SMOKE:  # the takeaway below
     assert sweep[-1]["tau"] > sweep[0]["tau"]
-fig = plot_tree_sweep([{**r, "tree": "acc"} for r in sweep])  # one family of trees: one line
+fig = plot_tree_sweep([{**r, "tree": "acc"} for r in sweep], baseline=greedy_tps)  # one family of trees: one line
 print("saved", save_fig(fig, "figures/05_tree_sweep.png"))
 
 
 # %% [markdown]
 # **Takeaway:** τ rises with the tree size, but a bigger tree also costs more to verify, so tokens/s
-# peaks at the size marked `<- fastest`. Where the peak lies moves with the heads' accuracy and the
+# peaks at the size marked `<- fastest`; the grey line is plain greedy on the same prompts, so a point
+# below it is a tree that loses. The dashed line is the τ the held-out accuracies predict; where the two
+# differ, the heads guess differently on these prompts than on the held-out answers, or their guesses are
+# not independent (notebook 04, section 5, measures how far they are from it). Where the peak lies moves with the heads' accuracy and the
 # machine; on a GPU, where extra nodes are reported to cost almost nothing (not measured here), it
 # should lie at far larger trees. If the fastest size is the largest one tried, the peak may lie
 # beyond it.
@@ -336,6 +345,36 @@ for name in trees:
 # how the summary averages over prompts (the small difference between them).
 # What the line adds is the split of the speedup into its two factors: τ, what the heads buy, and the
 # cost of a step, what the hardware charges for verifying several tokens at once.
+#
+# Where does a step's time go? `medusa_generate` times every step's parts (`out.step_times`): the heads'
+# drafting, the verify forward over the tree, the base model's logits at every node, and the rest
+# (acceptance and moving the accepted entries in the cache). One held-out prompt, each tree and our greedy
+# loop, medians per step:
+
+# %%
+from medusa_lib import greedy_generate
+from medusa_lib.plots import plot_step_times, step_parts_ms
+
+ids = chat_ids(tok, prompts[0].text).to(model.device)
+greedy_generate(mm, ids, max_new_tokens=4)  # warm-up
+timed = {"our greedy": (greedy_generate(mm, ids, max_new_tokens=N_NEW).step_times[1:], 1.0)}  # [0] reads the prompt
+for name, t in trees.items():
+    o = medusa_generate(mm, ids, tree=t, max_new_tokens=N_NEW)
+    timed[f"medusa[{name}]"] = (o.step_times, o.tau)
+parts = {name: step_parts_ms(times) for name, (times, _) in timed.items()}
+one = parts["our greedy"]["verify (forward + logits)"]
+for name, ms in parts.items():
+    print(f"{name:14s} draft {ms['draft']:6.1f} ms | verify {ms['verify (forward + logits)']:6.1f} ms "
+          f"(×{ms['verify (forward + logits)'] / one:.2f} a greedy step) | rest {ms['bookkeeping']:5.1f} ms")
+if device.type == "cpu":  # the section's claim: on a CPU, verifying a tree costs more than one greedy step
+    assert parts["medusa[acc-8]"]["verify (forward + logits)"] > 1.1 * one
+fig = plot_step_times(timed)
+print("saved", save_fig(fig, "figures/05_step_times.png"))
+
+# %% [markdown]
+# **Takeaway:** the verify forward is most of every step, and on a CPU it costs clearly more for a tree
+# than for one token (the printed ratio); the heads' drafting and the bookkeeping are small beside it.
+# A method gains only when τ divides that longer step below greedy's time per token (the dashed line).
 #
 # So the tree size can be *predicted* instead of swept: measure the cost ratio on this machine
 # (`verify_costs`, a few seconds), take the expected τ of each tree size from the head accuracies

@@ -204,7 +204,7 @@ def test_learning_curve_ships_with_the_package():
     rows = per_head_rows(points)
     assert len(rows) == sum(len(p["top1"]) for p in points)
     assert rows[1] == {"positions": points[0]["positions"], "top1": points[0]["top1"][1],
-                       "top5": points[0]["top5"][1], "head": 2, "source": points[0]["source"]}
+                       "top5": points[0]["top5"][1], "head": 2, "source": "Medusa heads"}
 
 
 def test_learning_curve_rows_keep_hydra_points_apart():
@@ -213,7 +213,8 @@ def test_learning_curve_rows_keep_hydra_points_apart():
 
     points = [{"source": "selfdistill", "positions": 10, "top1": [0.3, 0.2], "top5": [0.5, 0.4]},
               {"source": "selfdistill", "kind": "hydra", "positions": 10, "top1": [0.3, 0.25], "top5": [0.5, 0.45]}]
-    assert [r["source"] for r in per_head_rows(points)] == ["selfdistill"] * 2 + ["selfdistill hydra"] * 2
+    assert [r["source"] for r in per_head_rows(points)] == ["Medusa heads"] * 2 + ["Hydra heads, along the true path"] * 2
+    assert per_head_rows([{**points[0], "source": "shareGPT"}])[0]["source"] == "Medusa heads (shareGPT)"
 
 
 def test_hf_method_counts_forward_calls_as_steps():

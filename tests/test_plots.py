@@ -101,6 +101,16 @@ def _boxes(fig):
     return {p.get_gid(): p for p in fig.axes[0].patches if p.get_gid()}
 
 
+def test_architecture_draws_heads_tree_and_mask_with_position_ids():
+    tree = Tree.from_choices([[0], [1], [0, 0]])
+    fig = plots.plot_architecture(tree, past_len=2)
+    heads, drawn, mask = fig.axes
+    texts = {t.get_text() for t in heads.texts}
+    assert {"lm_head", "head 1", "head 2"} <= texts and "head 3" not in texts  # one box per head of the tree
+    assert all(ax.get_title() for ax in fig.axes)
+    assert [t.get_text() for t in mask.get_yticklabels()] == ["root @2", "0 @3", "1 @3", "0-0 @4"]
+
+
 def test_schematic_draws_five_stages():
     fig = plots.plot_schematic()
     assert isinstance(fig, Figure)
