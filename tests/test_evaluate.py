@@ -213,7 +213,8 @@ def test_learning_curve_rows_keep_hydra_points_apart():
 
     points = [{"source": "selfdistill", "positions": 10, "top1": [0.3, 0.2], "top5": [0.5, 0.4]},
               {"source": "selfdistill", "kind": "hydra", "positions": 10, "top1": [0.3, 0.25], "top5": [0.5, 0.45]}]
-    assert [r["source"] for r in per_head_rows(points)] == ["Medusa heads"] * 2 + ["Hydra heads, along the true path"] * 2
+    hydra = "Hydra heads, along the true path"
+    assert [r["source"] for r in per_head_rows(points)] == ["Medusa heads"] * 2 + [hydra] * 2
     assert per_head_rows([{**points[0], "source": "shareGPT"}])[0]["source"] == "Medusa heads (shareGPT)"
 
 
