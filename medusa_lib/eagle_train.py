@@ -186,24 +186,25 @@ def unroll_mask(N: int, j: int, dtype, device) -> torch.Tensor:
 @torch.no_grad()
 def eagle_accuracy(net: EagleNet, backbone, seqs, feats, batch_tokens: int = 8192, depths: int = 3) -> dict:
     """Teacher-forced top-1 and top-5 of the drafter's next token against the base model's (its argmax over
-    the draft vocabulary, from the true next feature), over the answer positions of `seqs`; and the top-1 at
-    drafting depths 2 .. `depths`, where the drafter reads its own predicted features (the tokens stay true)."""
+    the draft vocabulary, from the true next feature), over the answer positions of `seqs`; and at drafting
+    depths 2 .. `depths` (`top1_depth2`, `top5_depth2`, ...), where the drafter reads its own predicted
+    features and the true tokens: its accuracy along the true path, as Hydra heads' is measured."""
     bb = as_backbone(backbone)
     W = draft_weight(bb, net.draft_ids).float()
-    hits, n = torch.zeros(depths + 1), torch.zeros(depths)  # hits: top-5, then top-1 per depth
+    hit1, hit5, n = torch.zeros(depths), torch.zeros(depths), torch.zeros(depths)
     for group in batches([len(s) for s, _ in seqs], batch_tokens, random.Random(0)):
         ids, f, mask = collate(seqs, feats, group, W.device)
-        outs = unrolled(net, bb.embed(ids), f[:, :-1], depths)  # each [B, T-1, H]
-        for j, out in enumerate(outs):
+        for j, out in enumerate(unrolled(net, bb.embed(ids), f[:, :-1], depths)):  # out [B, T-1, H]
             valid = step_mask(mask, j)
             want = (ahead(f, j)[valid] @ W.T).argmax(-1)  # [n]
             top = (out[valid] @ W.T).topk(5, -1).indices  # [n, 5]
-            hits[j + 1] += int((top[:, 0] == want).sum())
-            hits[0] += int((top == want[:, None]).any(-1).sum()) if j == 0 else 0
+            hit1[j] += int((top[:, 0] == want).sum())
+            hit5[j] += int((top == want[:, None]).any(-1).sum())
             n[j] += len(want)
-    res = {"top1": hits[1].item() / max(1, n[0].item()), "top5": hits[0].item() / max(1, n[0].item()),
-           "positions": int(n[0])}
-    res.update({f"top1_depth{j + 1}": hits[j + 1].item() / max(1, n[j].item()) for j in range(1, depths)})
+    top1, top5 = (hit1 / n.clamp(min=1)).tolist(), (hit5 / n.clamp(min=1)).tolist()
+    res = {"top1": top1[0], "top5": top5[0], "positions": int(n[0])}
+    for j in range(1, depths):
+        res.update({f"top1_depth{j + 1}": top1[j], f"top5_depth{j + 1}": top5[j]})
     return res
 
 

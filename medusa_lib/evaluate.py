@@ -72,7 +72,8 @@ def per_head_rows(points: list[dict]) -> list[dict]:
     A row's source names the kind, and the data pool where it is not the self-distilled one."""
     def source(p):
         kind = p.get("kind", MedusaHeads.kind)
-        name = "Medusa heads" if kind == MedusaHeads.kind else f"{kind.capitalize()} heads, along the true path"
+        name = {MedusaHeads.kind: "Medusa heads", "eagle": "EAGLE, depths 1-3, along the true path"}.get(
+            kind, f"{kind.capitalize()} heads, along the true path")
         return name + ("" if p["source"] == "selfdistill" else f" ({p['source']})")
     return [{"positions": p["positions"], "top1": p["top1"][k], "top5": p["top5"][k], "head": k + 1,
              "source": source(p)} for p in points for k in range(len(p["top1"]))]

@@ -6,11 +6,15 @@ Every point trains fresh heads (3 heads of --kind, 1 ResBlock, shared lm_head, 8
 and reports held-out top-1/top-5 on the self-distilled answers to the held-out prompts.
 `--with_shipped` adds the shipped heads' record (`make heads`, all the data) as the last point;
 `--records DIR ...` adds the records of other `make_heads.py --out DIR` runs (either kind), and
-`--keep FILE` keeps the points of an earlier curve, so the curve grows without retraining them:
+`--keep FILE` keeps the points of an earlier curve, so the curve grows without retraining them, and
+`--eagle DIR POSITIONS EPOCHS` adds a trained EAGLE drafter (scripts/make_eagle.py) as a point: its depths 1-3
+stand where heads 1-3 stand, read along the true path as Hydra's heads are (`eagle_train.eagle_accuracy`):
 
     python scripts/learning_curve.py --out runs/learning_curve --with_shipped
     python scripts/learning_curve.py --sd --text --keep docs/learning_curve.json \
         --records runs/heads_medusa runs/heads_hydra
+    python scripts/learning_curve.py --sd --text --keep docs/learning_curve.json \
+        --eagle medusa_lib/assets/heads/embedded-eagle 300983 6
 
 The published curve is results.json copied to docs/learning_curve.json and, for the notebooks (they
 read it with `medusa_lib.evaluate.learning_curve()`), to medusa_lib/assets/heads/embedded/.
@@ -26,8 +30,11 @@ from pathlib import Path
 
 import torch
 
+from medusa_lib.backbone import Backbone
 from medusa_lib.config import PROFILES, set_seed
 from medusa_lib.data import draft_vocab, selfdistill_rows, take_positions, template_rows, text_rows
+from medusa_lib.eagle import load_eagle, read_eagle_config
+from medusa_lib.eagle_train import EagleTrainConfig, eagle_accuracy, eagle_features, sequences
 from medusa_lib.evaluate import per_head_rows
 from medusa_lib.heads import KINDS, SHIPPED_HEADS
 from medusa_lib.models import load_base
@@ -52,6 +59,23 @@ def record_point(heads_dir=SHIPPED_HEADS, note: str = "make heads") -> dict:
     epochs = rec.get("epochs") or int(re.search(r"(\d+) epochs?", rec["recipe"]).group(1))  # older: the recipe
     return {"source": "selfdistill", "kind": rec.get("kind", "medusa"), "positions": rec["positions"], "epochs": epochs,
             "top1": rec["head_accuracy"], "top5": rec["head_accuracy_top5"], "seconds": seconds, "note": note}
+
+
+def eagle_point(folder, positions: int, epochs: int) -> dict:
+    """An EAGLE drafter trained on `positions` answer positions for `epochs`, scored at depths 1-3 on the held-out
+    answers shipped with the heads; its training seconds from its recorded positions/s."""
+    model, _ = load_base("embedded")
+    bb = Backbone(model)
+    drafter = load_eagle(folder, model)
+    heldout = json.loads((SHIPPED_HEADS / "heldout_selfdistill.json").read_text())
+    seqs = sequences(heldout, EagleTrainConfig().block_size)
+    acc = eagle_accuracy(drafter.net, bb, seqs, eagle_features(bb, seqs), depths=3)
+    history = read_eagle_config(folder).get("training") or read_eagle_config(folder).get("history") or []
+    seconds = sum(positions / h["positions_per_s"] for h in history if h.get("positions_per_s"))
+    return {"source": "selfdistill", "kind": "eagle", "positions": positions, "epochs": epochs,
+            "top1": [acc["top1"], acc["top1_depth2"], acc["top1_depth3"]],
+            "top5": [acc["top5"], acc["top5_depth2"], acc["top5_depth3"]], "seconds": seconds or None,
+            "note": f"eagle drafter {folder}"}
 
 
 def kept_points(path) -> list[dict]:
@@ -91,6 +115,8 @@ def main():
     ap.add_argument("--kind", default="medusa", choices=KINDS, help="the kind of the points trained")
     ap.add_argument("--with_shipped", action="store_true", help="add the shipped heads' record as a point")
     ap.add_argument("--records", nargs="*", default=[], help="make_heads.py --out folders to add as points")
+    ap.add_argument("--eagle", nargs=3, action="append", default=[], metavar=("DIR", "POSITIONS", "EPOCHS"),
+                    help="a trained EAGLE drafter folder, the answer positions and epochs it trained on")
     ap.add_argument("--keep", default=None, help="a results.json whose points stay in the curve")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (1 when sharing the CPU)")
     args = ap.parse_args()
@@ -99,6 +125,8 @@ def main():
     results = kept_points(args.keep) if args.keep else []
     results += trained_points(args) if args.sd or args.text else []
     results += [record_point(d, note=f"make_heads.py --out {d}") for d in args.records]
+    results = [r for r in results if (r.get("kind"), r["positions"]) not in {("eagle", int(e[1])) for e in args.eagle}]
+    results += [eagle_point(d, int(n), int(ep)) for d, n, ep in args.eagle]
     if args.with_shipped:
         results.append(record_point())
     results.sort(key=lambda r: r["positions"])  # one x axis for every kind (stable: ties keep their order)
