@@ -177,13 +177,20 @@ paper = Tree.mc_sim_7b_63()
 per_depth = [sum(len(p) == d for p in paper.paths) for d in range(1, paper.depth + 1)]
 print(f"{len(paper.paths)} candidate paths + the root = {paper.num_nodes} nodes | paths ending at head 1..4: {per_depth}")
 assert per_depth[0] == 10 and per_depth[-1] == 2  # the takeaway below
-fig = plot_tree(paper)
+import matplotlib.pyplot as plt
+
+fig, (ax_tree, ax_mask) = plt.subplots(1, 2, figsize=(16, 8), gridspec_kw={"width_ratios": [1, 1]})
+plot_tree(paper, ax=ax_tree)
+plot_tree_mask(paper, ax=ax_mask)
+fig.tight_layout()
 print("saved", save_fig(fig, "figures/04_mc_sim_7b_63.png"))
 
 # %% [markdown]
 # **Takeaway:** the paper's tree is wide near the root and thin deep down, because a path counts
 # only if *all* its guesses are right: all ten of head 1's guesses get a node, but only two paths
-# reach head 4.
+# reach head 4. Its mask (right) is mostly empty: each of the 64 rows sees only its own ancestors, at
+# most four nodes besides the root, so one forward pass over 64 nodes holds 63 separate short
+# continuations.
 
 # %% [markdown]
 # ## 3. A tree built from *your* heads' accuracy
@@ -397,22 +404,21 @@ GenerationExplorer(out, tree, tok)
 # For a static copy, here is the step that accepted the most tokens:
 
 # %%
-import matplotlib.pyplot as plt
-
 best = max(range(len(out.accept_lengths)), key=lambda s: out.accept_lengths[s])
 step_tokens = [tok.decode([t]) for t in out.candidates[best].tolist()]
 fig, (ax_tree, ax_mask) = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [3, 2]})
 plot_tree(tree, tokens=step_tokens, accepted=out.accepted_nodes[best], ax=ax_tree)
 plot_tree_mask(tree, labels=step_tokens, accepted=out.accepted_nodes[best], ax=ax_mask)  # rows of the kept path in red
 fig.tight_layout()
-print(f"step {best + 1}: {out.accept_lengths[best]} tokens accepted")
+print(f"step {best + 1}: {out.accept_lengths[best]} tokens accepted; this machine's tree is {tree.depth} guess(es) "
+      f"deep, so a step emits at most {tree.depth + 1}")
 if real_heads(model):  # the takeaway below, for trained heads (the shipped ones fit in smoke mode too)
     assert out.accept_lengths[best] > 1
 print("saved", save_fig(fig, "figures/04_best_step.png"))
 
 # %% [markdown]
-# **Takeaway:** on a good step several guesses are accepted along one root-to-leaf path, and the
-# whole path costs one forward pass; the steps that emit only their root token cost that forward pass
+# **Takeaway:** on a good step every guess along one root-to-leaf path is accepted (as many as the
+# tree is deep: printed above; a CPU picks a small, shallow tree), and the whole path costs one forward pass; the steps that emit only their root token cost that forward pass
 # too. Notebook 05 measures how often each happens, per kind of prompt.
 #
 # ### Expected against measured τ
