@@ -52,3 +52,26 @@ def test_the_gains_from_991k_to_2m_are_the_curves():
             f"and 3 by {gain['medusa'][1]:.3f} and {gain['medusa'][2]:.3f} (Medusa) and {gain['hydra'][1]:.3f} and "
             f"{gain['hydra'][2]:.3f} (Hydra)")
     assert text in README
+
+
+def test_the_training_time_test_table_is_the_reports_table():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("eagle_report", ROOT / "scripts" / "eagle_report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    names = {"shipped (EAGLE-1, 6 epochs)": "shipped", "control (+2 epochs, no unroll)": "control",
+             "training-time test (+2 epochs, unroll 3)": "ttt"}
+    made = report.table([f"{name}={ROOT / 'docs' / 'eagle_ttt' / f'{stem}.json'}" for name, stem in names.items()])
+    assert (ROOT / "docs" / "eagle_ttt.md").read_text() == made
+    assert all(line in README for line in made.strip().splitlines())
+
+
+def test_what_the_readme_says_of_the_training_time_test_holds():
+    r = {stem: json.loads((ROOT / "docs" / "eagle_ttt" / f"{stem}.json").read_text()) for stem in ("control", "ttt")}
+    acc = {stem: rep["heldout_accuracy"] for stem, rep in r.items()}
+    for key in ("top1_depth2", "top1_depth3"):  # "lifts depths 2 and 3 well above the control's"
+        assert acc["ttt"][key] > acc["control"][key] + 0.03
+    assert abs(acc["ttt"]["top1"] - acc["control"]["top1"]) < 0.02  # "leaves depth 1 about where it was"
+    assert abs(r["ttt"]["tau"] - r["control"]["tau"]) < 0.05  # "τ hardly moves"
+    assert abs(r["ttt"]["accepted_at_least"]["1"] - r["control"]["accepted_at_least"]["1"]) < 0.02
