@@ -308,8 +308,9 @@ def _tree_layout(tree: Tree) -> tuple[np.ndarray, np.ndarray]:
     return x, np.array([y[i] for i in range(tree.num_nodes)])
 
 
-def plot_tree(tree: Tree, tokens=None, accepted=None, ax=None):
-    """The candidate tree: nodes labelled by rank (or token text), the accepted path in red."""
+def plot_tree(tree: Tree, tokens=None, accepted=None, bonus=None, ax=None):
+    """The candidate tree: nodes labelled by rank (or token text), the accepted path in red, and `bonus` (the
+    token text the verify pass gives after that path, the next step's root) as a dashed node beyond its end."""
     x, y = _tree_layout(tree)
     n_leaves = len(tree.leaves())
     fig, ax = _axes(ax, figsize=(min(12.0, 2.0 + 1.8 * (tree.depth + 1)), min(12.0, 1.5 + 0.4 * n_leaves)))
@@ -329,8 +330,11 @@ def plot_tree(tree: Tree, tokens=None, accepted=None, ax=None):
                 color="white" if hit else "black",
                 bbox=dict(boxstyle="round,pad=0.25", fc=STYLE["accent"] if hit else STYLE["node"],
                           ec=STYLE["accent"] if hit else STYLE["node_edge"]))
+    if bonus is not None and on:
+        last = max(on)  # nodes are numbered depth by depth, so the deepest accepted node has the largest index
+        _bonus_node(ax, x[last], y[last], _text(bonus))
     ax.set_xticks(range(tree.depth + 1), ["root"] + [f"head {d}" for d in range(1, tree.depth + 1)])
-    ax.set_xlim(-0.5, tree.depth + 0.5)
+    ax.set_xlim(-0.5, tree.depth + 0.5 + (bonus is not None and bool(on)))
     ax.set_ylim(y.min() - 0.7, 0.7)
     ax.set_yticks([])
     for side in ("top", "right", "left"):
@@ -339,6 +343,13 @@ def plot_tree(tree: Tree, tokens=None, accepted=None, ax=None):
     title = f"Candidate tree ({tree.num_nodes} nodes; label = {what}" + ("; accepted in red)" if on else ")")
     _style(ax, title, "depth (which head proposes the token)", "candidates, by rank", grid=False)
     return fig
+
+
+def _bonus_node(ax, x: float, y: float, text: str) -> None:
+    """The bonus token beside the last accepted node: emitted with the path, but never a guess."""
+    ax.plot([x, x + 1], [y, y], color=STYLE["accent"], lw=1.5, ls="--", zorder=1)
+    ax.text(x + 1, y, f"bonus: {text}", ha="center", va="center", fontsize=STYLE["label_size"], zorder=3,
+            bbox=dict(boxstyle="round,pad=0.25", fc="white", ec=STYLE["accent"], ls="--"))
 
 
 # ----------------------------------------------------------------------------- benchmarks
@@ -430,6 +441,26 @@ def plot_tree_sweep(rows, baseline: float | None = None):
     if baseline is not None:
         _legend(a_tps, loc="lower right")
     fig.tight_layout()
+    return fig
+
+
+def plot_predicted_speedup(rows, ax=None):
+    """Predicted (expected τ ÷ measured cost of a step, `tree.fastest_tree`) against measured speedup by tree
+    size; `rows`: {nodes, predicted, measured}. Above the dotted line a tree beats plain greedy."""
+    rows = sorted(rows, key=lambda r: r["nodes"])
+    fig, ax = _axes(ax)
+    n = [r["nodes"] for r in rows]
+    ax.plot(n, [r["predicted"] for r in rows], marker="o", ls="--", color=STYLE["colors"][0],
+            label="predicted: expected τ ÷ step cost")
+    ax.plot(n, [r["measured"] for r in rows], marker="o", color=STYLE["colors"][1],
+            label="measured: tokens/s ÷ greedy's")
+    ax.axhline(1.0, color="gray", ls=":", lw=1, label="plain greedy (1.0×)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(n, [str(v) for v in n])
+    ax.minorticks_off()
+    ax.set_ylim(0, 1.15 * max([1.0] + [r[k] for r in rows for k in ("predicted", "measured")]))
+    _style(ax, "Predicted and measured speedup by tree size", "tree nodes (log scale)", "speedup over greedy (×)")
+    _legend(ax, outside=True)
     return fig
 
 

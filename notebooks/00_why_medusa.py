@@ -300,7 +300,9 @@ print(f"same tokens as plain greedy: {out.new_tokens.tolist() == answer}")
 # %%
 best = max(range(len(out.accept_lengths)), key=lambda s: out.accept_lengths[s])
 step_tokens = [tok.decode([t]) for t in out.candidates[best].tolist()]
-fig = plot_tree(tree, tokens=step_tokens, accepted=out.accepted_nodes[best])
+after = out.candidates[best + 1][0].item() if best + 1 < len(out.candidates) else None  # the next step's root
+fig = plot_tree(tree, tokens=step_tokens, accepted=out.accepted_nodes[best],
+                bonus=None if after is None else tok.decode([after]))
 print(f"pass {best + 1}: {out.accept_lengths[best]} tokens accepted (the red path)")
 print("saved", save_fig(fig, "figures/00_best_step.png"))
 

@@ -353,7 +353,7 @@ emitted = cand[path].tolist()
 print(f"this step emits {len(emitted)} token(s): {tok.decode(emitted)!r}; next root: {tok.decode([bonus])!r}")
 
 # %%
-fig = plot_tree(tree, tokens=tokens, accepted=path)
+fig = plot_tree(tree, tokens=tokens, accepted=path, bonus=tok.decode([bonus]))  # bonus: the next root
 print("saved", save_fig(fig, "figures/04_one_step.png"))
 
 # %% [markdown]
@@ -407,7 +407,9 @@ GenerationExplorer(out, tree, tok)
 best = max(range(len(out.accept_lengths)), key=lambda s: out.accept_lengths[s])
 step_tokens = [tok.decode([t]) for t in out.candidates[best].tolist()]
 fig, (ax_tree, ax_mask) = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [3, 2]})
-plot_tree(tree, tokens=step_tokens, accepted=out.accepted_nodes[best], ax=ax_tree)
+after = out.candidates[best + 1][0].item() if best + 1 < len(out.candidates) else None  # the next step's root
+plot_tree(tree, tokens=step_tokens, accepted=out.accepted_nodes[best], ax=ax_tree,
+          bonus=None if after is None else tok.decode([after]))
 plot_tree_mask(tree, labels=step_tokens, accepted=out.accepted_nodes[best], ax=ax_mask)  # rows of the kept path in red
 fig.tight_layout()
 print(f"step {best + 1}: {out.accept_lengths[best]} tokens accepted; this machine's tree is {tree.depth} guess(es) "

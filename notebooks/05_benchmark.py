@@ -384,6 +384,7 @@ print("saved", save_fig(fig, "figures/05_step_times.png"))
 # %%
 # NBVAL_IGNORE_OUTPUT
 from medusa_lib.evaluate import verify_costs
+from medusa_lib.plots import plot_predicted_speedup
 from medusa_lib.tree import fastest_tree
 
 costs = verify_costs(mm, sizes=smoke((2, 4, 8, 16, 32), (2, 4)))   # {nodes: t(n) / t(1)}
@@ -394,11 +395,17 @@ for r in choices:
 print(f"predicted fastest: {best.num_nodes} nodes | the sweep above measured: {fastest['nodes']} nodes")
 if device.type == "cpu" and not SMOKE:  # section 5's opening claim about CPUs: the cost climbs with n
     assert costs[max(costs)] > costs[2] >= 1   # (t(2) itself is 1.07 on an AVX-512 CPU, 1.1-1.6 on others)
+measured = {r["nodes"]: r["tokens_per_s"] / r["greedy_tokens_per_s"] for r in sweep}
+fig = plot_predicted_speedup([{"nodes": r["nodes"], "predicted": r["expected_speedup"], "measured": measured[r["nodes"]]}
+                              for r in choices if r["nodes"] in measured])
+print("saved", save_fig(fig, "figures/05_predicted_speedup.png"))
 
 # %% [markdown]
-# Expected τ assumes the heads are as accurate at decoding time as on the held-out answers, and the
-# cost ratio leaves out the heads' own cost, so the prediction is an estimate; it is cheap enough
-# to run on every new machine. Medusa wins when τ is well above the cost ratio, which happens with
+# The figure sets the two side by side for every size: the dashed line is the prediction, the solid
+# one what the sweep measured. Expected τ assumes the heads are as accurate at decoding time as on the
+# held-out answers, and the cost ratio leaves out the heads' own cost, so the prediction is an estimate,
+# and the gap between the lines is its error on this machine; it is cheap enough to run on every new
+# machine. Medusa wins when τ is well above the cost ratio, which happens with
 #
 # - **better drafters**: more distillation data helps less and less (the learning curve in notebook 03
 #   rises by under a point of head-1 top-1 per doubling past a million positions); heads that read

@@ -55,6 +55,10 @@ FIGURES = {
     "tree_sweep_expected": lambda: plots.plot_tree_sweep([
         {"nodes": n, "tau": 1 + n ** 0.2, "expected_tau": 1 + n ** 0.25, "tokens_per_s": 9 + n / 8} for n in (2, 4, 8)],
         baseline=10.0),
+    "predicted_speedup": lambda: plots.plot_predicted_speedup([
+        {"nodes": n, "predicted": 1.2 - n / 40, "measured": 1.1 - n / 30} for n in (2, 4, 8, 16)]),
+    "tree_bonus": lambda: plots.plot_tree(small_tree(), tokens=["The", " cat", " dog", " sat"], accepted=[0, 1, 3],
+                                          bonus=" on"),
     "tau_by_category": lambda: plots.plot_speedup([
         {"method": "medusa", "category": "code", "tau": 1.6}, {"method": "pld", "category": "code", "tau": 1.2}],
         key="tau"),
@@ -72,6 +76,14 @@ FIGURES = {
     "verify_cost": lambda: plots.plot_verify_cost({1: 1.0, 2: 1.1, 4: 1.2, 8: 1.5, 16: 2.2}),
     "loss_curves_total_only": lambda: plots.plot_loss_curves([{"step": s, "loss": 1 / (s + 1)} for s in range(5)]),
 }
+
+
+def test_the_bonus_token_follows_the_accepted_path():
+    fig = plots.plot_tree(small_tree(), tokens=["The", " cat", " dog", " sat"], accepted=[0, 1, 3], bonus=" on")
+    texts = {t.get_text(): t.get_position() for t in fig.axes[0].texts}
+    assert texts["bonus:  on"] == (texts[" sat"][0] + 1, texts[" sat"][1])  # one level past the deepest accepted
+    none = plots.plot_tree(small_tree(), tokens=["The", " cat", " dog", " sat"], bonus=" on")  # nothing accepted
+    assert not any(t.get_text().startswith("bonus") for t in none.axes[0].texts)
 
 
 def test_step_parts_split_a_step_and_count_greedy_as_all_model():
