@@ -556,7 +556,8 @@ for mode in ("typical", "sample"):
     line = [r["tau"] for r in by_temp if r["mode"] == mode]  # by rising temperature
     cool, hot = line[0], line[-1]
     print(f"{mode}: τ {cool:.2f} at the lowest temperature, {hot:.2f} at the highest: "
-          + ("falls" if hot < cool else "rises" if hot > cool else "stays") + " as the model gets hotter")
+          + ("about the same (within 0.05, two seeds)" if abs(hot - cool) < 0.05 else "falls" if hot < cool else "rises")
+          + " as the model gets hotter")
 fig = plot_tau_by_temperature(by_temp)
 print("saved", save_fig(fig, "figures/04_tau_by_temperature.png"))
 
