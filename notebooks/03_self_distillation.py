@@ -196,7 +196,15 @@ if not SMOKE:
 #
 # ### How much data do the heads need?
 #
-# `scripts/learning_curve.py` answers that. It trains fresh heads (3 heads, shared `lm_head`, 8,192-token draft, 2 epochs) on growing shares of a self-distilled pool, the answers to the hand-written and the template training prompts, and scores each set on all the held-out answers. The points were measured in several rounds as the pool grew, so the smallest ones came from earlier, smaller pools; each point's `positions` says how much data it saw. Its largest points are the two shipped sets (notebook 02), trained on the same data in one epoch (the `epochs` column; at that size one pass makes about as many training steps as two passes over half of it): Medusa heads, and Hydra heads (Ankner et al., 2024: each head also reads the embeddings of the draft tokens before it on its path). Hydra heads were trained on the smaller shares too, so each kind has its own curve. Hydra accuracy counts along the true path, a different quantity, so its points get their own dashed lines (one colour per head, top-1 on the left, top-5 on the right). The dotted points are the EAGLE drafter of notebook 06 at two data sizes: its depths 1-3 stand where heads 1-3 stand, also along the true path. The measured points ship with `medusa_lib`:
+# `scripts/learning_curve.py` answers that. It trains fresh heads (3 heads, shared `lm_head`, 8,192-token draft, 2 epochs) on growing shares of a self-distilled pool: the answers to the hand-written and the template training prompts. It scores each set on all the held-out answers.
+#
+# - The points were measured in several rounds as the pool grew, so the smallest ones came from earlier, smaller pools; each point's `positions` says how much data it saw.
+# - The largest points are the two shipped sets (notebook 02), trained on the same data in one epoch (the `epochs` column). At that size one pass makes about as many training steps as two passes over half of it.
+# - Two kinds of heads have a curve each: Medusa heads, and Hydra heads (Ankner et al., 2024), where each head also reads the embeddings of the draft tokens before it on its path.
+# - Hydra accuracy counts along the true path, a different quantity, so its points get their own dashed lines (one colour per head, top-1 on the left, top-5 on the right).
+# - The dotted points are the EAGLE drafter of notebook 06 at two data sizes: its depths 1-3 stand where heads 1-3 stand, also along the true path.
+#
+# The measured points ship with `medusa_lib`:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
