@@ -131,11 +131,14 @@ def eagle_loss(net: EagleNet, bb, W: torch.Tensor, ids, feats, mask, noise: floa
     if noise:
         inp = inp + (torch.rand(inp.shape, generator=gen, device=inp.device) * 2 - 1) * noise
     feature = token = top1 = 0.0
+    steps = 0
     for j, out in enumerate(unrolled(net, emb, inp, unroll)):  # out [B, T-1, H]
         valid = step_mask(mask, j)
+        if not valid.any():  # every answer here is too short for step j (and so for the steps after it)
+            break
         f, t, hit = feature_token_loss(out[valid], ahead(feats, j)[valid], W)
-        feature, token, top1 = feature + f / unroll, token + t / unroll, top1 if j else hit
-    return feature, token, top1
+        feature, token, top1, steps = feature + f, token + t, top1 if j else hit, steps + 1
+    return feature / steps, token / steps, top1
 
 
 def unrolled(net: EagleNet, emb: torch.Tensor, inp: torch.Tensor, unroll: int) -> list[torch.Tensor]:

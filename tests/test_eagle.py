@@ -11,7 +11,16 @@ from medusa_lib.backbone import Backbone
 from medusa_lib.config import SMOKE
 from medusa_lib.decoding import greedy_generate, medusa_generate, prefill
 from medusa_lib.eagle import EagleDrafter, EagleNet, EagleTree, best_paths, causal_mask, load_eagle, save_eagle
-from medusa_lib.eagle_train import EagleTrainConfig, eagle_accuracy, eagle_features, sequences, train_eagle, unrolled
+from medusa_lib.eagle_train import (
+    EagleTrainConfig,
+    collate,
+    eagle_accuracy,
+    eagle_features,
+    eagle_loss,
+    sequences,
+    train_eagle,
+    unrolled,
+)
 
 
 def _net(model, seed: int = 0, scale: float = 0.0, draft=None) -> EagleNet:
@@ -126,6 +135,19 @@ def test_unrolled_training_steps_compute_what_drafting_along_the_true_tokens_com
             if j:
                 o = net(emb[:, t + j + 1:t + j + 2], o, torch.zeros(1, 1, 1, t + 1 + j), torch.tensor([[t + j]]), cache)
             assert torch.allclose(outs[j][:, t], o[:, 0], atol=1e-5), j
+
+
+def test_unrolled_loss_stays_finite_when_answers_are_shorter_than_the_unroll(tiny):
+    model, _ = tiny
+    net = _net(model)
+    rows = [{"prompt_ids": [5, 6, 7], "response_ids": [8, 9]}]  # 2 answer positions: steps 0 and 1 only
+    seqs = sequences(rows, 64)
+    feats = [prefill(Backbone(model), s[None])[1].half() for s, _ in seqs]
+    ids, f, mask = collate(seqs, feats, [0], "cpu")
+    W = Backbone(model).lm_head.weight.detach()
+    for unroll in (1, 2, 3, 5):
+        feature, token, top1 = eagle_loss(net, Backbone(model), W, ids, f, mask, unroll=unroll)
+        assert torch.isfinite(feature) and torch.isfinite(token), unroll
 
 
 def test_training_lowers_the_loss_and_raises_heldout_top1(tiny, tmp_path):
