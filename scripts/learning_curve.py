@@ -30,11 +30,9 @@ from pathlib import Path
 
 import torch
 
-from medusa_lib.backbone import Backbone
 from medusa_lib.config import PROFILES, set_seed
 from medusa_lib.data import draft_vocab, selfdistill_rows, take_positions, template_rows, text_rows
 from medusa_lib.eagle import load_eagle, read_eagle_config
-from medusa_lib.eagle_train import EagleTrainConfig, eagle_accuracy, eagle_features, sequences
 from medusa_lib.evaluate import per_head_rows
 from medusa_lib.heads import KINDS, SHIPPED_HEADS
 from medusa_lib.models import load_base
@@ -61,21 +59,24 @@ def record_point(heads_dir=SHIPPED_HEADS, note: str = "make heads") -> dict:
             "top1": rec["head_accuracy"], "top5": rec["head_accuracy_top5"], "seconds": seconds, "note": note}
 
 
-def eagle_point(folder, positions: int, epochs: int) -> dict:
-    """An EAGLE drafter trained on `positions` answer positions for `epochs`, scored at depths 1-3 on the held-out
-    answers shipped with the heads; its training seconds from its recorded positions/s."""
+def eagle_points(drafters) -> list[dict]:
+    """EAGLE drafters, each (folder, positions, epochs) it trained on, scored at depths 1-3 on the held-out answers
+    shipped with the heads (`eagle_report.heldout_accuracy`); training seconds from the recorded positions/s."""
+    from eagle_report import heldout_accuracy  # scripts/ is on the path of a script run from it
+
     model, _ = load_base("embedded")
-    bb = Backbone(model)
-    drafter = load_eagle(folder, model)
-    heldout = json.loads((SHIPPED_HEADS / "heldout_selfdistill.json").read_text())
-    seqs = sequences(heldout, EagleTrainConfig().block_size)
-    acc = eagle_accuracy(drafter.net, bb, seqs, eagle_features(bb, seqs), depths=3)
-    history = read_eagle_config(folder).get("training") or read_eagle_config(folder).get("history") or []
-    seconds = sum(positions / h["positions_per_s"] for h in history if h.get("positions_per_s"))
-    return {"source": "selfdistill", "kind": "eagle", "positions": positions, "epochs": epochs,
-            "top1": [acc["top1"], acc["top1_depth2"], acc["top1_depth3"]],
-            "top5": [acc["top5"], acc["top5_depth2"], acc["top5_depth3"]], "seconds": seconds or None,
-            "note": f"eagle drafter {folder}"}
+    points = []
+    for folder, positions, epochs in drafters:
+        positions, epochs = int(positions), int(epochs)
+        acc = heldout_accuracy(load_eagle(folder, model), model)
+        cfg = read_eagle_config(folder)
+        history = cfg.get("training") or cfg.get("history") or []
+        seconds = sum(positions / h["positions_per_s"] for h in history if h.get("positions_per_s"))
+        points.append({"source": "selfdistill", "kind": "eagle", "positions": positions, "epochs": epochs,
+                       "top1": [acc["top1"], acc["top1_depth2"], acc["top1_depth3"]],
+                       "top5": [acc["top5"], acc["top5_depth2"], acc["top5_depth3"]], "seconds": seconds or None,
+                       "note": f"eagle drafter {folder}"})
+    return points
 
 
 def kept_points(path) -> list[dict]:
@@ -126,7 +127,7 @@ def main():
     results += trained_points(args) if args.sd or args.text else []
     results += [record_point(d, note=f"make_heads.py --out {d}") for d in args.records]
     results = [r for r in results if (r.get("kind"), r["positions"]) not in {("eagle", int(e[1])) for e in args.eagle}]
-    results += [eagle_point(d, int(n), int(ep)) for d, n, ep in args.eagle]
+    results += eagle_points(args.eagle) if args.eagle else []
     if args.with_shipped:
         results.append(record_point())
     results.sort(key=lambda r: r["positions"])  # one x axis for every kind (stable: ties keep their order)
