@@ -113,6 +113,98 @@ def _stdlib_docstrings(min_chars: int = 200, max_chars: int = 1000) -> list[str]
     return docs
 
 
+# ----------------------------------------------------------------------------- copy-heavy training prompts
+
+# What the copy-heavy held-out groups ask (`documents`, `code_edit`), in other words and on other text: the
+# answers quote or rewrite a long context, which is where the drafters' tau was lowest.
+DOCUMENT_QUESTIONS = (
+    "What does `{a}` do, according to the passages? Quote the sentence that says so.",
+    "Which passage describes `{a}`, and what does it say about its arguments?",
+    "How do `{a}` and `{b}` differ? Support your answer with quotes from the passages.",
+    "List everything the passages say about `{a}`, quoting them where you can.",
+)
+CODE_EDITS = (
+    "Add type hints to every parameter and to the return value, and change nothing else. Return the whole "
+    "modified function.",
+    "Rename this function to `{name}_checked` and change nothing else. Return the whole modified function.",
+    "Add a short comment above each block of code that says what it does; keep the code exactly as it is. Return "
+    "the whole function with the comments.",
+    "Add a keyword parameter `verbose` (default False); when it is True, print a line before each return. Keep "
+    "everything else as it is, and return the whole modified function.",
+    "Rewrite the docstring in plainer words for a beginner, and keep the code exactly as it is. Return the whole "
+    "function.",
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _stdlib_functions(min_chars: int = 300, max_chars: int = 1400) -> list[str]:
+    """The source of the standard library's top-level functions, of a length a prompt can quote whole."""
+    import ast
+
+    sources = []
+    for f in sorted(offline_text_dir().glob("*.py")):
+        try:
+            text = f.read_text(errors="ignore")
+            tree = ast.parse(text)
+        except (SyntaxError, ValueError):
+            continue
+        for node in tree.body:
+            src = ast.get_source_segment(text, node) if isinstance(node, ast.FunctionDef) else None
+            if src and min_chars <= len(src) <= max_chars and src.isascii():
+                sources.append(src)
+    return sources
+
+
+@functools.lru_cache(maxsize=1)
+def _stdlib_passages(min_chars: int = 200, max_chars: int = 700) -> list[tuple[str, str]]:
+    """(name, docstring on one line) of the standard library's top-level functions and classes."""
+    import ast
+
+    out = []
+    for f in sorted(offline_text_dir().glob("*.py")):
+        try:
+            tree = ast.parse(f.read_text(errors="ignore"))
+        except (SyntaxError, ValueError):
+            continue
+        for node in tree.body:
+            doc = ast.get_docstring(node) if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else None
+            if doc and min_chars <= len(doc) <= max_chars and doc.isascii():
+                out.append((f"{f.stem}.{node.name}", " ".join(doc.split())))
+    return out
+
+
+def copy_prompts(n: int, seed: int = 0, passages: int = 3) -> list[Prompt]:
+    """`n` long-context, copy-heavy *training* prompts, half `documents` and half `code_edit`, built offline
+    from the standard library: questions over `passages` docstrings to answer with quotes, and a function's
+    source to return modified. Like the template prompts, they are never held out."""
+    rng = random.Random(seed)
+    docs, funcs = _stdlib_passages(), _stdlib_functions()
+    if len(docs) < passages or not funcs:
+        raise ValueError(f"the standard library under {offline_text_dir()} gives too little text to build on")
+    seen, out = {p.prompt for p in load_prompts()}, []
+    for _ in range(20 * n):
+        if len(out) == n:
+            break
+        if len(out) % 2 == 0:
+            picked = rng.sample(docs, passages)
+            body = "\n\n".join(f"Passage {i + 1} ({name}): {doc}" for i, (name, doc) in enumerate(picked))
+            a, b = rng.sample([name for name, _ in picked], 2) if passages > 1 else (picked[0][0],) * 2
+            question = rng.choice(DOCUMENT_QUESTIONS).format(a=a, b=b)
+            cat, text = "documents", ("Using only the passages below, answer the question and quote the passages "
+                                      f"that support your answer.\n\n{body}\n\nQuestion: {question}")
+        else:
+            src = rng.choice(funcs)
+            name = src.split("(", 1)[0].removeprefix("def ").strip()
+            cat, text = "code_edit", f"Here is a function from Python's standard library:\n\n```python\n{src}\n```\n\n" \
+                + rng.choice(CODE_EDITS).format(name=name)
+        if text not in seen:
+            seen.add(text)
+            out.append(Prompt(f"copy-{len(out):05d}", cat, text, "train"))
+    if len(out) < n:
+        raise ValueError(f"the standard library gives only {len(out)} distinct copy-heavy prompts, fewer than n={n}")
+    return out
+
+
 def chat_text(tok, prompt: str) -> str:
     """The prompt wrapped in the tokenizer's chat template, ready for the assistant's turn."""
     return tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,

@@ -1,7 +1,8 @@
 """`make eagle`: train the EAGLE drafter shipped for the embedded model, with a record next to the weights.
 
 Recipe: self-distilled answers of the embedded model to the hand-written training prompts and the first
---rows template prompts saved under --data (scripts/generate_data.py); features from one backbone pass,
+--rows template prompts saved under --data (scripts/generate_data.py), and with --copy_data the copy-heavy
+prompts' answers (generate_data.py --copy); features from one backbone pass,
 cached in chunks (a stopped run keeps them); `eagle_train.train_eagle` with `EagleTrainConfig`; the draft
 vocabulary of the shipped Medusa heads (8,192 tokens). Scored on the held-out answers shipped with the heads.
 
@@ -36,6 +37,8 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="data/selfdistill")
     ap.add_argument("--rows", type=int, default=1024, help="template answers to train on (0 = all saved)")
+    ap.add_argument("--copy_data", default=None,
+                    help="also train on the copy-heavy answers saved here (generate_data.py --copy)")
     ap.add_argument("--work", default="runs/eagle", help="checkpoints (last/ after every epoch)")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--resume", action="store_true")
@@ -59,7 +62,8 @@ def main(argv=None):
     bb = Backbone(model)
     tmpl = saved_rows(args.data, model)
     tmpl = tmpl[: args.rows] if args.rows else tmpl
-    rows = selfdistill_rows(model, tok, "train") + tmpl
+    copied = saved_rows(args.copy_data, model) if args.copy_data else []
+    rows = selfdistill_rows(model, tok, "train") + tmpl + copied  # appended last: earlier feature chunks stay valid
     heldout = json.loads((SHIPPED["medusa"] / "heldout_selfdistill.json").read_text())
     seqs, eval_seqs = sequences(rows, cfg.block_size), sequences(heldout, cfg.block_size)
     feats, eval_feats = eagle_features(bb, seqs), eagle_features(bb, eval_seqs)
@@ -81,7 +85,8 @@ def main(argv=None):
     positions = sum(len(s) - st - 1 for s, st in seqs)
     record = {"base": "HuggingFaceTB/SmolLM2-135M-Instruct (embedded GGUF Q4_1, dequantised, fp32)",
               "data": f"self-distilled answers: {len(rows)} prompts ({positions} answer positions; "
-                      f"{len(tmpl)} template prompts from {args.data})",
+                      f"{len(tmpl)} template prompts from {args.data}"
+                      + (f", {len(copied)} copy-heavy prompts from {args.copy_data})" if copied else ")"),
               "recipe": f"EAGLE-1 drafter (fc 2H->H + 1 decoder layer, started {args.start or args.init}), "
                         f"{dataclasses.asdict(cfg)}, "
                         + (f"EAGLE-3's training-time test over {cfg.unroll} drafting steps, " if cfg.unroll > 1 else "")

@@ -26,6 +26,22 @@ def test_template_prompts_are_distinct_training_prompts_in_every_category():
     assert not any(re.search(r"\{[a-z]\}", p.prompt) for p in ps)  # every slot filled
 
 
+def test_copy_prompts_are_long_distinct_training_prompts_that_quote_their_context():
+    ps = data.copy_prompts(40, seed=1)
+    assert len({p.prompt for p in ps}) == 40 and {p.split for p in ps} == {"train"}
+    assert [p.category for p in ps[:4]] == ["documents", "code_edit", "documents", "code_edit"]
+    assert not {p.prompt for p in ps} & {p.prompt for p in data.load_prompts()}
+    assert [p.prompt for p in data.copy_prompts(6, seed=1)] == [p.prompt for p in ps[:6]]  # reproducible
+    assert min(len(p.prompt) for p in ps) > 400  # a long context to copy from
+    for p in ps:
+        assert not re.search(r"\{[a-z]+\}", p.prompt.split("\n\n")[-1])  # the question or edit has its slots filled
+        if p.category == "documents":
+            named = re.findall(r"`([\w.]+)`", p.prompt.rsplit("Question:", 1)[1])
+            assert named and all(f"({n}):" in p.prompt for n in named)  # asks about passages it gives
+        else:
+            assert "```python\ndef " in p.prompt
+
+
 def test_template_file_has_the_right_slots_in_plain_ascii():
     import json
     import string
