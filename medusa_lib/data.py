@@ -98,16 +98,27 @@ def template_prompts(n: int, seed: int = 0) -> list[Prompt]:
 
 
 @functools.lru_cache(maxsize=1)
+def _stdlib_sources() -> list[tuple[str, str, object]]:
+    """(module name, source, parsed ast) of every top-level module of the standard library that parses."""
+    import ast
+
+    out = []
+    for f in sorted(offline_text_dir().glob("*.py")):
+        try:
+            text = f.read_text(errors="ignore")
+            out.append((f.stem, text, ast.parse(text)))
+        except (SyntaxError, ValueError):
+            continue
+    return out
+
+
+@functools.lru_cache(maxsize=1)
 def _stdlib_docstrings(min_chars: int = 200, max_chars: int = 1000) -> list[str]:
     """Module, class and function docstrings of the standard library, of a readable length (real text)."""
     import ast
 
     docs = []
-    for f in sorted(offline_text_dir().glob("*.py")):
-        try:
-            tree = ast.parse(f.read_text(errors="ignore"))
-        except (SyntaxError, ValueError):
-            continue
+    for _, _, tree in _stdlib_sources():
         nodes = [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
         docs += [d.strip() for d in map(ast.get_docstring, nodes) if d and min_chars <= len(d) <= max_chars]
     return docs
@@ -142,12 +153,7 @@ def _stdlib_functions(min_chars: int = 300, max_chars: int = 1400) -> list[str]:
     import ast
 
     sources = []
-    for f in sorted(offline_text_dir().glob("*.py")):
-        try:
-            text = f.read_text(errors="ignore")
-            tree = ast.parse(text)
-        except (SyntaxError, ValueError):
-            continue
+    for _, text, tree in _stdlib_sources():
         for node in tree.body:
             src = ast.get_source_segment(text, node) if isinstance(node, ast.FunctionDef) else None
             if src and min_chars <= len(src) <= max_chars and src.isascii():
@@ -161,15 +167,11 @@ def _stdlib_passages(min_chars: int = 200, max_chars: int = 700) -> list[tuple[s
     import ast
 
     out = []
-    for f in sorted(offline_text_dir().glob("*.py")):
-        try:
-            tree = ast.parse(f.read_text(errors="ignore"))
-        except (SyntaxError, ValueError):
-            continue
+    for module, _, tree in _stdlib_sources():
         for node in tree.body:
             doc = ast.get_docstring(node) if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else None
             if doc and min_chars <= len(doc) <= max_chars and doc.isascii():
-                out.append((f"{f.stem}.{node.name}", " ".join(doc.split())))
+                out.append((f"{module}.{node.name}", " ".join(doc.split())))
     return out
 
 
