@@ -75,3 +75,25 @@ def test_what_the_readme_says_of_the_training_time_test_holds():
     assert abs(acc["ttt"]["top1"] - acc["control"]["top1"]) < 0.02  # "leaves depth 1 about where it was"
     assert abs(r["ttt"]["tau"] - r["control"]["tau"]) < 0.05  # "τ hardly moves"
     assert abs(r["ttt"]["accepted_at_least"]["1"] - r["control"]["accepted_at_least"]["1"]) < 0.02
+
+
+def test_the_more_data_table_is_the_reports_table_and_its_claims_hold():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("eagle_report", ROOT / "scripts" / "eagle_report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    paths = {"shipped: 301K positions, 6 epochs": ROOT / "docs" / "eagle_ttt" / "shipped.json",
+             "508K positions, 6 epochs": ROOT / "docs" / "eagle_500k" / "report_3_4_10.json"}
+    made = report.table([f"{name}={path}" for name, path in paths.items()])
+    assert (ROOT / "docs" / "eagle_data.md").read_text() == made
+    assert all(line in README for line in made.strip().splitlines())
+    old, new = (json.loads(path.read_text()) for path in paths.values())
+    gain = new["heldout_accuracy"]["top1"] - old["heldout_accuracy"]["top1"]
+    assert f"Depth-1 top-1 rose by {gain:.3f} and τ by {new['tau'] - old['tau']:.2f}" in README
+    assert new["accepted_at_least"]["1"] > old["accepted_at_least"]["1"]  # "accepted in more steps"
+    assert f"break-even τ {new['break_even_tau']:.2f} against τ {new['tau']:.2f}" in README
+    assert new["break_even_tau"] > new["tau"]  # "a step still costs more than the τ it buys"
+    hydra = max((p for p in learning_curve() if p.get("kind") == "hydra"), key=lambda p: p["positions"])
+    eagle = next(p for p in learning_curve() if p.get("kind") == "eagle" and p["positions"] == 508303)
+    assert eagle["top1"][0] > hydra["top1"][0]  # "above the Hydra heads' head 1 at 2.04M"
