@@ -197,8 +197,9 @@ def copy_prompts(n: int, seed: int = 0, passages: int = 3) -> list[Prompt]:
         else:
             src = rng.choice(funcs)
             name = src.split("(", 1)[0].removeprefix("def ").strip()
-            cat, text = "code_edit", f"Here is a function from Python's standard library:\n\n```python\n{src}\n```\n\n" \
-                + rng.choice(CODE_EDITS).format(name=name)
+            edit = rng.choice(CODE_EDITS).format(name=name)
+            cat, text = "code_edit", f"Here is a function from Python's standard library:\n\n```python\n{src}\n```\n\n"
+            text += edit
         if text not in seen:
             seen.add(text)
             out.append(Prompt(f"copy-{len(out):05d}", cat, text, "train"))

@@ -32,6 +32,7 @@ from safetensors.torch import save_file
 from transformers import DynamicCache
 
 from medusa_lib.backbone import as_backbone
+from medusa_lib.decoding import logit_rows
 from medusa_lib.drafters import Draft, Drafter, token_tree
 from medusa_lib.files import atomic_path, atomic_write_text, read_tensors
 
@@ -146,7 +147,7 @@ class EagleDrafter(Drafter):
         """EAGLE-2's dynamic tree from the root's predicted feature [1, H]: returns the token paths of the
         kept nodes' leaves, best first. Each depth is one batched forward of the `topk` frontier nodes."""
         k, P = self.tree.topk, self.fed
-        logp = torch.log_softmax((o_root @ self.weight.T).float(), -1)  # [1, Vd]
+        logp = torch.log_softmax(logit_rows(self.weight, o_root).float(), -1)  # [1, Vd]
         score, idx = logp[0].topk(k)  # [k] the depth-1 nodes
         toks, scores, parents = [self.net.draft_ids[idx]], [score], [torch.full((k,), -1, device=dev)]
         front = torch.arange(k, device=dev)  # node ids of the frontier
@@ -157,7 +158,7 @@ class EagleDrafter(Drafter):
             mask = tree_mask(vis, P, self.weight.dtype)  # [1, 1, F, P + E + F]
             pos = torch.full((1, F_), P + d - 1, device=dev)
             out = self.net(emb, front_o[None], mask, pos, self.cache)[0]  # [F, H]
-            logp = torch.log_softmax((out @ self.weight.T).float(), -1)  # [F, Vd]
+            logp = torch.log_softmax(logit_rows(self.weight, out).float(), -1)  # [F, Vd] (W @ h.T: faster on MKL)
             cum = torch.cat(scores)[front][:, None] + logp  # [F, Vd]
             top, col = cum.topk(k, -1)  # [F, k] each frontier node's k best children
             toks.append(self.net.draft_ids[col.flatten()])
