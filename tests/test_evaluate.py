@@ -290,3 +290,35 @@ def test_prompts_longer_than_the_context_are_left_out_and_said(tiny, capsys):
     assert fitting(tok, [short, long], 8, None)[0] == [short, long]  # no context known: all kept
     with pytest.raises(ValueError, match="no prompt fits the model's context of 4 tokens"):
         fitting(tok, [short, long], 8, 4)
+
+
+
+def test_choose_eagle_tree_keeps_the_fastest_of_its_rounds_and_picks_the_fastest_tree(tiny, monkeypatch):
+    from medusa_lib import evaluate
+    from medusa_lib.eagle import EagleDrafter, EagleNet, EagleTree
+
+    model, tok = tiny
+    torch.manual_seed(0)
+    drafter = EagleDrafter(EagleNet.for_backbone(model, torch.arange(model.config.vocab_size)).eval(), model)
+    grid, calls, ticks = [EagleTree(2, 2, 3), EagleTree(3, 2, 5)], [], iter(range(10_000))
+    real = evaluate.medusa_generate
+
+    def generate(d, x, **kw):
+        calls.append(d.tree)
+        return real(d, x, **kw)
+
+    def clock():  # every decode takes 1 s, except the second tree's in round 1 (calls 3 and 4): 0.1 s
+        n = next(ticks)  # even: a decode starts, odd: it ends
+        fast = calls[-1] == grid[1] and len(calls) <= 4 if n % 2 else False
+        return n // 2 * 10 + (0.1 if fast else 1.0) * (n % 2)
+
+    monkeypatch.setattr(evaluate, "medusa_generate", generate)
+    monkeypatch.setattr(evaluate, "clock", clock)
+    tree, rows = evaluate.choose_eagle_tree(drafter, tok, ["hello there", "what is a tree"], grid=grid,
+                                            max_new_tokens=6, rounds=2, verbose=False)
+    assert calls == ([grid[0]] * 2 + [grid[1]] * 2) * 2  # the rounds interleave the trees
+    assert tree == grid[1] == drafter.tree
+    # greedy is lossless, so both trees emit the same tokens: the kept seconds are 2 x 1 s against 2 x 0.1 s
+    # (the second tree's slower round 2 is dropped; a last-run or a total would not give 10x)
+    assert rows[1]["tokens_per_s"] == pytest.approx(10 * rows[0]["tokens_per_s"])
+    assert {"tau", "draft_ms", "verify_ms", "depth", "topk", "nodes"} <= set(rows[0])
