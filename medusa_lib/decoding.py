@@ -31,7 +31,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from medusa_lib.backbone import as_backbone
+from medusa_lib.backbone import as_backbone, logit_rows  # logit_rows: re-exported, notebooks import it here
 from medusa_lib.drafters import as_drafter
 from medusa_lib.models import clock
 from medusa_lib.tree import Tree
@@ -66,17 +66,6 @@ def stopwatch(timing: bool):
     """`clock` (a GPU sync each call) when timings are asked for, else a bare perf_counter (no sync):
     exact on a CPU either way; on CUDA the bare one only shows when work was queued."""
     return clock if timing else time.perf_counter
-
-
-def logit_rows(weight: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """lm_head logits of a few hidden states: [N, H] -> [N, V].
-
-    `W @ h.T` rather than `h @ W.T`: on CPU (MKL) the small-M GEMM is up to 3x slower than this
-    layout, and a single row is slower than two, so one row is padded to two.
-    """
-    if h.shape[0] == 1:
-        return (weight @ torch.cat([h, h]).T).T[:1]
-    return (weight @ h.T).T
 
 
 def check_inputs(input_ids: torch.Tensor, mode: str, max_new_tokens: int, temperature: float = 1.0,

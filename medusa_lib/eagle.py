@@ -31,8 +31,7 @@ import torch.nn as nn
 from safetensors.torch import save_file
 from transformers import DynamicCache
 
-from medusa_lib.backbone import as_backbone
-from medusa_lib.decoding import logit_rows
+from medusa_lib.backbone import as_backbone, logit_rows
 from medusa_lib.drafters import Draft, Drafter, token_tree
 from medusa_lib.files import atomic_path, atomic_write_text, read_tensors
 
