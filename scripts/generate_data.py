@@ -32,7 +32,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--templates", type=int, default=16384, help="template prompts to answer")
     ap.add_argument("--copy", type=int, default=0, help="answer this many copy-heavy prompts instead of templates")
-    ap.add_argument("--start", type=int, default=0, help="first template prompt (to split work across machines)")
+    ap.add_argument("--start", type=int, default=0, help="first prompt to answer (to split work across machines)")
     ap.add_argument("--chunk", type=int, default=512, help="prompts per cache folder")
     ap.add_argument("--max_new_tokens", type=int, default=192)
     ap.add_argument("--batch", type=int, default=128, help="rows generating at every step")
