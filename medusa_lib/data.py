@@ -175,37 +175,45 @@ def _stdlib_passages(min_chars: int = 200, max_chars: int = 700) -> list[tuple[s
     return out
 
 
-def copy_prompts(n: int, seed: int = 0, passages: int = 3) -> list[Prompt]:
+def copy_prompts(n: int, seed: int = 0) -> list[Prompt]:
     """`n` long-context, copy-heavy *training* prompts, half `documents` and half `code_edit`, built offline
-    from the standard library: questions over `passages` docstrings to answer with quotes, and a function's
+    from the standard library: questions over three docstrings to answer with quotes, and a function's
     source to return modified. Like the template prompts, they are never held out."""
     rng = random.Random(seed)
     docs, funcs = _stdlib_passages(), _stdlib_functions()
-    if len(docs) < passages or not funcs:
+    if len(docs) < 3 or not funcs:
         raise ValueError(f"the standard library under {offline_text_dir()} gives too little text to build on")
     seen, out = {p.prompt for p in load_prompts()}, []
     for _ in range(20 * n):
         if len(out) == n:
             break
         if len(out) % 2 == 0:
-            picked = rng.sample(docs, passages)
-            body = "\n\n".join(f"Passage {i + 1} ({name}): {doc}" for i, (name, doc) in enumerate(picked))
-            a, b = rng.sample([name for name, _ in picked], 2) if passages > 1 else (picked[0][0],) * 2
-            question = rng.choice(DOCUMENT_QUESTIONS).format(a=a, b=b)
-            cat, text = "documents", ("Using only the passages below, answer the question and quote the passages "
-                                      f"that support your answer.\n\n{body}\n\nQuestion: {question}")
+            cat, text = "documents", _documents_prompt(rng, docs)
         else:
-            src = rng.choice(funcs)
-            name = src.split("(", 1)[0].removeprefix("def ").strip()
-            edit = rng.choice(CODE_EDITS).format(name=name)
-            cat, text = "code_edit", f"Here is a function from Python's standard library:\n\n```python\n{src}\n```\n\n"
-            text += edit
+            cat, text = "code_edit", _code_edit_prompt(rng, funcs)
         if text not in seen:
             seen.add(text)
             out.append(Prompt(f"copy-{len(out):05d}", cat, text, "train"))
     if len(out) < n:
         raise ValueError(f"the standard library gives only {len(out)} distinct copy-heavy prompts, fewer than n={n}")
     return out
+
+
+def _documents_prompt(rng: random.Random, docs: list[tuple[str, str]]) -> str:
+    """Three (name, docstring) passages and a question about one or two of them."""
+    picked = rng.sample(docs, 3)
+    body = "\n\n".join(f"Passage {i + 1} ({name}): {doc}" for i, (name, doc) in enumerate(picked))
+    a, b = rng.sample([name for name, _ in picked], 2)
+    return ("Using only the passages below, answer the question and quote the passages that support your answer."
+            f"\n\n{body}\n\nQuestion: {rng.choice(DOCUMENT_QUESTIONS).format(a=a, b=b)}")
+
+
+def _code_edit_prompt(rng: random.Random, funcs: list[str]) -> str:
+    """A function's source and an edit to make to it."""
+    src = rng.choice(funcs)
+    name = src.split("(", 1)[0].removeprefix("def ").strip()
+    edit = rng.choice(CODE_EDITS).format(name=name)
+    return f"Here is a function from Python's standard library:\n\n```python\n{src}\n```\n\n{edit}"
 
 
 def chat_text(tok, prompt: str) -> str:

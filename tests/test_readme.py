@@ -54,15 +54,20 @@ def test_the_gains_from_991k_to_2m_are_the_curves():
     assert text in README
 
 
-def test_the_training_time_test_table_is_the_reports_table():
+def report_table(paths: dict) -> str:
+    """`scripts/eagle_report.py --table`'s markdown of the reports {row name: report path}."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("eagle_report", ROOT / "scripts" / "eagle_report.py")
     report = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(report)
+    return report.table([f"{name}={path}" for name, path in paths.items()])
+
+
+def test_the_training_time_test_table_is_the_reports_table():
     names = {"shipped (EAGLE-1, 6 epochs)": "shipped", "control (+2 epochs, no unroll)": "control",
              "training-time test (+2 epochs, unroll 3)": "ttt"}
-    made = report.table([f"{name}={ROOT / 'docs' / 'eagle_ttt' / f'{stem}.json'}" for name, stem in names.items()])
+    made = report_table({name: ROOT / 'docs' / 'eagle_ttt' / f'{stem}.json' for name, stem in names.items()})
     assert (ROOT / "docs" / "eagle_ttt.md").read_text() == made
     assert all(line in README for line in made.strip().splitlines())
 
@@ -78,14 +83,9 @@ def test_what_the_readme_says_of_the_training_time_test_holds():
 
 
 def test_the_more_data_table_is_the_reports_table_and_its_claims_hold():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("eagle_report", ROOT / "scripts" / "eagle_report.py")
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
     paths = {"shipped: 301K positions, 6 epochs": ROOT / "docs" / "eagle_ttt" / "shipped.json",
              "508K positions, 6 epochs": ROOT / "docs" / "eagle_500k" / "report_3_4_10.json"}
-    made = report.table([f"{name}={path}" for name, path in paths.items()])
+    made = report_table(paths)
     assert (ROOT / "docs" / "eagle_data.md").read_text() == made
     assert all(line in README for line in made.strip().splitlines())
     old, new = (json.loads(path.read_text()) for path in paths.values())
