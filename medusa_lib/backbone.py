@@ -8,6 +8,8 @@ runs the tree and its lm_head judges. Decoding needs only those parts, so a `Bac
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 
 def core_model(model):
@@ -58,8 +60,42 @@ def logit_rows(weight: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """lm_head logits of a few hidden states: [N, H] -> [N, V].
 
     `W @ h.T` rather than `h @ W.T`: on CPU (MKL) the small-M GEMM is up to 3x slower than this
-    layout, and a single row is slower than two, so one row is padded to two.
+    layout, and 1 or 3 rows are slower than 2 or 4, so they are padded with a copy of the last row.
     """
-    if h.shape[0] == 1:
-        return (weight @ torch.cat([h, h]).T).T[:1]
+    n = h.shape[0]
+    if n in (1, 3):
+        return (weight @ torch.cat([h, h[-1:]]).T).T[:n]
     return (weight @ h.T).T
+
+
+# ----------------------------------------------------------------------------- a CPU's few-row products
+
+FEW_ROWS = 32  # up to this many rows, fp32 products on a CPU take the `W @ x.T` layout
+
+
+class FewRowsLinear(nn.Linear):
+    """`nn.Linear` whose fp32 CPU forward of 1..FEW_ROWS rows runs as `logit_rows` (`W @ x.T`).
+
+    Why it matters for speculative decoding: verifying a tree of n nodes pushes n rows through every weight
+    of the backbone. On a CPU, MKL's `x @ W.T` for a few rows costs 1.5-2x one row, so a small tree costs
+    nearly two greedy steps; `W @ x.T` costs about one row's time up to 4 rows (`scripts/bench_verify.py`
+    prints both). Any other shape, dtype or device is plain `F.linear`. The results differ from
+    `F.linear` by float rounding only.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in] -> [..., out]
+        rows = x.numel() // x.shape[-1]
+        if not (x.is_cpu and x.dtype == torch.float32 and 1 <= rows <= FEW_ROWS):
+            return F.linear(x, self.weight, self.bias)
+        y = logit_rows(self.weight, x.reshape(rows, -1)).reshape(*x.shape[:-1], -1)
+        return y if self.bias is None else y + self.bias
+
+
+def few_rows_layout(model: nn.Module) -> int:
+    """Every plain `nn.Linear` of `model` computes few rows in the fast layout (in place; the weights and
+    `state_dict` are untouched, as `torch.nn.utils.parametrize` also swaps a module's class). Returns how
+    many layers changed. `load_base` does this for models it loads on a CPU."""
+    layers = [m for m in model.modules() if type(m) is nn.Linear]
+    for m in layers:
+        m.__class__ = FewRowsLinear
+    return len(layers)

@@ -31,7 +31,7 @@ import torch.nn as nn
 from safetensors.torch import save_file
 from transformers import DynamicCache
 
-from medusa_lib.backbone import as_backbone, logit_rows
+from medusa_lib.backbone import as_backbone, few_rows_layout, logit_rows
 from medusa_lib.drafters import Draft, Drafter, token_tree
 from medusa_lib.files import atomic_path, atomic_write_text, read_tensors
 
@@ -112,6 +112,7 @@ class EagleDrafter(Drafter):
 
     def __init__(self, net: EagleNet, backbone, tree: EagleTree | None = None):
         self.net, self.backbone, self.tree = net.eval(), as_backbone(backbone), tree or EagleTree()
+        few_rows_layout(self.net)  # its layer's products of a few frontier rows, in a CPU's fast layout
         check_eagle_tree(self.tree, net.draft_ids.numel())
         self.weight = draft_weight(self.backbone, net.draft_ids).to(net.fc.weight.dtype)  # [Vd, H]
         self.cache, self.fed = None, 0

@@ -456,7 +456,9 @@ def choose_tree(mm: MedusaModel, acc, verbose: bool = True,
     return tree, choices
 
 
-EAGLE_GRID = [EagleTree(d, k, n) for d in (3, 5) for k in (4, 8) for n in (10, 24)]  # depth, topk, nodes
+# depth / topk / nodes: on a CPU a few nodes win (each verified row costs), so most of the grid is small trees
+EAGLE_GRID = [EagleTree(*t) for t in ((2, 2, 2), (2, 4, 3), (3, 2, 3), (3, 4, 3), (3, 4, 5), (4, 4, 7), (3, 4, 10),
+                                      (5, 8, 10))]
 
 
 def choose_eagle_tree(drafter, tok, prompts: list[str], grid=None, max_new_tokens: int = 48, rounds: int = 2,

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from medusa_lib.backbone import Backbone
+from medusa_lib.backbone import Backbone, few_rows_layout, logit_rows
 from medusa_lib.backbone import core_model as _core
 from medusa_lib.files import atomic_path, atomic_write_text, read_tensors
 from medusa_lib.models import EMBEDDED_NAME
@@ -163,6 +163,7 @@ class MedusaModel(nn.Module):
     def __init__(self, base, heads: MedusaHeads, base_name: str | None = None):
         super().__init__()
         self.base, self.heads = base, heads
+        few_rows_layout(heads)  # the heads' products of a few tree rows, in a CPU's fast layout
         self.base_name = base_name or _base_name(base)
         self.draft_ids = None  # optional LongTensor [N]: heads propose only these tokens (see set_draft_vocab)
         self._draft_weight = None
@@ -244,7 +245,7 @@ class MedusaModel(nn.Module):
         if self.draft_ids is None:
             return self.heads.project(z, self.lm_head, k).topk(topk, dim=-1).indices
         w = self.draft_weight(k)  # [Vd, H]
-        return self.draft_ids[(z.to(w.dtype) @ w.T).topk(topk, dim=-1).indices]
+        return self.draft_ids[logit_rows(w, z.to(w.dtype)).topk(topk, dim=-1).indices]
 
     hydra_state, hydra_topk = head_state, topk_along  # the names of Hydra's own path-reading heads
 
@@ -323,7 +324,7 @@ class MedusaModel(nn.Module):
         z = self.heads.hidden(h)  # [K, N, H]
         if self.draft_ids is None:
             return self.heads.project(z, self.lm_head).topk(topk, dim=-1).indices
-        logits = torch.stack([z[k].to(self.draft_weight(k).dtype) @ self.draft_weight(k).T
+        logits = torch.stack([logit_rows(self.draft_weight(k), z[k].to(self.draft_weight(k).dtype))
                               for k in range(self.num_heads)])  # [K, N, Vd]
         return self.draft_ids[logits.topk(topk, dim=-1).indices]
 

@@ -30,6 +30,7 @@ import torch
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from medusa_lib.backbone import few_rows_layout
 from medusa_lib.config import PROFILES, REHEARSE, REHEARSE_LAYERS, get_device
 from medusa_lib.files import atomic_dir, cache_dir
 from medusa_lib.memory import shipped_config
@@ -119,6 +120,7 @@ def load_base(name: str = "embedded", *, dtype=None, device=None, load_in_4bit: 
         model, tok = _load_hub(name, dtype, device, load_in_4bit)
     if not load_in_4bit:
         model = model.to(device=device, dtype=dtype)
+    few_rows_layout(model)  # a CPU's fp32 products of a few rows (a tree, a greedy step) in MKL's fast layout
     _setup_tokenizer(tok)
     model.generation_config.pad_token_id = tok.pad_token_id
     return model.eval(), tok

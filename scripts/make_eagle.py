@@ -10,6 +10,11 @@ Writes medusa_lib/assets/heads/embedded-eagle/ (fp16): eagle.safetensors, eagle_
 training_record.json. Resumable: --resume continues from --work/last after an interruption.
 
     python scripts/make_eagle.py --rows 1024 --epochs 8
+
+The tree is the machine's, not the weights': `--retree DIR` only chooses it again for the drafter in DIR (the grid
+of `evaluate.EAGLE_GRID` on the tuning prompts, a few minutes) and writes the drafter with it and its record to --out.
+
+    python scripts/make_eagle.py --retree docs/eagle_500k/drafter --out medusa_lib/assets/heads/embedded-eagle
 """
 
 import argparse
@@ -47,6 +52,7 @@ def parse_args(argv=None):
                          "it starts far off, feature loss 9.5 after 109 steps where random starts at 1.0)")
     ap.add_argument("--start", default=None,
                     help="start from this drafter folder's weights (the shipped one, to fine-tune it with --unroll)")
+    ap.add_argument("--retree", default=None, help="only choose the tree again for the drafter in this folder")
     ap.add_argument("--tune_prompts", type=int, default=6, help="held-out prompts outside the race that pick the tree")
     ap.add_argument("--race_per_group", type=int, default=4, help="the race's prompts per group, kept out of tuning")
     for f in dataclasses.fields(EagleTrainConfig):
@@ -54,8 +60,33 @@ def parse_args(argv=None):
     return ap.parse_args(argv)
 
 
+def tuning_prompts(args) -> list[str]:
+    """Held-out prompts outside the race's: the tree is never chosen on the prompts it is raced on."""
+    raced = {p.id for p in bench_prompts(per_group=args.race_per_group, humaneval=0)}
+    return [p.prompt for p in spread([p for p in load_prompts("heldout") if p.id not in raced], args.tune_prompts)]
+
+
+def retree(args) -> None:
+    """Choose the tree again for the drafter in --retree on this machine; weights and record otherwise kept."""
+    model, tok = load_base("embedded")
+    src = Path(args.retree)
+    drafter = load_eagle(src, model)
+    tuning = tuning_prompts(args)
+    tree, grid = choose_eagle_tree(drafter, tok, tuning)
+    record = json.loads((src / "training_record.json").read_text())
+    record["tree_choice"] = {"prompts": len(tuning), "grid": grid, "machine": platform.processor() or "cpu"}
+    out = Path(args.out)
+    if out.resolve() != src.resolve():
+        shutil.rmtree(out, ignore_errors=True)
+    save_eagle(drafter.net, out, model.config.name_or_path, tree, info=record, dtype=torch.float16)
+    (out / "training_record.json").write_text(json.dumps(record, indent=2))
+    print(f"tree {tree.depth}/{tree.topk}/{tree.nodes} -> {out}")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.retree:
+        return retree(args)
     cfg = EagleTrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EagleTrainConfig)})
     t0 = time.time()
     model, tok = load_base("embedded")
@@ -79,8 +110,7 @@ def main(argv=None):
     drafter = load_eagle(best, model)
     net = drafter.net
     acc = eagle_accuracy(net, bb, eval_seqs, eval_feats)
-    raced = {p.id for p in bench_prompts(per_group=args.race_per_group, humaneval=0)}  # kept out of the choice
-    tuning = [p.prompt for p in spread([p for p in load_prompts("heldout") if p.id not in raced], args.tune_prompts)]
+    tuning = tuning_prompts(args)
     tree, grid = choose_eagle_tree(drafter, tok, tuning)
     positions = sum(len(s) - st - 1 for s, st in seqs)
     record = {"base": "HuggingFaceTB/SmolLM2-135M-Instruct (embedded GGUF Q4_1, dequantised, fp32)",

@@ -177,7 +177,8 @@ def test_fresh_hydra_head_equals_fresh_medusa_head(tiny, share):
     medusa = MedusaModel.from_base(model, 3, num_layers=2, share_lm_head=share)
     ids = tok("abc def ghi", return_tensors="pt").input_ids
     with torch.no_grad():
-        assert torch.allclose(hydra(ids)[1], medusa(ids)[1], atol=1e-6)  # [K, B, T, V], teacher-forced
+        # [K, B, T, V], teacher-forced; equal up to float rounding (Hydra's wider input takes another GEMM)
+        assert torch.allclose(hydra(ids)[1], medusa(ids)[1], atol=1e-5)
         h, prev = torch.randn(4, 64), torch.randint(0, 100, (4, 3))
         for k in range(3):  # whatever the draft tokens, a fresh head reads only h
             assert torch.equal(hydra.hydra_topk(h, k, prev[:, : k + 1], 5), medusa.head_topk(h, 5)[k])

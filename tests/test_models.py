@@ -223,6 +223,9 @@ def test_hub_models_load_straight_onto_the_gpu(monkeypatch, device, placed):
         def eval(self):
             return self
 
+        def modules(self):
+            return iter(())
+
     seen = {}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
