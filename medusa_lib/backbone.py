@@ -94,7 +94,7 @@ class FewRowsLinear(nn.Linear):
 def few_rows_layout(model: nn.Module) -> int:
     """Every plain `nn.Linear` of `model` computes few rows in the fast layout (in place; the weights and
     `state_dict` are untouched, as `torch.nn.utils.parametrize` also swaps a module's class). Returns how
-    many layers changed. `load_base` does this for models it loads on a CPU."""
+    many layers changed. `load_base` does this for every model it loads; the forward changes on a CPU only."""
     layers = [m for m in model.modules() if type(m) is nn.Linear]
     for m in layers:
         m.__class__ = FewRowsLinear
