@@ -480,8 +480,8 @@ def choose_eagle_tree(drafter, tok, prompts: list[str], grid=None, max_new_token
                 out = medusa_generate(drafter, x, max_new_tokens=max_new_tokens)
                 kept[g][i] = min(kept[g][i], (clock() - t0, out), key=lambda run: run[0])
     rows = [eagle_tree_row(tree, runs) for tree, runs in zip(grid, kept)]
-    for r in rows:
-        if verbose:
+    if verbose:
+        for r in rows:
             print(f"depth {r['depth']} topk {r['topk']} nodes {r['nodes']:2d}: tau {r['tau']:.2f}, "
                   f"{r['tokens_per_s']:.1f} tok/s, draft {r['draft_ms']:.1f} ms + verify {r['verify_ms']:.1f} ms")
     best = max(rows, key=lambda r: r["tokens_per_s"])

@@ -66,6 +66,15 @@ def tuning_prompts(args) -> list[str]:
     return [p.prompt for p in spread([p for p in load_prompts("heldout") if p.id not in raced], args.tune_prompts)]
 
 
+def write_drafter(net, out: Path, base_name: str, tree, record: dict, keep: Path | None = None) -> Path:
+    """The drafter in fp16 with its tree, model card and record, in a fresh `out` (unless `out` is `keep`)."""
+    if keep is None or out.resolve() != keep.resolve():
+        shutil.rmtree(out, ignore_errors=True)
+    save_eagle(net, out, base_name, tree, info=record, dtype=torch.float16)
+    (out / "training_record.json").write_text(json.dumps(record, indent=2))
+    return out
+
+
 def retree(args) -> None:
     """Choose the tree again for the drafter in --retree on this machine; weights and record otherwise kept."""
     model, tok = load_base("embedded")
@@ -75,11 +84,7 @@ def retree(args) -> None:
     tree, grid = choose_eagle_tree(drafter, tok, tuning)
     record = json.loads((src / "training_record.json").read_text())
     record["tree_choice"] = {"prompts": len(tuning), "grid": grid, "machine": platform.processor() or "cpu"}
-    out = Path(args.out)
-    if out.resolve() != src.resolve():
-        shutil.rmtree(out, ignore_errors=True)
-    save_eagle(drafter.net, out, model.config.name_or_path, tree, info=record, dtype=torch.float16)
-    (out / "training_record.json").write_text(json.dumps(record, indent=2))
+    out = write_drafter(drafter.net, Path(args.out), model.config.name_or_path, tree, record, keep=src)
     print(f"tree {tree.depth}/{tree.topk}/{tree.nodes} -> {out}")
 
 
@@ -125,10 +130,7 @@ def main(argv=None):
               "history": state["history"], "feature_seconds": round(t_feat, 1),
               "tree_choice": {"prompts": len(tuning), "grid": grid, "machine": platform.processor() or "cpu"},
               "wall_time": f"{time.time() - t0:.0f} s total, {t_feat:.0f} s of backbone features"}
-    out = Path(args.out)
-    shutil.rmtree(out, ignore_errors=True)
-    save_eagle(net, out, model.config.name_or_path, tree, info=record, dtype=torch.float16)
-    (out / "training_record.json").write_text(json.dumps(record, indent=2))
+    out = write_drafter(net, Path(args.out), model.config.name_or_path, tree, record)
     print(json.dumps(record["accuracy"]), "->", out)
 
 
